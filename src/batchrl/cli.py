@@ -1,0 +1,64 @@
+"""The ``batchrl`` command line: one subcommand per stage, each a thin caller of the engine.
+
+Each module in :data:`COMMANDS` defines ``register(subparsers)``, which adds its parser and sets
+``func(args) -> int``. Errors a user can cause (:class:`BatchRLError`) print one message and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from batchrl import __version__
+from batchrl.errors import BatchRLError
+
+#: Subcommand modules under ``batchrl.commands``, in the order ``--help`` lists them.
+COMMANDS = (
+    "generate",
+    "validate",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchrl",
+        description="Batch (offline) reinforcement learning: logged data -> timeline -> normalization -> "
+        "training -> counterfactual evaluation -> TorchScript, locally or as Kubeflow Pipelines.",
+    )
+    parser.add_argument("--version", action="version", version=f"batchrl {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name in COMMANDS:
+        importlib.import_module(f"batchrl.commands.{name}").register(sub)
+    return parser
+
+
+def configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("batchrl").setLevel(logging.INFO if verbosity == 0 else level)
+    for noisy in ("py4j", "urllib3", "botocore", "matplotlib"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    configure_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except BatchRLError as exc:
+        print(f"batchrl {args.command}: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"batchrl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from batchrl.errors import BatchRLError
+
+
+def build_options(options_type: type[BaseModel], where: str, **values: Any) -> BaseModel:
+    """Validate CLI values into an options model; a bad value becomes a clear BatchRLError."""
+    try:
+        return options_type(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in exc.errors())
+        raise BatchRLError(f"invalid options: {problems}", where=where, fix="see --help") from None
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Print a stage summary as JSON on stdout (what a script or KFP step reads)."""
+    json.dump(summary, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")

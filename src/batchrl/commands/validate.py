@@ -1,0 +1,23 @@
+"""`batchrl validate`: check a logged table against the schema and invariants."""
+
+from __future__ import annotations
+
+import argparse
+
+from batchrl.commands._common import print_summary
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check a logged table (schema, nulls, duplicates, propensities)",
+                       description="Check a logged table against the schema and row invariants; every "
+                       "failed check is listed with its column, offending row count and an example.")
+    p.add_argument("--input", required=True, help="logged table URI (Parquet dataset, or .json/.jsonl)")
+    p.add_argument("--spark-master", default="local[*]", help="Spark master (default local[*])")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from batchrl.data.validation import validate_input
+
+    print_summary(validate_input(args.input, args.spark_master))
+    return 0

@@ -1,0 +1,84 @@
+"""Shared fixtures: one Spark session per test process, a moto S3 server on 127.0.0.1, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("BATCHRL_SHUFFLE_PARTITIONS", "4")
+os.environ.setdefault("BATCHRL_SPARK_DRIVER_MEMORY", "2g")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local[2] Spark session shared by the tests of one worker."""
+    from batchrl.spark import get_spark
+
+    return get_spark("local[2]", app_name="batchrl-tests")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1; yields its endpoint URL."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("moto server did not start")
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> str:
+    """Point the storage layer at the moto server with test credentials; yields a fresh bucket URI."""
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret-value")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    bucket = f"test-{uuid.uuid4().hex[:10]}"
+    fs = pafs.S3FileSystem(access_key="testing-key", secret_key="testing-secret-value", region="us-east-1",
+                           endpoint_override=s3_server.split("://")[1], scheme="http",
+                           allow_bucket_creation=True)
+    fs.create_dir(bucket)
+    return f"s3://{bucket}"
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``batchrl`` in-process; returns (exit code, stdout, stderr)."""
+    from batchrl.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
