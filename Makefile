@@ -37,3 +37,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) local_outputs
+
+images:
+	bash images/build.sh
