@@ -1,0 +1,1 @@
+"""Counterfactual policy evaluation estimators: one small pure function (or statistic) each."""

@@ -1,0 +1,139 @@
+"""Shared machinery of the estimators: the value of per-unit terms and a seeded bootstrap interval.
+
+Every estimator reduces to a *statistic of resampling multiplicities*: given ``counts[b, i]`` (how
+often unit ``i`` -- an eval row or an episode -- appears in replicate ``b``), it returns the estimate
+on each replicate. The point estimate is the statistic at ``counts = 1``; the interval is the
+percentile interval over ``B`` bootstrap replicates of size ``n`` (Efron & Tibshirani, *An
+Introduction to the Bootstrap*, 1993, ch. 13), so self-normalized estimators are recomputed, ratio and
+all, on every replicate. Normalized values are paired: the estimate and the logging policy's value are
+computed on the same replicate before dividing.
+
+Most estimators are :class:`Terms`: ``value = sum_k (sum_i c_i num[i, k]) / (sum_i c_i den[i, k])``.
+A plain mean has one column and ``den = 1``; SNIPS has ``den = w``; weighted DR has one column per
+time step. Estimators that are not ratios of sums (MAGIC) implement :class:`Statistic` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: Probability mass outside the reported interval (a 95% interval).
+ALPHA = 0.05
+
+
+class Statistic(Protocol):
+    """An estimator as a function of resampling multiplicities."""
+
+    @property
+    def units(self) -> int:
+        """Number of resampling units n (rows or episodes)."""
+        ...
+
+    def value(self, counts: Tensor) -> Tensor:
+        """Estimates for multiplicities ``counts`` [B, n] (float64); returns [B]."""
+        ...
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Per-unit terms of a ratio-of-sums estimator.
+
+    Args:
+        numerator: [n, k] float64, unit i's contribution to column k's numerator.
+        denominator: [n, k] float64 or None (= 1 for every unit: a plain mean per column).
+    """
+
+    numerator: Tensor
+    denominator: Tensor | None = None
+
+    @staticmethod
+    def mean_of(per_unit: Tensor) -> Terms:
+        """Terms whose value is the plain mean of ``per_unit`` [n]."""
+        return Terms(per_unit.to(torch.float64).reshape(-1, 1))
+
+    @property
+    def units(self) -> int:
+        return int(self.numerator.shape[0])
+
+    def value(self, counts: Tensor) -> Tensor:
+        num = counts @ self.numerator
+        den = counts.sum(dim=1, keepdim=True) if self.denominator is None else counts @ self.denominator
+        return _safe_ratio(num, den).sum(dim=1)
+
+
+def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
+    """num / den with 0 where the denominator is 0 (no weight on that column in this replicate)."""
+    return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An estimate, its ratio to the logging policy's value, and 95% bootstrap intervals of both."""
+
+    raw: float
+    normalized: float
+    ci_low: float
+    ci_high: float
+    normalized_ci_low: float
+    normalized_ci_high: float
+    std_error: float
+    units: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "raw": self.raw,
+            "normalized": self.normalized,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "normalized_ci_low": self.normalized_ci_low,
+            "normalized_ci_high": self.normalized_ci_high,
+            "std_error": self.std_error,
+            "units": float(self.units),
+        }
+
+
+def bootstrap_counts(n: int, replicates: int, seed: int) -> Tensor:
+    """Multiplicities [replicates, n] of ``replicates`` resamples of size n drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=replicates)
+    return torch.from_numpy(counts.astype(np.float64))
+
+
+def _percentiles(values: Tensor) -> tuple[float, float]:
+    finite = values[torch.isfinite(values)]
+    if finite.numel() == 0:
+        return float("nan"), float("nan")
+    q = torch.tensor([ALPHA / 2, 1 - ALPHA / 2], dtype=finite.dtype)
+    low, high = torch.quantile(finite, q).tolist()
+    return low, high
+
+
+def estimate(statistic: Statistic, baseline: Statistic, replicates: int, seed: int) -> Estimate:
+    """Point estimate, normalized value (``statistic / baseline``) and percentile bootstrap intervals.
+
+    ``baseline`` is the logging policy's value on the same units (mean logged reward for one-step
+    estimators, mean discounted logged episode return for sequential ones).
+    """
+    n = statistic.units
+    if baseline.units != n:
+        raise ValueError(f"statistic has {n} units but the baseline has {baseline.units}")
+    ones = torch.ones(1, n, dtype=torch.float64)
+    raw = float(statistic.value(ones)[0])
+    base = float(baseline.value(ones)[0])
+    normalized = raw / base if base != 0 else float("nan")
+    if replicates <= 0 or n < 2:
+        nan = float("nan")
+        return Estimate(raw, normalized, nan, nan, nan, nan, nan, n)
+    counts = bootstrap_counts(n, replicates, seed)
+    values = statistic.value(counts)
+    bases = baseline.value(counts)
+    ratios = torch.where(bases != 0, values / torch.where(bases != 0, bases, torch.ones_like(bases)),
+                         torch.full_like(values, float("nan")))
+    low, high = _percentiles(values)
+    nlow, nhigh = _percentiles(ratios)
+    return Estimate(raw, normalized, low, high, nlow, nhigh, float(values.std()), n)

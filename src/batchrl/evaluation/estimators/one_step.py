@@ -1,0 +1,114 @@
+"""One-step (contextual-bandit) estimators of a target policy's expected immediate reward.
+
+Notation, per eval row i of n: context x_i, logged action a_i, logged reward r_i, logging propensity
+mu_i = mu(a_i|x_i), target policy pi(.|x_i) (shape [A]), reward model r_hat(x_i, .) (shape [A]),
+importance weight w_i = pi(a_i|x_i) / mu_i and direct-method term DM_i = sum_a pi(a|x_i) r_hat(x_i, a).
+Each function returns per-row :class:`~batchrl.evaluation.estimators.core.Terms`; the value, the
+normalization by the mean logged reward and the bootstrap interval come from shared code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from batchrl.evaluation.estimators.core import Terms
+
+
+def importance_weights(target_probs: Tensor, action: Tensor, propensity: Tensor) -> Tensor:
+    """w_i = pi(a_i|x_i) / mu(a_i|x_i); [N] float64 from ``target_probs`` [N, A], ``action`` [N],
+    ``propensity`` [N]."""
+    pi_logged = target_probs.to(torch.float64).gather(1, action.long().reshape(-1, 1)).squeeze(1)
+    return pi_logged / propensity.to(torch.float64)
+
+
+def direct_method_values(target_probs: Tensor, reward_hat: Tensor) -> Tensor:
+    """DM_i = sum_a pi(a|x_i) r_hat(x_i, a); [N]."""
+    return (target_probs.to(torch.float64) * reward_hat.to(torch.float64)).sum(dim=1)
+
+
+def logged_reward_terms(reward: Tensor) -> Terms:
+    """The logging policy's value: mean_i r_i (the baseline of every one-step normalization)."""
+    return Terms.mean_of(reward)
+
+
+def direct_method_terms(target_probs: Tensor, reward_hat: Tensor) -> Terms:
+    """Direct Method: V = (1/n) sum_i sum_a pi(a|x_i) r_hat(x_i, a).
+
+    Low variance; biased by whatever the reward model gets wrong, and blind to it.
+    Dudik, Langford & Li, "Doubly Robust Policy Evaluation and Learning", ICML 2011, sec. 2.
+    """
+    return Terms.mean_of(direct_method_values(target_probs, reward_hat))
+
+
+def ips_terms(weights: Tensor, reward: Tensor) -> Terms:
+    """Inverse propensity scoring: V = (1/n) sum_i w_i r_i.
+
+    Unbiased when mu_i > 0 wherever pi puts mass; variance grows with the weights.
+    Horvitz & Thompson, JASA 1952; for policies: Precup, Sutton & Singh, ICML 2000.
+    """
+    return Terms.mean_of(weights * reward.to(torch.float64))
+
+
+def snips_terms(weights: Tensor, reward: Tensor) -> Terms:
+    """Self-normalized IPS: V = sum_i w_i r_i / sum_i w_i.
+
+    Biased (consistent), bounded by the range of the rewards, usually far lower variance than IPS.
+    Swaminathan & Joachims, "The Self-Normalized Estimator for Counterfactual Learning", NeurIPS 2015.
+    """
+    return Terms(weights.reshape(-1, 1) * reward.to(torch.float64).reshape(-1, 1), weights.reshape(-1, 1))
+
+
+def doubly_robust_terms(weights: Tensor, reward: Tensor, action: Tensor, target_probs: Tensor,
+                        reward_hat: Tensor) -> Terms:
+    """Doubly robust: V = (1/n) sum_i [w_i (r_i - r_hat(x_i, a_i)) + DM_i].
+
+    Unbiased if either the propensities or the reward model are right; variance of IPS on the
+    reward model's residuals. Dudik, Langford & Li, ICML 2011, eq. (2).
+    """
+    r_hat_logged = reward_hat.to(torch.float64).gather(1, action.long().reshape(-1, 1)).squeeze(1)
+    residual = reward.to(torch.float64) - r_hat_logged
+    return Terms.mean_of(weights * residual + direct_method_values(target_probs, reward_hat))
+
+
+def switch_terms(weights: Tensor, reward: Tensor, target_probs: Tensor, reward_hat: Tensor,
+                 logging_probs: Tensor, threshold: float) -> Terms:
+    """Switch: IPS where the weight is small, the reward model where it is large.
+
+    V = (1/n) sum_i [r_i w_i 1(w_i <= tau) + sum_a pi(a|x_i) r_hat(x_i, a) 1(pi(a|x_i)/mu(a|x_i) > tau)].
+    tau trades the variance of large weights for the reward model's bias. Needs the logging
+    distribution over all actions, ``logging_probs`` [N, A] (see :func:`infer_logging_probs`).
+    Wang, Agarwal & Dudik, "Optimal and Adaptive Off-policy Evaluation in Contextual Bandits",
+    ICML 2017, sec. 4.
+    """
+    pi = target_probs.to(torch.float64)
+    mu = logging_probs.to(torch.float64)
+    ratio = torch.where(mu > 0, pi / torch.where(mu > 0, mu, torch.ones_like(mu)),
+                        torch.where(pi > 0, torch.full_like(pi, float("inf")), torch.zeros_like(pi)))
+    model_part = (pi * reward_hat.to(torch.float64) * (ratio > threshold)).sum(dim=1)
+    ips_part = weights * reward.to(torch.float64) * (weights <= threshold)
+    return Terms.mean_of(ips_part + model_part)
+
+
+def switch_dr_terms(weights: Tensor, reward: Tensor, action: Tensor, target_probs: Tensor,
+                    reward_hat: Tensor, threshold: float) -> Terms:
+    """Switch-DR: doubly robust where the weight is small, the reward model where it is large.
+
+    V = (1/n) sum_i [DM_i + 1(w_i <= tau) w_i (r_i - r_hat(x_i, a_i))], which equals the DR term on
+    actions with pi/mu <= tau plus the DM term on the rest. Wang, Agarwal & Dudik, ICML 2017, sec. 4.
+    """
+    r_hat_logged = reward_hat.to(torch.float64).gather(1, action.long().reshape(-1, 1)).squeeze(1)
+    correction = (weights <= threshold) * weights * (reward.to(torch.float64) - r_hat_logged)
+    return Terms.mean_of(direct_method_values(target_probs, reward_hat) + correction)
+
+
+def infer_logging_probs(action: Tensor, propensity: Tensor, num_actions: int) -> Tensor:
+    """mu(.|x_i) [N, A] when only the logged propensity is known.
+
+    The logged action gets mu_i; the remaining mass 1 - mu_i is split evenly over the other actions.
+    Exact for two actions (and for uniform logging); an assumption otherwise.
+    """
+    n = action.shape[0]
+    mu = propensity.to(torch.float64).reshape(-1, 1)
+    others = ((1.0 - mu) / max(num_actions - 1, 1)).expand(n, num_actions).clone()
+    return others.scatter(1, action.long().reshape(-1, 1), mu)

@@ -1,0 +1,233 @@
+"""Sequential estimators of a target policy's discounted episode return.
+
+Notation, per logged episode i (of n) and step t (of its length T_i): reward r_t, per-step weight
+w_t = pi(a_t|s_t) / mu(a_t|s_t), cumulative weight rho_t = prod_{k<=t} w_k (rho_{-1} = 1), value model
+Q_hat(s_t, a_t) and V_hat(s_t) = sum_a pi(a|s_t) Q_hat(s_t, a). Episodes are padded to the longest
+one: after its end an episode has reward 0, Q_hat = V_hat = 0 and per-step weight 1.
+The resampling unit is the episode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from batchrl.evaluation.estimators.core import Terms, _safe_ratio
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """Logged episodes as padded [n, T] float64 matrices (see the module docstring)."""
+
+    reward: Tensor
+    step_weight: Tensor
+    q_logged: Tensor
+    v: Tensor
+    mask: Tensor
+
+    @property
+    def units(self) -> int:
+        return int(self.reward.shape[0])
+
+    @property
+    def horizon(self) -> int:
+        return int(self.reward.shape[1])
+
+    def cumulative_weight(self) -> Tensor:
+        """rho_t = prod_{k<=t} w_k, [n, T]."""
+        return torch.cumprod(self.step_weight, dim=1)
+
+    def previous_cumulative_weight(self) -> Tensor:
+        """rho_{t-1}, [n, T] (rho_{-1} = 1)."""
+        rho = self.cumulative_weight()
+        return torch.cat([torch.ones_like(rho[:, :1]), rho[:, :-1]], dim=1)
+
+    def discounts(self, gamma: float) -> Tensor:
+        return gamma ** torch.arange(self.horizon, dtype=torch.float64)
+
+
+def to_episodes(episode: Tensor, reward: Tensor, weights: Tensor, q_logged: Tensor, v: Tensor) -> Episodes:
+    """Pad per-row [N] vectors into [n, T] matrices; rows of an episode are contiguous and in order."""
+    episode = episode.long()
+    starts = torch.ones(episode.shape[0], dtype=torch.bool)
+    starts[1:] = episode[1:] != episode[:-1]
+    index = torch.cumsum(starts.long(), dim=0) - 1  # episode number 0..n-1 in order of appearance
+    n = int(index[-1]) + 1 if episode.numel() else 0
+    lengths = torch.bincount(index, minlength=n)
+    first = torch.cumsum(lengths, dim=0) - lengths
+    position = torch.arange(episode.shape[0]) - first[index]
+    horizon = int(lengths.max()) if n else 0
+
+    def pad(values: Tensor, fill: float) -> Tensor:
+        out = torch.full((n, horizon), fill, dtype=torch.float64)
+        out[index, position] = values.to(torch.float64)
+        return out
+
+    mask = torch.zeros(n, horizon, dtype=torch.float64)
+    mask[index, position] = 1.0
+    return Episodes(pad(reward, 0.0), pad(weights, 1.0), pad(q_logged, 0.0), pad(v, 0.0), mask)
+
+
+def logged_return_terms(episodes: Episodes, gamma: float) -> Terms:
+    """The logging policy's value: mean discounted logged return (1/n) sum_i sum_t gamma^t r_t."""
+    return Terms.mean_of((episodes.reward * episodes.discounts(gamma)).sum(dim=1))
+
+
+def sequential_dr_terms(episodes: Episodes, gamma: float) -> Terms:
+    """Sequential doubly robust: mean over episodes of DR_0, where
+    DR_t = V_hat(s_t) + w_t (r_t + gamma DR_{t+1} - Q_hat(s_t, a_t)), DR_T = 0; unrolled,
+    DR_0 = sum_t gamma^t [rho_t (r_t - Q_hat(s_t, a_t)) + rho_{t-1} V_hat(s_t)].
+
+    Unbiased when the propensities are right; the value model reduces variance.
+    Jiang & Li, "Doubly Robust Off-policy Value Evaluation for Reinforcement Learning", ICML 2016, eq. (4).
+    """
+    disc = episodes.discounts(gamma)
+    rho = episodes.cumulative_weight()
+    rho_prev = episodes.previous_cumulative_weight()
+    per_episode = (disc * (rho * (episodes.reward - episodes.q_logged) + rho_prev * episodes.v)).sum(dim=1)
+    return Terms.mean_of(per_episode)
+
+
+def weighted_dr_terms(episodes: Episodes, gamma: float) -> Terms:
+    """Weighted doubly robust: the cumulative weights are self-normalized per time step,
+    WDR = sum_t gamma^t [sum_i rho_t^i (r_t^i - Q_hat_t^i) / sum_i rho_t^i
+                         + sum_i rho_{t-1}^i V_hat_t^i / sum_i rho_{t-1}^i].
+
+    Biased (consistent) but bounded and far lower variance than sequential DR.
+    Thomas & Brunskill, "Data-Efficient Off-Policy Policy Evaluation for Reinforcement Learning",
+    ICML 2016, eq. (9) (their w_t^i = rho_t^i / sum_j rho_t^j).
+    """
+    numerator, denominator = _wdr_columns(episodes, gamma)
+    return Terms(numerator, denominator)
+
+
+def _wdr_columns(episodes: Episodes, gamma: float) -> tuple[Tensor, Tensor]:
+    disc = episodes.discounts(gamma)
+    rho = episodes.cumulative_weight()
+    rho_prev = episodes.previous_cumulative_weight()
+    numerator = torch.cat([rho * disc * (episodes.reward - episodes.q_logged), rho_prev * disc * episodes.v], 1)
+    return numerator, torch.cat([rho, rho_prev], dim=1)
+
+
+def j_steps(horizon: int, count: int) -> list[int]:
+    """The j-step horizons MAGIC blends: -1 (the model alone), then up to ``count - 1`` steps spread
+    evenly over 0 .. T-1 (T-1 = the full weighted DR)."""
+    spread = np.unique(np.round(np.linspace(0, horizon - 1, max(count - 1, 1))).astype(int))
+    return [-1, *spread.tolist()]
+
+
+class MagicStatistic:
+    """MAGIC: the convex blend of j-step weighted DR estimates that minimizes estimated MSE.
+
+    g^(j) = sum_i [sum_{t<=j} gamma^t (w_t^i (r_t^i - Q_hat_t^i) + w_{t-1}^i V_hat_t^i)
+                   + gamma^{j+1} w_j^i V_hat(s_{j+1}^i)],   w_t^i = rho_t^i / sum_k rho_t^k,
+    so g^(-1) is the model's value of the start states and g^(T-1) is weighted DR.
+    x* = argmin_{x in simplex} x^T (Omega + b b^T) x, MAGIC = x*^T g, where Omega is the covariance of
+    the g^(j) (n times the covariance of the per-episode terms) and b_j is the distance from g^(j) to
+    a 90% bootstrap interval of g^(T-1). As a convex blend it lies within the range of the g^(j).
+    Thomas & Brunskill, ICML 2016, sec. 5 (Algorithm 1).
+
+    Args:
+        episodes: the logged episodes.
+        gamma: discount.
+        num_j_steps: number of j-step horizons blended (ReAgent used 25).
+        bias_resamples: bootstrap resamples for the 90% interval of g^(T-1).
+        seed: seed of those resamples (the same stream on every call).
+    """
+
+    def __init__(self, episodes: Episodes, gamma: float, num_j_steps: int = 25, bias_resamples: int = 200,
+                 seed: int = 0, chunk: int = 16):
+        self.episodes, self.gamma = episodes, gamma
+        self.steps = j_steps(episodes.horizon, num_j_steps)
+        self.bias_resamples, self.seed, self.chunk = bias_resamples, seed, chunk
+        disc = episodes.discounts(gamma)
+        rho = episodes.cumulative_weight()
+        rho_prev = episodes.previous_cumulative_weight()
+        self._rho, self._rho_prev = rho, rho_prev
+        self._model_part = rho * disc * (episodes.reward - episodes.q_logged)
+        self._value_part = rho_prev * disc * episodes.v
+        v_next = torch.cat([episodes.v[:, 1:], torch.zeros_like(episodes.v[:, :1])], dim=1)
+        self._tail = rho * (disc * gamma) * v_next
+        self._wdr = Terms(*_wdr_columns(episodes, gamma))
+        self._columns = torch.tensor([j for j in self.steps if j >= 0], dtype=torch.long)
+
+    @property
+    def units(self) -> int:
+        return self.episodes.units
+
+    def contributions(self, counts: Tensor) -> Tensor:
+        """Per-episode terms c[b, i, j] of each g^(j) (g^(j) = sum_i counts[b, i] c[b, i, j]); [B, n, J]."""
+        n = counts.sum(dim=1, keepdim=True)  # [B, 1]
+        den = (counts @ self._rho).unsqueeze(1)  # [B, 1, T]
+        den_prev = (counts @ self._rho_prev).unsqueeze(1)
+        step = _safe_ratio(self._model_part.unsqueeze(0), den) + _safe_ratio(self._value_part.unsqueeze(0),
+                                                                              den_prev)
+        running = torch.cumsum(step, dim=2) + _safe_ratio(self._tail.unsqueeze(0), den)  # [B, n, T]
+        start = (self.episodes.v[:, 0].unsqueeze(0) / n).unsqueeze(2)  # j = -1: [B, n, 1]
+        return torch.cat([start, running[:, :, self._columns]], dim=2)
+
+    def blend(self, counts: Tensor) -> tuple[Tensor, Tensor]:
+        """j-step estimates g [B, J] and the MAGIC weights x [B, J] for multiplicities ``counts`` [B, n]."""
+        rng = np.random.default_rng(self.seed)
+        estimates, weights = [], []
+        for part in torch.split(counts, self.chunk):
+            c = self.contributions(part)
+            g = torch.einsum("bi,bij->bj", part, c)
+            n = part.sum(dim=1)
+            centered = c - (g / n.unsqueeze(1)).unsqueeze(1)
+            cov = torch.einsum("bi,bij,bik->bjk", part, centered, centered) / (n - 1).clamp(min=1).reshape(-1, 1, 1)
+            omega = cov * n.reshape(-1, 1, 1)
+            low, high = self._wdr_interval(part, rng)
+            bias = torch.clamp(low.unsqueeze(1) - g, min=0) + torch.clamp(g - high.unsqueeze(1), min=0)
+            x = simplex_quadratic_min(omega + bias.unsqueeze(2) * bias.unsqueeze(1))
+            estimates.append(g)
+            weights.append(x)
+        return torch.cat(estimates), torch.cat(weights)
+
+    def _wdr_interval(self, counts: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+        """5th and 95th percentiles of weighted DR over resamples of each replicate's episodes."""
+        lows, highs = [], []
+        for row in counts:
+            n = int(row.sum())
+            inner = rng.multinomial(n, (row / n).numpy(), size=self.bias_resamples)
+            values = self._wdr.value(torch.from_numpy(inner.astype(np.float64)))
+            lo, hi = torch.quantile(values, torch.tensor([0.05, 0.95], dtype=torch.float64)).tolist()
+            lows.append(lo)
+            highs.append(hi)
+        return torch.tensor(lows, dtype=torch.float64), torch.tensor(highs, dtype=torch.float64)
+
+    def value(self, counts: Tensor) -> Tensor:
+        g, x = self.blend(counts)
+        return (g * x).sum(dim=1)
+
+
+def simplex_quadratic_min(matrix: Tensor, iterations: int = 500) -> Tensor:
+    """argmin_{x >= 0, sum x = 1} x^T M x for a batch of PSD matrices [B, J, J] (accelerated projected
+    gradient; Beck & Teboulle, FISTA, 2009). Returns [B, J]."""
+    batch, size = matrix.shape[0], matrix.shape[1]
+    scale = torch.linalg.eigvalsh(matrix).amax(dim=1).clamp(min=1e-300)  # [B]
+    m = matrix / scale.reshape(-1, 1, 1)  # eigenvalues in [0, 1]; the minimizer is unchanged
+    x = torch.full((batch, size), 1.0 / size, dtype=matrix.dtype)
+    y, t = x.clone(), 1.0
+    for _ in range(iterations):
+        grad = 2.0 * torch.einsum("bjk,bk->bj", m, y)
+        x_next = project_to_simplex(y - grad / 2.0)
+        t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
+        y = x_next + ((t - 1.0) / t_next) * (x_next - x)
+        x, t = x_next, t_next
+    return x
+
+
+def project_to_simplex(v: Tensor) -> Tensor:
+    """Euclidean projection of each row of ``v`` [B, J] onto the probability simplex
+    (Duchi, Shalev-Shwartz, Singer & Chandra, ICML 2008, Fig. 1)."""
+    u, _ = torch.sort(v, dim=1, descending=True)
+    css = torch.cumsum(u, dim=1) - 1.0
+    k = torch.arange(1, v.shape[1] + 1, dtype=v.dtype)
+    support = (u - css / k) > 0
+    last = support.sum(dim=1, keepdim=True) - 1  # the support is a prefix of the sorted values
+    theta = css.gather(1, last) / (last + 1).to(v.dtype)
+    return torch.clamp(v - theta, min=0.0)
