@@ -1,0 +1,247 @@
+"""Create a SparkApplication, watch it to the end, report the driver's last lines on failure, clean up.
+
+The name is deterministic (see :func:`batchrl.kube.sparkapp.application_name`), so a retried step
+adopts the object its previous attempt created instead of starting the work twice; an object left
+in a failed state by that attempt is replaced. ``status.applicationState.state`` is polled until
+``COMPLETED`` (success) or ``FAILED`` / ``SUBMISSION_FAILED`` (a :class:`BatchRLError` carrying the
+driver log tail), or until the timeout (the object is deleted so no executors keep running).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from batchrl.errors import BatchRLError
+from batchrl.kube.sparkapp import API_GROUP, API_VERSION, PAYLOAD_ANNOTATION, PLURAL
+
+logger = logging.getLogger(__name__)
+
+COMPLETED = "COMPLETED"
+FAILED_STATES = ("FAILED", "SUBMISSION_FAILED")
+LOG_TAIL_LINES = 40
+
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)((?:secret|password|passwd|token|access[._-]?key)[\w.-]*\s*[=:]\s*)(\S+)"),
+    re.compile(r"(?i)(authorization:\s*\w+\s+)(\S+)"),
+)
+
+
+def redact(text: str) -> str:
+    """Mask values that look like credentials (``...secret...=VALUE``) and known secret env values."""
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(r"\1***", text)
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "KF_PIPELINES_TOKEN"):
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def kubernetes_api_client():
+    """An API client from the pod's service account, else from kubeconfig (``KUBECONFIG``, context)."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, OSError) as exc:
+            raise BatchRLError(
+                "no Kubernetes credentials: not in a pod and no usable kubeconfig",
+                where=os.environ.get("KUBECONFIG", "~/.kube/config"),
+                fix="run inside the cluster with a service account, or set KUBECONFIG / kubectl config "
+                    "use-context; for a local run use --spark-mode local") from exc
+    return client.ApiClient()
+
+
+class SparkApplicationLauncher:
+    """Runs SparkApplications in one namespace through the ``kubernetes`` client."""
+
+    def __init__(self, api_client: Any, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        from kubernetes import client
+
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._clock = clock
+        self._sleep = sleep
+
+    # ------------------------------------------------------------ API calls
+
+    def _get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self._custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise self._api_error("read", namespace, name, exc) from None
+
+    def _delete(self, namespace: str, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._custom.delete_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise self._api_error("delete", namespace, name, exc) from None
+
+    def _create(self, app: dict[str, Any]) -> bool:
+        """Create ``app``; False when an object of that name already exists."""
+        from kubernetes.client.exceptions import ApiException
+
+        namespace, name = app["metadata"]["namespace"], app["metadata"]["name"]
+        try:
+            self._custom.create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, app)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise self._api_error("create", namespace, name, exc) from None
+
+    @staticmethod
+    def _api_error(action: str, namespace: str, name: str, exc: Exception) -> BatchRLError:
+        status = getattr(exc, "status", None)
+        reason = redact(str(getattr(exc, "reason", "") or exc).splitlines()[0])
+        fix = "check the cluster is reachable and the spark-operator is installed"
+        if status in (401, 403):
+            fix = ("the runner's service account needs create/get/delete on sparkapplications in this "
+                   "namespace: apply manifests/ (Role batchrl-pipeline-runner)")
+        elif status == 404 and action == "create":
+            fix = "install the spark-operator (it provides the SparkApplication CRD) or check the namespace"
+        return BatchRLError(f"could not {action} SparkApplication {name}: HTTP {status} {reason}",
+                            where=f"namespace {namespace}", fix=fix)
+
+    def driver_log_tail(self, namespace: str, pod: str, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the driver pod's log, credentials masked."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            text = self._core.read_namespaced_pod_log(pod, namespace, tail_lines=lines)
+        except ApiException as exc:
+            return f"(driver log unavailable: HTTP {exc.status} {exc.reason})"
+        return redact(text or "(driver log is empty)").rstrip()
+
+    # ------------------------------------------------------------ the run
+
+    def _start(self, app: dict[str, Any]) -> bool:
+        """Create the object or adopt the one a previous attempt created; True when adopted."""
+        namespace, name = app["metadata"]["namespace"], app["metadata"]["name"]
+        if self._create(app):
+            logger.info("created SparkApplication %s/%s", namespace, name)
+            return False
+        existing = self._get(namespace, name) or {}
+        digest = existing.get("metadata", {}).get("annotations", {}).get(PAYLOAD_ANNOTATION)
+        if digest != app["metadata"]["annotations"][PAYLOAD_ANNOTATION]:
+            raise BatchRLError(
+                f"SparkApplication {name} exists but was not created for this stage and payload",
+                where=f"namespace {namespace}",
+                fix=f"delete it (kubectl -n {namespace} delete sparkapplication {name}) and retry")
+        state = _state(existing)
+        if state in FAILED_STATES:
+            logger.info("SparkApplication %s/%s from an earlier attempt ended %s; replacing it",
+                        namespace, name, state)
+            self._delete(namespace, name)
+            self._wait_gone(namespace, name)
+            if not self._create(app):
+                raise BatchRLError(f"SparkApplication {name} reappeared while being replaced",
+                                   where=f"namespace {namespace}", fix="retry the step")
+            return False
+        logger.info("adopted SparkApplication %s/%s (state %s)", namespace, name, state or "new")
+        return True
+
+    def _wait_gone(self, namespace: str, name: str, limit_s: float = 120.0) -> None:
+        deadline = self._clock() + limit_s
+        while self._get(namespace, name) is not None:
+            if self._clock() > deadline:
+                raise BatchRLError(f"SparkApplication {name} was not deleted within {limit_s:.0f}s",
+                                   where=f"namespace {namespace}", fix="check for finalizers and retry")
+            self._sleep(1.0)
+
+    def run(self, app: dict[str, Any], timeout_seconds: float, poll_seconds: float = 5.0,
+            cleanup: bool = True) -> dict[str, Any]:
+        """Run ``app`` to completion; returns a summary, raises :class:`BatchRLError` on failure/timeout."""
+        namespace, name = app["metadata"]["namespace"], app["metadata"]["name"]
+        started = self._clock()
+        adopted = self._start(app)
+        last_state = None
+        current: dict[str, Any] | None = None
+        try:
+            while True:
+                current = self._get(namespace, name)
+                if current is None:
+                    raise BatchRLError(f"SparkApplication {name} disappeared while running",
+                                       where=f"namespace {namespace}",
+                                       fix="someone deleted it, or its TTL is shorter than the run; retry")
+                state = _state(current)
+                if state != last_state:
+                    logger.info("SparkApplication %s/%s: %s", namespace, name, state or "PENDING")
+                    last_state = state
+                if state == COMPLETED:
+                    break
+                if state in FAILED_STATES:
+                    raise self._failure(current, state)
+                if self._clock() - started > timeout_seconds:
+                    raise self._failure(current, f"still {state or 'PENDING'} after {timeout_seconds:.0f}s "
+                                        "(timed out)", timed_out=True)
+                self._sleep(poll_seconds)
+        except BatchRLError:
+            if cleanup:
+                self._delete(namespace, name)
+            raise
+        if cleanup:
+            self._delete(namespace, name)
+        return {"name": name, "namespace": namespace, "state": COMPLETED, "adopted": adopted,
+                "driver_pod": _driver_pod(current), "deleted": cleanup,
+                "spark_application_id": current.get("status", {}).get("sparkApplicationId")}
+
+    def _failure(self, current: dict[str, Any], state: str, timed_out: bool = False) -> BatchRLError:
+        namespace, name = current["metadata"]["namespace"], current["metadata"]["name"]
+        pod = _driver_pod(current)
+        message = redact(current.get("status", {}).get("applicationState", {}).get("errorMessage") or "")
+        tail = self.driver_log_tail(namespace, pod)
+        what = f"Spark stage failed: SparkApplication {name} {'is' if timed_out else 'ended'} {state}"
+        if message:
+            what += f": {message}"
+        what += f"\n  driver log (last {LOG_TAIL_LINES} lines of {pod}):\n" + "\n".join(
+            f"    | {line}" for line in tail.splitlines())
+        fix = (f"raise --timeout-seconds or look at the driver: kubectl -n {namespace} logs {pod}" if timed_out
+               else f"read the driver log above (full log: kubectl -n {namespace} logs {pod}); "
+                    "SUBMISSION_FAILED usually means a wrong image, service account or missing RBAC")
+        return BatchRLError(what, where=f"namespace {namespace}", fix=fix)
+
+
+def _state(app: dict[str, Any]) -> str:
+    return (app.get("status") or {}).get("applicationState", {}).get("state") or ""
+
+
+def _driver_pod(app: dict[str, Any] | None) -> str:
+    app = app or {}
+    pod = (app.get("status") or {}).get("driverInfo", {}).get("podName")
+    return pod or f"{app.get('metadata', {}).get('name', 'unknown')}-driver"
+
+
+def run_spark_application(app: dict[str, Any], timeout_seconds: float, poll_seconds: float = 5.0,
+                          cleanup: bool = True, api_client: Any = None) -> dict[str, Any]:
+    """Run ``app`` on the cluster from the environment (or ``api_client``); see :class:`SparkApplicationLauncher`."""
+    launcher = SparkApplicationLauncher(api_client if api_client is not None else kubernetes_api_client())
+    return launcher.run(app, timeout_seconds=timeout_seconds, poll_seconds=poll_seconds, cleanup=cleanup)
+
+
+def run_stage_on_kubernetes(stage: str, input_uri: str, output_uri: str, stage_options: dict[str, Any],
+                            options: Any, api_client: Any = None) -> dict[str, Any]:
+    """Run one Spark stage as a SparkApplication; ``options`` is a :class:`SparkKubernetesOptions`."""
+    from batchrl.kube.sparkapp import build_spark_application, stage_payload
+
+    app = build_spark_application(stage_payload(stage, input_uri, output_uri, stage_options), options)
+    summary = run_spark_application(app, timeout_seconds=options.timeout_seconds,
+                                    poll_seconds=options.poll_seconds, cleanup=options.cleanup,
+                                    api_client=api_client)
+    return {"stage": stage, "input": input_uri, "output": output_uri, "spark_application": summary}
