@@ -18,6 +18,8 @@ from batchrl.errors import BatchRLError
 COMMANDS = (
     "generate",
     "validate",
+    "timeline",
+    "normalize",
 )
 
 

@@ -57,11 +57,15 @@ def ensure_java() -> str:
     return os.environ["JAVA_HOME"]
 
 
-def get_spark(master: str = DEFAULT_MASTER, app_name: str = "batchrl",
+def get_spark(master: str | None = DEFAULT_MASTER, app_name: str = "batchrl",
               conf: dict[str, str] | None = None) -> SparkSession:
-    """Return the (shared) Spark session, creating it with quiet logging when needed."""
+    """Return the (shared) Spark session, creating it with quiet logging when needed.
+
+    ``master=None`` keeps the master that ``spark-submit`` configured (a Spark application's driver).
+    """
     ensure_java()
-    if master.startswith("local"):
+    local = master is not None and master.startswith("local")
+    if local:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", shutil.which("python3") or "python3")
     from pyspark.sql import SparkSession
@@ -69,7 +73,7 @@ def get_spark(master: str = DEFAULT_MASTER, app_name: str = "batchrl",
     log4j = os.path.join(os.path.dirname(__file__), "log4j2.properties")
     java_options = f"-Dlog4j.configurationFile=file:{log4j} -Dlog4j2.configurationFile=file:{log4j}"
     builder = (
-        SparkSession.builder.master(master)
+        SparkSession.builder
         .config("spark.driver.extraJavaOptions", java_options)
         .appName(app_name)
         .config("spark.ui.enabled", "false")
@@ -80,7 +84,9 @@ def get_spark(master: str = DEFAULT_MASTER, app_name: str = "batchrl",
         .config("spark.driver.memory", os.environ.get("BATCHRL_SPARK_DRIVER_MEMORY", "4g"))
         .config("spark.sql.parquet.compression.codec", "zstd")
     )
-    if master.startswith("local"):
+    if master is not None:
+        builder = builder.master(master)
+    if local:
         builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)

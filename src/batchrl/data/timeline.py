@@ -1,0 +1,473 @@
+"""The timeline operator (spec section 2): logged decisions -> (state, next state) rows, with Spark.
+
+Rows with ``start_ds <= ds <= end_ds`` are grouped into episodes; W = partition by ``mdp_id`` order by
+``sequence_number``. Single-step: ``next_x = LEAD(x) over W``, ``time_diff = seq_{t+1} - seq_t``
+(0 on the last row), ``time_since_first = seq_t - seq_first``, ``sequence_number_ordinal =
+ROW_NUMBER() over W``. Multi-step (``steps = k``): the partners of row t are the next
+``m = min(k, rows left)`` rows; reward columns become ``[r_t .. r_{t+m-1}]``, next columns
+``[x_{t+1} .. x_{t+m}]`` and ``time_diff = [seq_{t+j} - seq_t for j = 1..m]``.
+
+A row without partner is its episode's last: dropped unless ``add_terminal_state_row``, else kept
+with typed empty "next" values (string ``""``, map ``{}``, list ``[]``; struct: a struct of empties;
+numbers and booleans: null), ``time_diff`` 0, and in multi-step mode ``reward = [r_t]`` and
+``time_diff = [0]`` (ReAgent put the absolute sequence number there).
+
+Outlier filter (ReAgent's rule): episode length = rows in the ds range; ``pct`` = percentile p of the
+lengths; if the share of episodes longer than ``pct`` is within 10% (relative) of ``1 - p`` those
+episodes are dropped, else the filter is disabled with a warning.
+
+All Spark work is DataFrame/SQL (no Python UDFs); the output schema is explicit
+(:func:`timeline_schema`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from batchrl import storage
+from batchrl.errors import BatchRLError
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.types import DataType, StructType
+
+log = logging.getLogger(__name__)
+
+#: Columns the operator produces or consumes itself; reward and extra columns may not reuse them.
+CORE_COLUMNS = (
+    "mdp_id", "state_features", "action", "next_action", "action_probability", "next_state_features",
+    "sequence_number", "sequence_number_ordinal", "time_diff", "time_since_first", "possible_actions",
+    "possible_next_actions", "ds", "end_reason",
+)
+INPUT_VIEW = "{config.inputTableName}"
+OUTPUT_VIEW = "{config.outputTableName}"
+
+
+class TimelineOptions(BaseModel):
+    """Options of the timeline stage: ReAgent's TimelineConfiguration keys (camelCase) or snake_case.
+
+    ``steps`` (ours) switches to multi-step output (arrays); ``dedup`` (ours) keeps the first row,
+    in read order, of each duplicated ``(mdp_id, sequence_number)`` instead of rejecting the input.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
+
+    start_ds: str
+    end_ds: str
+    add_terminal_state_row: bool
+    input_table_name: str | None = None
+    output_table_name: str | None = None
+    include_possible_actions: bool = True
+    outlier_episode_length_percentile: float | None = Field(default=None, gt=0.0, lt=1.0)
+    percentile_function: Literal["percentile", "percentile_approx"] = "percentile_approx"
+    reward_columns: list[str] = Field(default_factory=lambda: ["reward", "metrics"])
+    extra_feature_columns: list[str] = Field(default_factory=list)
+    time_window_limit: int | None = Field(default=None, ge=0)
+    validation_sql: str | None = None
+    steps: int | None = Field(default=None, ge=1)
+    dedup: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> TimelineOptions:
+        if self.start_ds > self.end_ds:
+            raise ValueError(f"startDs '{self.start_ds}' is after endDs '{self.end_ds}'")
+        named = self.reward_columns + self.extra_feature_columns
+        repeated = sorted({c for c in named if named.count(c) > 1})
+        if repeated:
+            raise ValueError(f"columns named more than once in rewardColumns/extraFeatureColumns: {repeated}")
+        reserved = sorted((set(named) - {"reward"}) & set(CORE_COLUMNS))
+        if reserved:
+            raise ValueError(f"rewardColumns/extraFeatureColumns may not name the operator's own columns {reserved}")
+        clashes = sorted(c for c in self.extra_feature_columns if f"next_{c}" in named)
+        if clashes:
+            raise ValueError(f"extra feature columns {clashes} would clash with next_<col> of another column")
+        if self.validation_sql is not None and not self.validation_sql.strip():
+            raise ValueError("validationSql is empty")
+        return self
+
+    @property
+    def multi_step(self) -> bool:
+        return self.steps is not None
+
+
+def options_error(exc: ValidationError, where: str) -> BatchRLError:
+    """A readable BatchRLError for invalid timeline options; unknown keys are named."""
+    unknown = [str(err["loc"][-1]) for err in exc.errors() if err["type"] == "extra_forbidden"]
+    other = [f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}"
+             for err in exc.errors() if err["type"] != "extra_forbidden"]
+    parts = []
+    if unknown:
+        parts.append(f"unknown key(s) {', '.join(repr(k) for k in unknown)}")
+    parts += other
+    known = sorted(f.alias or name for name, f in TimelineOptions.model_fields.items())
+    return BatchRLError("invalid timeline options: " + "; ".join(parts), where=where,
+                        fix=f"the known keys are {', '.join(known)} (see docs/timeline.md)")
+
+
+def load_timeline_config(uri: str) -> dict[str, Any]:
+    """Read a JSON config of ReAgent TimelineConfiguration keys (optionally under a "timeline" key)."""
+    raw = storage.read_json(uri)
+    if isinstance(raw, dict) and set(raw) == {"timeline"} and isinstance(raw["timeline"], dict):
+        raw = raw["timeline"]
+    if not isinstance(raw, dict):
+        raise BatchRLError("timeline config must be a JSON object of TimelineConfiguration keys", where=uri,
+                           fix='write e.g. {"startDs": "2019-01-01", "endDs": "2019-01-01", '
+                               '"addTerminalStateRow": true}')
+    known = {name for name in TimelineOptions.model_fields} | {
+        f.alias for f in TimelineOptions.model_fields.values() if f.alias}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise BatchRLError(f"unknown key(s) in timeline config: {', '.join(repr(k) for k in unknown)}",
+                           where=uri, fix=f"remove or correct them; the known keys are "
+                                          f"{', '.join(sorted(f.alias for f in TimelineOptions.model_fields.values()))}")
+    return raw
+
+
+def make_options(values: dict[str, Any], where: str) -> TimelineOptions:
+    """Validate a dict of options (camelCase or snake_case keys) into :class:`TimelineOptions`."""
+    try:
+        return TimelineOptions.model_validate(values)
+    except ValidationError as exc:
+        raise options_error(exc, where) from None
+
+
+def resolve_locations(input: str | None, output: str | None, options: TimelineOptions) -> tuple[str, str]:
+    """Input/output URIs from the arguments or from ``inputTableName``/``outputTableName``."""
+    resolved = []
+    for given, key, name in ((input, options.input_table_name, "input"),
+                             (output, options.output_table_name, "output")):
+        if given and key and given != key:
+            raise BatchRLError(f"two different {name} locations: '{given}' and {name}TableName '{key}'",
+                               fix=f"give the {name} once (--{name} or {name}TableName)")
+        if not (given or key):
+            raise BatchRLError(f"no {name} location given", fix=f"pass --{name} URI or set {name}TableName")
+        resolved.append(given or key)
+    return resolved[0], resolved[1]
+
+
+# ---------------------------------------------------------------- schema
+
+
+def _action_kind(action_type: DataType) -> str:
+    from pyspark.sql import types as T
+
+    if isinstance(action_type, T.StringType):
+        return "discrete"
+    if isinstance(action_type, T.MapType):
+        return "parametric"
+    return "ranking"
+
+
+def _columns_used(schema: StructType, options: TimelineOptions) -> tuple[list[str], bool]:
+    """Reward columns actually used and whether possible actions are carried; raises on missing ones.
+
+    The defaults tolerate a table without ``metrics`` or ``possible_actions`` (continuous-action gym
+    data); a column the user named explicitly must exist.
+    """
+    names = set(schema.names)
+    rewards = list(options.reward_columns)
+    if "reward_columns" not in options.model_fields_set and "metrics" not in names:
+        rewards.remove("metrics")
+    possible = options.include_possible_actions
+    if possible and "possible_actions" not in names:
+        if "include_possible_actions" in options.model_fields_set:
+            raise BatchRLError("includePossibleActions is true but the input has no 'possible_actions' column",
+                               fix="set includePossibleActions to false or log possible_actions")
+        possible = False
+    missing = [c for c in rewards + options.extra_feature_columns if c not in names]
+    if missing:
+        raise BatchRLError(f"columns named in rewardColumns/extraFeatureColumns are not in the input: {missing}",
+                           fix=f"the input has {sorted(names)}")
+    return rewards, possible
+
+
+def _canonical(name: str, dtype: DataType) -> DataType:
+    """The output type of an input column: int64 ids, map<int64,double> features, double rewards."""
+    from pyspark.sql import types as T
+
+    features = T.MapType(T.LongType(), T.DoubleType())
+    fixed = {"mdp_id": T.StringType(), "sequence_number": T.LongType(), "state_features": features,
+             "reward": T.DoubleType(), "action_probability": T.DoubleType(), "ds": T.StringType(),
+             "metrics": T.MapType(T.StringType(), T.DoubleType()), "end_reason": T.StringType()}
+    if name in fixed:
+        return fixed[name]
+    if name in ("action", "possible_actions"):
+        action = dtype.elementType if name == "possible_actions" else dtype
+        if isinstance(action, T.MapType):
+            action = features
+        return T.ArrayType(action) if name == "possible_actions" else action
+    return dtype
+
+
+def timeline_schema(input_schema: StructType, options: TimelineOptions) -> StructType:
+    """The output schema of :func:`build_timeline` for an input of ``input_schema``."""
+    from pyspark.sql import types as T
+
+    rewards, possible = _columns_used(input_schema, options)
+    types = {f.name: _canonical(f.name, f.dataType) for f in input_schema.fields}
+
+    def nxt(dtype: DataType) -> DataType:
+        return T.ArrayType(dtype) if options.multi_step else dtype
+
+    def rew(dtype: DataType) -> DataType:
+        return T.ArrayType(dtype) if options.multi_step else dtype
+
+    fields = [
+        ("mdp_id", T.StringType()),
+        ("state_features", types["state_features"]),
+        ("action", types["action"]),
+        ("next_action", nxt(types["action"])),
+        ("action_probability", T.DoubleType()),
+        *[(c, rew(types[c])) for c in rewards],
+        ("next_state_features", nxt(types["state_features"])),
+        ("sequence_number", T.LongType()),
+        ("sequence_number_ordinal", T.LongType()),
+        ("time_diff", nxt(T.LongType())),
+        ("time_since_first", T.LongType()),
+    ]
+    if possible:
+        fields += [("possible_actions", types["possible_actions"]),
+                   ("possible_next_actions", nxt(types["possible_actions"]))]
+    for c in options.extra_feature_columns:
+        fields += [(c, types[c]), (f"next_{c}", nxt(types[c]))]
+    fields.append(("ds", T.StringType()))
+    if "end_reason" in types:
+        fields.append(("end_reason", T.StringType()))
+    return T.StructType([T.StructField(name, dtype, True) for name, dtype in fields])
+
+
+def typed_empty(dtype: DataType) -> Column:
+    """The placeholder of a missing "next" value: "" for strings, {} for maps, [] for lists."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    if isinstance(dtype, T.StringType):
+        return F.lit("")
+    if isinstance(dtype, T.MapType):
+        return F.create_map().cast(dtype)
+    if isinstance(dtype, T.ArrayType):
+        return F.array().cast(dtype)
+    if isinstance(dtype, T.StructType):
+        return F.struct(*[typed_empty(f.dataType).alias(f.name) for f in dtype.fields])
+    return F.lit(None).cast(dtype)
+
+
+# ---------------------------------------------------------------- outlier filter
+
+
+@dataclass(frozen=True)
+class OutlierFilter:
+    """The outcome of the episode-length outlier rule (spec section 2)."""
+
+    percentile: float
+    function: str
+    threshold: float
+    episodes: int
+    outlier_episodes: int
+    outlier_share: float
+    applied: bool
+
+
+def outlier_filter(df: DataFrame, options: TimelineOptions) -> OutlierFilter | None:
+    """Apply the rule to the episode lengths of ``df`` (rows already in the ds range)."""
+    from pyspark.sql import functions as F
+
+    p = options.outlier_episode_length_percentile
+    if p is None:
+        return None
+    lengths = df.groupBy("mdp_id").agg(F.count(F.lit(1)).alias("length"))
+    pct = lengths.agg(F.expr(f"{options.percentile_function}(length, {p!r})").alias("pct")).collect()[0]["pct"]
+    stats = lengths.agg(F.count(F.lit(1)).alias("episodes"),
+                        F.sum(F.when(F.col("length") > F.lit(pct), 1).otherwise(0)).alias("outliers")).collect()[0]
+    episodes, outliers = int(stats["episodes"]), int(stats["outliers"] or 0)
+    share = outliers / episodes if episodes else 0.0
+    expected = 1.0 - p
+    applied = abs(share - expected) / expected <= 0.1
+    if not applied:
+        log.warning("outlier filter disabled: %.4f of %d episodes are longer than the %s %.3f of episode "
+                    "length (%s), expected about %.4f", share, episodes, options.percentile_function, p, pct,
+                    expected)
+    return OutlierFilter(p, options.percentile_function, float(pct), episodes, outliers, share, applied)
+
+
+# ---------------------------------------------------------------- the transform
+
+
+def next_name(column: str) -> str:
+    """The name of a column's "next" version: ``next_<col>``, but ``possible_next_actions``."""
+    return "possible_next_actions" if column == "possible_actions" else f"next_{column}"
+
+
+def _lead(name: str, w, offset: int = 1) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.lead(F.col(name), offset).over(w)
+
+
+def build_timeline(df: DataFrame, options: TimelineOptions, outliers: OutlierFilter | None = None) -> DataFrame:
+    """The timeline of a logged table (DataFrame -> DataFrame; schema :func:`timeline_schema`).
+
+    ``df`` is the logged table (any ds); ``outliers`` is the outcome of :func:`outlier_filter` on its
+    ds range (computed here when the option is set and it is not given).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    schema = timeline_schema(df.schema, options)
+    rewards, possible = _columns_used(df.schema, options)
+    types = {f.name: f.dataType for f in schema.fields}
+    rows = df.where((F.col("ds") >= options.start_ds) & (F.col("ds") <= options.end_ds))
+    if options.outlier_episode_length_percentile is not None and outliers is None:
+        outliers = outlier_filter(rows, options)
+    episode = Window.partitionBy("mdp_id")
+    w = episode.orderBy("sequence_number")
+    if outliers is not None and outliers.applied:
+        rows = (rows.withColumn("_length", F.count(F.lit(1)).over(episode))
+                .where(F.col("_length") <= F.lit(outliers.threshold)))
+    seq = F.col("sequence_number").cast("bigint")
+    nexts = ["action", "state_features"] + (["possible_actions"] if possible else []) + options.extra_feature_columns
+    out: dict[str, Column] = {
+        "sequence_number_ordinal": F.row_number().over(w),
+        "time_since_first": seq - F.min(seq).over(episode),
+    }
+    if options.multi_step:
+        k = options.steps
+        partners = F.count(F.lit(1)).over(w.rowsBetween(1, k))
+        for name in nexts:
+            out[next_name(name)] = F.slice(F.array(*[_lead(name, w, j) for j in range(1, k + 1)]), 1, partners)
+        for name in rewards:
+            window = [F.col(name)] + [_lead(name, w, j) for j in range(1, k)]
+            out[name] = F.slice(F.array(*window), 1, F.greatest(partners, F.lit(1)))
+        offsets = F.array(*[_lead("sequence_number", w, j) - seq for j in range(1, k + 1)])
+        out["time_diff"] = F.when(partners > 0, F.slice(offsets, 1, partners)).otherwise(F.array(F.lit(0)))
+        has_next = partners > 0
+    else:
+        next_seq = _lead("sequence_number", w)
+        has_next = next_seq.isNotNull()
+        for name in nexts:
+            out[next_name(name)] = F.when(has_next, _lead(name, w)).otherwise(typed_empty(types[next_name(name)]))
+        out["time_diff"] = F.coalesce(next_seq - seq, F.lit(0))
+    rows = rows.select("*", *[col.alias(f"_out_{name}") for name, col in out.items()],
+                       has_next.alias("_has_next"))
+    if not options.add_terminal_state_row:
+        rows = rows.where(F.col("_has_next"))
+    if options.time_window_limit is not None:
+        rows = rows.where(F.col("_out_time_since_first") <= options.time_window_limit)
+    projected = []
+    for field in schema.fields:
+        if field.name in out:
+            col = F.col(f"_out_{field.name}")
+        elif field.name == "ds":
+            col = F.lit(options.end_ds)
+        else:
+            col = F.col(field.name)
+        projected.append(col.cast(field.dataType).alias(field.name))
+    return rows.select(*projected)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def drop_duplicate_keys(df: DataFrame) -> DataFrame:
+    """Keep the first row (in read order) of each duplicated ``(mdp_id, sequence_number)``."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy("mdp_id", "sequence_number").orderBy("_read_order")
+    return (df.withColumn("_read_order", F.monotonically_increasing_id())
+            .withColumn("_copy", F.row_number().over(w)).where(F.col("_copy") == 1)
+            .drop("_read_order", "_copy"))
+
+
+def run_validation_sql(spark: SparkSession, sql: str, input_df: DataFrame, output_df: DataFrame) -> None:
+    """Run ``validationSql`` over the input and output tables; it must return one row of all TRUE."""
+    suffix = uuid.uuid4().hex[:8]
+    views = {INPUT_VIEW: f"batchrl_timeline_input_{suffix}", OUTPUT_VIEW: f"batchrl_timeline_output_{suffix}"}
+    input_df.createOrReplaceTempView(views[INPUT_VIEW])
+    output_df.createOrReplaceTempView(views[OUTPUT_VIEW])
+    query = sql
+    for placeholder, view in views.items():
+        query = query.replace(placeholder, view)
+    try:
+        result = spark.sql(query).collect()
+    except Exception as exc:  # Spark's AnalysisException / ParseException
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BatchRLError(f"validationSql could not run: {first}", where=sql,
+                           fix="refer to the tables as {config.inputTableName} and {config.outputTableName}"
+                           ) from exc
+    finally:
+        for view in views.values():
+            spark.catalog.dropTempView(view)
+    if len(result) != 1 or not all(value is True for value in result[0]):
+        shown = [tuple(row) for row in result[:3]]
+        raise BatchRLError(f"validationSql failed: it returned {len(result)} row(s) {shown}, expected exactly one "
+                           "row of all TRUE; nothing was written", where=sql,
+                           fix="check the data, or the query")
+
+
+def timeline(input: str, output: str, options: TimelineOptions, spark_master: str | None = "local[*]") -> dict:
+    """The timeline stage: read the logged table at ``input``, write the timeline table to ``output``.
+
+    The input rows in the ds range are validated first (duplicates, types, nulls, propensities); a bad
+    input or a failing ``validationSql`` writes nothing.
+    """
+    from pyspark.sql import functions as F
+
+    from batchrl.data.validation import read_logged, validate_logged
+    from batchrl.spark import get_spark
+
+    started = time.perf_counter()
+    spark = get_spark(spark_master, app_name="batchrl-timeline")
+    raw = read_logged(spark, input)
+    in_range = raw.where((F.col("ds") >= options.start_ds) & (F.col("ds") <= options.end_ds))
+    where = f"{input} (ds {options.start_ds} .. {options.end_ds})"
+    rows_read = None
+    if options.dedup:
+        rows_read = in_range.count()
+        in_range = drop_duplicate_keys(in_range)
+    checked = validate_logged(in_range, where=where)
+    schema = timeline_schema(in_range.schema, options)  # raises on missing reward/extra columns
+    outliers = outlier_filter(in_range, options)
+    result = build_timeline(in_range, options, outliers)
+    log.info("timeline: %d rows, %d episodes in the ds range; writing %s", checked["rows"], checked["episodes"],
+             output)
+    writer = storage.DatasetWriter(output)
+    try:
+        staged = storage.spark_path(writer.staging.uri)
+        (result.write.mode("overwrite").option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
+         .parquet(staged))
+        written = spark.read.parquet(staged)
+        output_rows = written.count()
+        if options.validation_sql:
+            run_validation_sql(spark, options.validation_sql, raw, written)
+        elapsed = time.perf_counter() - started
+        summary = {
+            "input": input,
+            "output": output,
+            "input_rows": checked["rows"],
+            "input_episodes": checked["episodes"],
+            "duplicates_dropped": (rows_read - checked["rows"]) if rows_read is not None else 0,
+            "output_rows": output_rows,
+            "action_kind": _action_kind(in_range.schema["action"].dataType),
+            "steps": options.steps,
+            "add_terminal_state_row": options.add_terminal_state_row,
+            "outlier_filter": asdict(outliers) if outliers else None,
+            "outlier_episodes_dropped": outliers.outlier_episodes if outliers and outliers.applied else 0,
+            "columns": schema.names,
+            "elapsed_s": round(elapsed, 3),
+        }
+        writer.commit({"stage": "timeline", **summary,
+                       "options": options.model_dump(by_alias=True, mode="json"),
+                       "schema": schema.simpleString()})
+    except BaseException:
+        writer.abort()
+        raise
+    log.info("timeline: wrote %d rows to %s in %.1f s", output_rows, output, summary["elapsed_s"])
+    return summary
