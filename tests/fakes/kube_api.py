@@ -1,4 +1,4 @@
-"""A tiny Kubernetes API server on 127.0.0.1: SparkApplications (create/get/delete) and pod logs.
+"""A tiny Kubernetes API server on 127.0.0.1: SparkApplications (create/get/delete), pod logs, ConfigMap lists.
 
 Only the endpoints the launcher uses exist. Each created SparkApplication walks through the states
 in ``script`` (one per GET), so a test decides how the "operator" behaves. Every request is recorded.
@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlparse
 
 _APPS = re.compile(r"^/apis/sparkoperator\.k8s\.io/v1beta2/namespaces/([^/]+)/sparkapplications(?:/([^/]+))?$")
 _LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+_CONFIGMAPS = re.compile(r"^/api/v1/namespaces/([^/]+)/configmaps$")
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -31,6 +32,7 @@ class FakeKubernetes:
         self.default_script: list[str] = ["SUBMITTED", "RUNNING", "COMPLETED"]
         self.error_message: str = ""
         self.logs: dict[str, str] = {}
+        self.configmaps: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[dict[str, Any]] = []
         self.deny_create: int | None = None
@@ -80,7 +82,15 @@ class FakeKubernetes:
                         state.bodies.append(body)
                     apps = _APPS.match(parsed.path)
                     log = _LOG.match(parsed.path)
-                    if apps:
+                    configmaps = _CONFIGMAPS.match(parsed.path)
+                    if configmaps and method == "GET":
+                        selector = parse_qs(parsed.query).get("labelSelector", [""])[0]
+                        wanted = dict(part.split("=", 1) for part in selector.split(",") if part)
+                        items = [c for c in state.configmaps if c["metadata"].get("namespace") == configmaps.group(1)
+                                 and all(c["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())]
+                        self._send(200, {"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {},
+                                         "items": items})
+                    elif apps:
                         self._apps(method, apps.group(1), apps.group(2), body)
                     elif log and method == "GET":
                         pod = log.group(2)

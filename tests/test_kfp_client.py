@@ -1,0 +1,265 @@
+"""Submission, pinned versions and recurring runs through the real ``kfp.Client`` against a fake KFP API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import yaml
+from fakes.kfp_api import FakeKFP
+from fakes.tiny_pipeline import compile_to
+
+from batchrl.commands.pipeline_cluster import register_cluster_actions
+from batchrl.errors import BatchRLError
+from batchrl.kfp import client as kfp_client
+from batchrl.kube.schedules import MARKER, ScheduleSpec
+
+TOKEN = "tok-abcdef-123456-secret"
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """A small compiled pipeline with two parameters (same shape as the real one: IR YAML)."""
+    path = tmp_path_factory.mktemp("pipe") / "pipeline.yaml"
+    return compile_to(str(path))
+
+
+@pytest.fixture
+def kfp_server(monkeypatch):
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", TOKEN)
+    monkeypatch.delenv("KF_PIPELINES_SA_TOKEN_PATH", raising=False)
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    server = FakeKFP().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(kfp_server):
+    return kfp_client.connect(kfp_server.url)
+
+
+def _spec(**overrides):
+    values = {"name": "nightly", "cron": "0 0 2 * * *", "pipeline": "batch-rl-test",
+              "pipeline_version": "v1", "parameters": {"workdir": "s3://b/w"}}
+    return ScheduleSpec(**{**values, **overrides})
+
+
+def test_token_from_the_environment_is_sent_as_bearer(kfp_server, client):
+    kfp_client.list_schedules(client)
+    assert kfp_server.requests[-1]["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_submit_creates_experiment_and_run(kfp_server, client, package, capsys):
+    summary = kfp_client.submit(client, package, {"workdir": "s3://b/w", "seed": 7}, experiment="exp-a",
+                                run_name="r1")
+    run = kfp_server.runs[summary["run_id"]]
+    assert run["display_name"] == "r1"
+    assert run["runtime_config"]["parameters"] == {"workdir": "s3://b/w", "seed": 7}
+    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "batch-rl-test"
+    assert [e["display_name"] for e in kfp_server.experiments.values()] == ["exp-a"]
+    assert run["experiment_id"] in kfp_server.experiments
+    assert "Experiment details" not in capsys.readouterr().out, "kfp's prints stay off stdout"
+
+
+def test_pipeline_version_is_uploaded_once_and_pinned(kfp_server, client, package):
+    first = kfp_client.ensure_pipeline_version(client, package, version_name="v1")
+    again = kfp_client.ensure_pipeline_version(client, package, version_name="v1")
+    assert first["uploaded"] is True and again["uploaded"] is False
+    assert again["version_id"] == first["version_id"]
+    assert kfp_server.uploads[first["version_id"]] == open(package, "rb").read()
+    assert len(kfp_server.calls("POST")) == 2, "one pipeline upload, one version upload"
+
+
+def test_default_version_name_follows_the_content(package, tmp_path):
+    name = kfp_client.default_version_name(package)
+    assert name.startswith("0.1.0-") and name == kfp_client.default_version_name(package)
+    other = tmp_path / "p.yaml"
+    other.write_text(open(package).read() + "\n# changed\n")
+    assert kfp_client.default_version_name(str(other)) != name
+
+
+def test_create_schedule_is_pinned_with_no_catchup(kfp_server, client, package):
+    version = kfp_client.ensure_pipeline_version(client, package, version_name="v1")
+    summary = kfp_client.create_schedule(client, _spec(max_concurrency=2))
+    body = kfp_server.recurring[summary["id"]]
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 2 * * *"
+    assert body["no_catchup"] is True and str(body["max_concurrency"]) == "2"
+    assert body["mode"] == "ENABLE"
+    assert body["pipeline_version_reference"] == {"pipeline_id": version["pipeline_id"],
+                                                  "pipeline_version_id": version["version_id"]}
+    assert body["runtime_config"]["parameters"] == {"workdir": "s3://b/w"}
+    assert summary["cron"] == "0 0 2 * * *" and summary["enabled"] is True
+
+
+def test_schedule_for_a_missing_version_is_a_clear_error(kfp_server, client):
+    with pytest.raises(BatchRLError, match="not uploaded"):
+        kfp_client.create_schedule(client, _spec(pipeline_version="nope"))
+
+
+def test_list_pages_find_disable_delete(kfp_server, client):
+    ids = [kfp_server.add_recurring(name) for name in ("a", "b", "c", "b")]
+    listed = kfp_client.list_schedules(client)
+    assert [s["id"] for s in listed] == ids, "all pages are read"
+    assert kfp_client.find_schedule(client, "a") == ids[0]
+    assert kfp_client.find_schedule(client, ids[3]) == ids[3]
+    with pytest.raises(BatchRLError, match="2 recurring runs are named 'b'"):
+        kfp_client.find_schedule(client, "b")
+    with pytest.raises(BatchRLError, match="no recurring run"):
+        kfp_client.find_schedule(client, "zzz")
+    kfp_client.disable_schedule(client, ids[0])
+    assert kfp_server.recurring[ids[0]]["mode"] == "DISABLE"
+    kfp_client.delete_schedule(client, ids[2])
+    assert ids[2] not in kfp_server.recurring
+
+
+def test_api_errors_are_clear_and_carry_no_token(kfp_server, client):
+    kfp_server.fail_next = (403, f"user not allowed (Authorization: Bearer {TOKEN})")
+    with pytest.raises(BatchRLError) as caught:
+        kfp_client.list_schedules(client, host=kfp_server.url)
+    assert "HTTP 403" in caught.value.message and "KF_PIPELINES_TOKEN" in caught.value.message
+    assert TOKEN not in caught.value.message
+
+
+def test_unreachable_host_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", TOKEN)
+    with pytest.raises(BatchRLError, match="could not reach Kubeflow Pipelines"):
+        kfp_client.connect("http://127.0.0.1:9")  # the constructor asks healthz
+
+
+def test_missing_sa_token_file_is_reported(monkeypatch, tmp_path):
+    monkeypatch.delenv("KF_PIPELINES_TOKEN", raising=False)
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "absent"))
+    with pytest.raises(BatchRLError, match="no service-account token"):
+        kfp_client.connect("http://127.0.0.1:9")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def cluster_cli(capsys, *argv):
+    """``batchrl pipeline <action>`` as the CLI runs it (BatchRLError -> exit 2)."""
+    parser = argparse.ArgumentParser(prog="batchrl pipeline")
+    register_cluster_actions(parser.add_subparsers(dest="action", required=True))
+    args = parser.parse_args([str(a) for a in argv])
+    try:
+        code = args.func(args)
+    except BatchRLError as exc:
+        print(f"batchrl pipeline: error: {exc.message}", file=__import__("sys").stderr)
+        code = 2
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def params_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("workdir: s3://batchrl/nightly\nseed: 3\n")
+    return path
+
+
+def test_cli_submit(kfp_server, package, params_file, capsys):
+    code, out, err = cluster_cli(capsys, "submit", params_file, "--host", kfp_server.url, "--pipeline-file",
+                                 package, "--experiment", "nightly-exp")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert kfp_server.runs[summary["run_id"]]["runtime_config"]["parameters"]["seed"] == 3
+    assert TOKEN not in out + err
+
+
+def test_cli_submit_rejects_unknown_parameters(kfp_server, package, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("workdir: s3://b/w\nlearning_rat: 0.1\n")
+    code, _, err = cluster_cli(capsys, "submit", bad, "--host", kfp_server.url, "--pipeline-file", package)
+    assert code == 2 and "learning_rat" in err
+    assert not kfp_server.runs
+
+
+def test_cli_schedule_list_disable_delete(kfp_server, package, params_file, capsys):
+    base = ["--host", kfp_server.url]
+    code, out, err = cluster_cli(capsys, "schedule", params_file, *base, "--pipeline-file", package,
+                                 "--cron", "0 0 2 * * *", "--name", "nightly")
+    assert code == 0, err
+    created = json.loads(out)["recurring_run"]
+    assert created["no_catchup"] is True and created["max_concurrency"] in (1, "1")
+    assert json.loads(out)["pipeline_version"]["version"] == kfp_client.default_version_name(package)
+    # the same name again is refused without --replace, replaced with it
+    code, _, err = cluster_cli(capsys, "schedule", params_file, *base, "--pipeline-file", package,
+                               "--cron", "0 30 3 * * *", "--name", "nightly")
+    assert code == 2 and "--replace" in err
+    code, out, _ = cluster_cli(capsys, "schedule", params_file, *base, "--pipeline-file", package,
+                               "--cron", "0 30 3 * * *", "--name", "nightly", "--replace")
+    assert code == 0 and json.loads(out)["replaced"] == [created["id"]]
+    assert len(kfp_server.versions) == 2, "the pinned version was reused (1 default + 1 named)"
+    code, out, _ = cluster_cli(capsys, "list-schedules", *base)
+    [listed] = json.loads(out)["recurring_runs"]
+    assert listed["cron"] == "0 30 3 * * *"
+    assert cluster_cli(capsys, "disable-schedule", "nightly", *base)[0] == 0
+    assert kfp_server.recurring[listed["id"]]["mode"] == "DISABLE"
+    assert cluster_cli(capsys, "delete-schedule", listed["id"], *base)[0] == 0
+    assert kfp_server.recurring == {}
+
+
+@pytest.mark.parametrize("cron", ["0 2 * * *", "0 0 25 * * *", "every day"])
+def test_cli_schedule_rejects_bad_cron(kfp_server, package, params_file, capsys, cron):
+    code, _, err = cluster_cli(capsys, "schedule", params_file, "--host", kfp_server.url, "--pipeline-file",
+                               package, "--cron", cron)
+    assert code == 2 and "6 fields" in err
+    assert not kfp_server.recurring
+
+
+def _manifest(tmp_path, name, **fields):
+    body = {"cron": "0 0 2 * * *", "pipeline": "batch-rl-test", "pipeline_version": "v1",
+            "parameters": {"workdir": "s3://b/w"}, **fields}
+    doc = {"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "namespace": "kubeflow", "labels": {"batchrl.io/schedule": "true"}},
+           "data": {"schedule.yaml": yaml.safe_dump(body)}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_cli_reconcile_converges_and_leaves_unmanaged_runs_alone(kfp_server, client, package, tmp_path, capsys):
+    kfp_client.ensure_pipeline_version(client, package, version_name="v1")
+    unmanaged = kfp_server.add_recurring("hand-made")
+    stale = kfp_server.add_recurring("removed-from-git", description=f"[{MARKER} spec=000000000000]")
+    nightly = _manifest(tmp_path, "nightly")
+    hourly = _manifest(tmp_path, "hourly", cron="0 0 * * * *", enabled=False)
+    base = ["reconcile", "--host", kfp_server.url, "--manifest", nightly, "--manifest", hourly]
+
+    code, out, _ = cluster_cli(capsys, *base, "--dry-run")
+    plan = {(a["action"], a["schedule"]) for a in json.loads(out)["actions"]}
+    assert plan == {("create", "nightly"), ("create", "hourly"), ("delete", "removed-from-git")}
+    assert code == 0 and stale in kfp_server.recurring and len(kfp_server.recurring) == 2, "dry run changes nothing"
+
+    code, out, err = cluster_cli(capsys, *base)
+    assert code == 0, err
+    names = {r["display_name"]: r for r in kfp_server.recurring.values()}
+    assert set(names) == {"hand-made", "nightly", "hourly"} and unmanaged in kfp_server.recurring
+    assert names["hourly"]["mode"] == "DISABLE" and names["nightly"]["no_catchup"] is True
+
+    # converged: a second pass only keeps
+    code, out, _ = cluster_cli(capsys, *base)
+    assert {a["action"] for a in json.loads(out)["actions"]} == {"keep"}
+
+    # a changed cron replaces; enabling flips the mode in place
+    nightly = _manifest(tmp_path, "nightly", cron="0 15 2 * * *")
+    hourly = _manifest(tmp_path, "hourly", cron="0 0 * * * *", enabled=True)
+    hourly_id = names["hourly"]["recurring_run_id"]
+    code, out, _ = cluster_cli(capsys, *base)
+    actions = {(a["action"], a["schedule"]) for a in json.loads(out)["actions"]}
+    assert ("replace", "nightly") in actions and ("enable", "hourly") in actions
+    assert kfp_server.recurring[hourly_id]["mode"] == "ENABLE"
+    crons = {r["display_name"]: r["trigger"]["cron_schedule"]["cron"] for r in kfp_server.recurring.values()}
+    assert crons["nightly"] == "0 15 2 * * *"
+
+
+def test_cli_reconcile_protects_schedules_whose_manifest_is_broken(kfp_server, client, package, tmp_path, capsys):
+    kfp_client.ensure_pipeline_version(client, package, version_name="v1")
+    good = _manifest(tmp_path, "nightly")
+    assert cluster_cli(capsys, "reconcile", "--host", kfp_server.url, "--manifest", good)[0] == 0
+    broken = _manifest(tmp_path, "nightly", cron="0 0 2 * *", colour="red")
+    code, out, err = cluster_cli(capsys, "reconcile", "--host", kfp_server.url, "--manifest", broken)
+    assert code == 2 and "colour" in err and "6 fields" in err
+    assert [r["display_name"] for r in kfp_server.recurring.values()] == ["nightly"], "not deleted"
