@@ -20,6 +20,8 @@ COMMANDS = (
     "validate",
     "timeline",
     "normalize",
+    "train",
+    "pipeline",
 )
 
 

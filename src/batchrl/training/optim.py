@@ -1,0 +1,30 @@
+"""Optimizers from ReAgent-shaped config blocks, and soft target updates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from batchrl.config import OptimizerConfig
+
+
+def build_optimizer(config: OptimizerConfig, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """``{Adam: {...}}`` -> torch.optim.Adam (L2 in the gradient), AdamW (decoupled decay), SGD."""
+    p = config.params
+    if config.name in ("Adam", "AdamW"):
+        cls = torch.optim.Adam if config.name == "Adam" else torch.optim.AdamW
+        return cls(parameters, lr=p.lr, weight_decay=p.weight_decay, betas=p.betas, eps=p.eps, amsgrad=p.amsgrad)
+    return torch.optim.SGD(parameters, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay,
+                           nesterov=p.nesterov)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging: theta_T <- tau * theta + (1 - tau) * theta_T, for every parameter;
+    buffers are copied."""
+    for t, s in zip(target.parameters(), source.parameters(), strict=True):
+        t.lerp_(s, tau)
+    for t, s in zip(target.buffers(), source.buffers(), strict=True):
+        t.copy_(s)

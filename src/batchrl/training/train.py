@@ -1,0 +1,239 @@
+"""The train stage: prepared tables + normalization + config -> a model directory.
+
+Model directory (local or s3://)::
+
+    model.torchscript          (values, presence) -> (action names, Q-values)   spec section 8
+    reward_model.torchscript   same signature, r_hat(s, .)     } when eval_parameters.calc_cpe_in_training
+    q_value_model.torchscript  same signature, Q_hat(s, .)     }
+    training_summary.json      config, per-epoch metrics (incl. CPE), final metrics, gamma, temperature
+    checkpoints/epoch-XXXX.pt  every checkpoint_every epochs and after the last
+    tensorboard/               event files (losses, Q-values per action, action distribution, lr, CPE)
+
+CPU runs are seeded and deterministic; ``resume=True`` continues from the latest checkpoint and ends
+with the same model as an uninterrupted run. CUDA is used when present (mixed precision).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from batchrl import __version__, storage
+from batchrl.config import DiscreteCQLModel, WorkflowConfig
+from batchrl.data.loader import Batch, DatasetInfo, TransitionLoader, dataset_info, read_eval_batch
+from batchrl.errors import BatchRLError
+from batchrl.models.builders import build_network
+from batchrl.preprocessing.normalization import read_normalization
+from batchrl.preprocessing.preprocessor import Preprocessor
+from batchrl.serving.export import export_model
+from batchrl.training.checkpoints import (
+    list_checkpoints,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from batchrl.training.cpe_models import CPETrainer
+from batchrl.training.cql import cql_trainer
+from batchrl.training.dqn import DQNTrainer
+from batchrl.training.loop import LoopState, TensorBoardLog, TrainingLoop
+from batchrl.training.metrics import epoch_metrics
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.torchscript"
+REWARD_MODEL_FILE = "reward_model.torchscript"
+VALUE_MODEL_FILE = "q_value_model.torchscript"
+SUMMARY_FILE = "training_summary.json"
+#: Bootstrap replicates of the CPE intervals after the last epoch (earlier epochs: point estimates only;
+#: the sequential estimators' intervals cost seconds per replicate set).
+CPE_BOOTSTRAP = 200
+#: Config keys that may change when resuming (they do not change the trained model).
+RESUMABLE_CHANGES = ("num_epochs", "checkpoint_every", "device")
+
+
+def resolve_device(requested: str | None) -> torch.device:
+    """``auto`` (or None): CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise BatchRLError(f"device '{requested}' requested but no CUDA device is available",
+                           fix="use --device cpu (or auto), or run on a machine with a GPU")
+    try:
+        return torch.device(requested)
+    except RuntimeError as exc:
+        raise BatchRLError(f"unknown device '{requested}'", fix="use auto, cpu, cuda or cuda:N") from exc
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA: bfloat16 where supported, else float16 (with a gradient scaler)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def config_fingerprint(config: WorkflowConfig) -> str:
+    """Hash of the settings a resumed run must share with the run that wrote the checkpoint."""
+    data = config.model_dump(mode="json", exclude=set(RESUMABLE_CHANGES))
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_tables(actions: list[str], train: DatasetInfo, eval_: DatasetInfo) -> None:
+    if train.action_names != actions:
+        raise BatchRLError(f"the config's actions {actions} differ from the training table's {train.action_names}",
+                           where=train.uri, fix="set trainer_param.actions to the actions the table was "
+                           "prepared with (same order)")
+    if eval_.action_names != train.action_names or eval_.feature_ids != train.feature_ids:
+        raise BatchRLError("the eval table's feature ids or actions differ from the training table's",
+                           where=eval_.uri, fix="prepare both tables in one `batchrl prepare` run")
+
+
+def preprocess_fn(preprocessor: Preprocessor):
+    """Batch -> Batch with states replaced by the network input (run on the batch's device)."""
+
+    @torch.no_grad()
+    def transform(batch: Batch) -> Batch:
+        return replace(batch, state=preprocessor(batch.state, batch.state_presence), state_presence=None,
+                       next_state=preprocessor(batch.next_state, batch.next_state_presence),
+                       next_state_presence=None)
+
+    return transform
+
+
+def _finite(obj: Any) -> Any:
+    """JSON-safe copy: non-finite floats become None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def train(config: WorkflowConfig, train: str, eval: str, normalization: str, output: str,
+          device: str | None = None, resume: bool = False) -> dict:
+    """Train the configured model on ``train``, evaluate on ``eval`` each epoch, write ``output``."""
+    started = time.perf_counter()
+    output = output.rstrip("/")
+    model_config = config.model.value
+    params = model_config.trainer_param
+    algorithm = config.model.name
+    dev = resolve_device(device or config.device)
+    amp = amp_dtype(dev)
+    info, eval_info = dataset_info(train), dataset_info(eval)
+    _check_tables(params.actions, info, eval_info)
+    norm_json = storage.read_json(normalization)
+    preprocessor = Preprocessor(read_normalization(normalization), info.feature_ids).to(dev)
+    transform = preprocess_fn(preprocessor)
+    num_actions = len(params.actions)
+
+    torch.manual_seed(config.seed)
+    q_network = build_network(model_config.net_builder, preprocessor.output_dim, num_actions)
+    if isinstance(model_config, DiscreteCQLModel):
+        trainer = cql_trainer(q_network, model_config.trainer_param, device=dev, amp_dtype=amp)
+    else:
+        trainer = DQNTrainer(q_network, params, device=dev, amp_dtype=amp)
+    calc_cpe = model_config.evaluation.calc_cpe_in_training
+    cpe = None
+    if calc_cpe:
+        cpe = CPETrainer(build_network(model_config.cpe_net_builder, preprocessor.output_dim, num_actions),
+                         build_network(model_config.cpe_net_builder, preprocessor.output_dim, num_actions),
+                         trainer.q_network, params, device=dev, amp_dtype=amp)
+    trainers = [trainer] + ([cpe] if cpe else [])
+
+    loader = TransitionLoader(train, params.minibatch_size, seed=config.seed, device=dev, transform=transform)
+    eval_batch = transform(read_eval_batch(eval, eval_info).to(dev))
+    log.info("train: %s on %s, %d training rows (%s), %d eval rows, %d features -> %d inputs, actions %s",
+             algorithm, dev, loader.num_rows, "resident" if loader.resident else "streaming", len(eval_batch),
+             info.num_features, preprocessor.output_dim, params.actions)
+
+    fingerprint = config_fingerprint(config)
+    state, resumed_from = LoopState(), None
+    checkpoints = list_checkpoints(output)
+    if resume and checkpoints:
+        epoch, uri = max(checkpoints.items())
+        saved = load_checkpoint(uri)
+        if saved.get("fingerprint") != fingerprint:
+            raise BatchRLError("the checkpoint was written with a different config (model, seed or tables)",
+                               where=uri, fix="resume with the config of the interrupted run, or start "
+                               "without --resume (which discards its checkpoints)")
+        trainer.load_state_dict(saved["trainer"])
+        if cpe is not None:
+            cpe.load_state_dict(saved["cpe"])
+        state = LoopState(epoch=int(saved["epoch"]), global_step=int(saved["global_step"]),
+                          history=list(saved["history"]))
+        restore_rng_state(saved["rng"])
+        resumed_from = uri
+        log.info("resuming after epoch %d from %s", epoch, uri)
+    else:
+        if resume:
+            log.warning("--resume: no checkpoint under %s; starting from the beginning", output)
+        for stale in ("checkpoints", "tensorboard"):
+            if storage.exists(f"{output}/{stale}"):
+                log.info("removing %s/%s of a previous run", output, stale)
+                storage.delete(f"{output}/{stale}")
+
+    def save(epoch: int, loop_state: LoopState) -> None:
+        save_checkpoint(output, epoch, {
+            "epoch": epoch, "global_step": loop_state.global_step, "history": loop_state.history,
+            "trainer": trainer.state_dict(), "cpe": cpe.state_dict() if cpe else None, "rng": rng_state(),
+            "fingerprint": fingerprint, "algorithm": algorithm})
+
+    def evaluate(epoch: int) -> dict[str, Any]:
+        return epoch_metrics(trainer, cpe, eval_batch, params.actions, gamma=params.rl.gamma,
+                             temperature=params.rl.temperature, seed=config.seed,
+                             bootstrap=CPE_BOOTSTRAP if epoch == config.num_epochs else 0)
+
+    tensorboard = TensorBoardLog(output, purge_step=state.global_step + 1 if resumed_from else None)
+    loop = TrainingLoop(trainers=trainers, loader=loader, evaluate=evaluate, save=save,
+                        learning_rate=lambda: trainer.learning_rate, tensorboard=tensorboard,
+                        num_epochs=config.num_epochs, checkpoint_every=config.checkpoint_every, where=output)
+    try:
+        loop.run(state)
+    finally:
+        tensorboard.close()
+
+    metadata = {"algorithm": algorithm, "gamma": params.rl.gamma, "temperature": params.rl.temperature,
+                "softmax_policy": params.rl.softmax_policy, "epochs": state.epoch, "seed": config.seed,
+                "batchrl_version": __version__}
+    paths = {"model": f"{output}/{MODEL_FILE}", "checkpoints": f"{output}/checkpoints",
+             "tensorboard": f"{output}/tensorboard", "summary": f"{output}/{SUMMARY_FILE}"}
+    export_model(paths["model"], preprocessor, trainer.q_network, params.actions, info.feature_ids, norm_json,
+                 {**metadata, "output": "q_values"})
+    if cpe is not None:
+        paths["reward_model"] = f"{output}/{REWARD_MODEL_FILE}"
+        paths["q_value_model"] = f"{output}/{VALUE_MODEL_FILE}"
+        export_model(paths["reward_model"], preprocessor, cpe.reward_network, params.actions, info.feature_ids,
+                     norm_json, {**metadata, "output": "reward"})
+        export_model(paths["q_value_model"], preprocessor, cpe.value_network, params.actions, info.feature_ids,
+                     norm_json, {**metadata, "output": "cpe_q_values"})
+
+    final = state.history[-1] if state.history else {}
+    rate = loop.train_rows / loop.train_seconds if loop.train_seconds > 0 else None
+    summary = {
+        "algorithm": algorithm, "device": str(dev), "mixed_precision": str(amp).replace("torch.", "") if amp else None,
+        "epochs": state.epoch, "global_step": state.global_step,
+        "final_losses": final.get("train", {}), "eval_td_loss": final.get("eval", {}).get("td_loss"),
+        "final": final, "per_epoch": state.history,
+        "transitions_per_s": round(rate, 1) if rate else None,
+        "train_rows": loader.num_rows, "eval_rows": len(eval_batch), "resident": loader.resident,
+        "gamma": params.rl.gamma, "temperature": params.rl.temperature, "cpe_in_training": calc_cpe,
+        "feature_ids": info.feature_ids, "action_names": params.actions,
+        "inputs": {"train": train, "eval": eval, "normalization": normalization},
+        "resumed_from": resumed_from, "paths": paths,
+        "config": config.model_dump(mode="json"),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    storage.write_json(paths["summary"], _finite(summary))
+    log.info("train: wrote %s (%d epochs)", output, state.epoch)
+    short = {k: summary[k] for k in ("algorithm", "device", "epochs", "final_losses", "eval_td_loss",
+                                     "transitions_per_s", "paths", "resumed_from")}
+    return _finite({"output": output, **short, "cpe": final.get("cpe", {})})
