@@ -66,6 +66,11 @@ def test_time_limit_is_truncation_not_termination(tmp_path):
     assert sorted(df.possible_actions.iloc[0]) == ["0", "1", "2"]
 
 
+def test_max_steps_truncates(tmp_path):
+    table, summary = _gen(tmp_path, episodes=6, seed=0, max_steps=5)
+    assert table.num_rows == 30 and summary["truncated_episodes"] == 6
+
+
 def test_same_seed_same_rows_other_seed_differs(tmp_path):
     a, _ = _gen(tmp_path, "a", transitions=2000, seed=7)
     b, _ = _gen(tmp_path, "b", transitions=2000, seed=7)

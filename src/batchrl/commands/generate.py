@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--ds", default="2019-01-01", help="dataset partition id written to every row")
     p.add_argument("--num-envs", type=int, help="environments stepped together (default 16)")
+    p.add_argument("--max-steps", type=int, help="episode time limit (default: the environment's own)")
     p.add_argument("--output", required=True, help="output dataset URI (path, file:// or s3://)")
     p.set_defaults(func=run)
 
@@ -33,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
     options = build_options(GenerateOptions, "batchrl generate", env=args.env, transitions=args.transitions,
                             episodes=args.episodes, policy=args.policy, model=args.model,
                             epsilon=args.epsilon, temperature=args.temperature, seed=args.seed, ds=args.ds,
-                            num_envs=args.num_envs)
+                            num_envs=args.num_envs, max_steps=args.max_steps)
     print_summary(generate(args.output, options))
     return 0

@@ -41,6 +41,7 @@ class GenerateOptions(BaseModel):
     seed: int = 42
     ds: str = "2019-01-01"
     num_envs: int = Field(default=16, ge=1, le=1024)
+    max_steps: int | None = Field(default=None, gt=0)  # episode time limit; None: the env's own
 
     @model_validator(mode="after")
     def _check(self) -> GenerateOptions:
@@ -152,7 +153,7 @@ class _Finished:
         return _Finished(self.obs[:n], self.actions[:n], self.rewards[:n], self.probs[:n], END_TRUNCATED)
 
 
-def _make_envs(env_id: str, num_envs: int):
+def _make_envs(env_id: str, num_envs: int, max_steps: int | None = None):
     import gymnasium as gym
 
     try:
@@ -164,6 +165,8 @@ def _make_envs(env_id: str, num_envs: int):
     mode = "vector_entry_point" if spec.vector_entry_point else "sync"
     kwargs = {} if spec.vector_entry_point else {
         "vector_kwargs": {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}}
+    if max_steps:
+        kwargs["max_episode_steps"] = max_steps
     return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **kwargs)
 
 
@@ -197,7 +200,7 @@ def run_episodes(options: GenerateOptions) -> tuple[list[_Finished], list[str] |
     """Run the policy until the budget is met; return finished episodes in order and action names."""
     import gymnasium as gym
 
-    envs = _make_envs(options.env, options.num_envs)
+    envs = _make_envs(options.env, options.num_envs, options.max_steps)
     try:
         policy = _policy(options, envs.single_action_space)
         box = isinstance(envs.single_action_space, gym.spaces.Box)
