@@ -150,7 +150,7 @@ def estimate_all(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int = 20
             "SDR": sequential.sequential_dr_terms(episodes, gamma),
             "WDR": sequential.weighted_dr_terms(episodes, gamma),
             "MAGIC": sequential.MagicStatistic(episodes, gamma, num_j_steps=magic_j_steps,
-                                               bias_resamples=bootstrap or 200, seed=seed),
+                                               seed=seed),
         }
         for name, stat in seq_stats.items():
             results[name] = estimate(stat, episode_baseline, bootstrap, seed).as_dict()

@@ -138,7 +138,7 @@ class MagicStatistic:
         seed: seed of those resamples (the same stream on every call).
     """
 
-    def __init__(self, episodes: Episodes, gamma: float, num_j_steps: int = 25, bias_resamples: int = 200,
+    def __init__(self, episodes: Episodes, gamma: float, num_j_steps: int = 25, bias_resamples: int = 100,
                  seed: int = 0, chunk: int = 16):
         self.episodes, self.gamma = episodes, gamma
         self.steps = j_steps(episodes.horizon, num_j_steps)
@@ -172,27 +172,30 @@ class MagicStatistic:
     def blend(self, counts: Tensor) -> tuple[Tensor, Tensor]:
         """j-step estimates g [B, J] and the MAGIC weights x [B, J] for multiplicities ``counts`` [B, n]."""
         rng = np.random.default_rng(self.seed)
-        estimates, weights = [], []
+        estimates, objectives = [], []
         for part in torch.split(counts, self.chunk):
             c = self.contributions(part)
             g = torch.einsum("bi,bij->bj", part, c)
             n = part.sum(dim=1)
             centered = c - (g / n.unsqueeze(1)).unsqueeze(1)
-            cov = torch.einsum("bi,bij,bik->bjk", part, centered, centered) / (n - 1).clamp(min=1).reshape(-1, 1, 1)
+            weighted = centered * part.unsqueeze(2)
+            cov = torch.bmm(weighted.transpose(1, 2), centered) / (n - 1).clamp(min=1).reshape(-1, 1, 1)
             omega = cov * n.reshape(-1, 1, 1)
             low, high = self._wdr_interval(part, rng)
             bias = torch.clamp(low.unsqueeze(1) - g, min=0) + torch.clamp(g - high.unsqueeze(1), min=0)
-            x = simplex_quadratic_min(omega + bias.unsqueeze(2) * bias.unsqueeze(1))
             estimates.append(g)
-            weights.append(x)
-        return torch.cat(estimates), torch.cat(weights)
+            objectives.append(omega + bias.unsqueeze(2) * bias.unsqueeze(1))
+        return torch.cat(estimates), simplex_quadratic_min(torch.cat(objectives))
 
     def _wdr_interval(self, counts: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
         """5th and 95th percentiles of weighted DR over resamples of each replicate's episodes."""
+        units, draws = self.units, self.bias_resamples
         lows, highs = [], []
         for row in counts:
-            n = int(row.sum())
-            inner = rng.multinomial(n, (row / n).numpy(), size=self.bias_resamples)
+            members = np.repeat(np.arange(units), row.long().numpy())  # the replicate's episodes
+            picks = members[rng.integers(len(members), size=(draws, len(members)))]
+            flat = (picks + units * np.arange(draws)[:, None]).ravel()
+            inner = np.bincount(flat, minlength=draws * units).reshape(draws, units)
             values = self._wdr.value(torch.from_numpy(inner.astype(np.float64)))
             lo, hi = torch.quantile(values, torch.tensor([0.05, 0.95], dtype=torch.float64)).tolist()
             lows.append(lo)
@@ -204,20 +207,24 @@ class MagicStatistic:
         return (g * x).sum(dim=1)
 
 
-def simplex_quadratic_min(matrix: Tensor, iterations: int = 500) -> Tensor:
+def simplex_quadratic_min(matrix: Tensor, iterations: int = 2000, tolerance: float = 1e-12) -> Tensor:
     """argmin_{x >= 0, sum x = 1} x^T M x for a batch of PSD matrices [B, J, J] (accelerated projected
-    gradient; Beck & Teboulle, FISTA, 2009). Returns [B, J]."""
+    gradient, stopped when no weight moves by more than ``tolerance``; Beck & Teboulle, FISTA, 2009).
+    Returns [B, J]."""
     batch, size = matrix.shape[0], matrix.shape[1]
     scale = torch.linalg.eigvalsh(matrix).amax(dim=1).clamp(min=1e-300)  # [B]
     m = matrix / scale.reshape(-1, 1, 1)  # eigenvalues in [0, 1]; the minimizer is unchanged
     x = torch.full((batch, size), 1.0 / size, dtype=matrix.dtype)
     y, t = x.clone(), 1.0
     for _ in range(iterations):
-        grad = 2.0 * torch.einsum("bjk,bk->bj", m, y)
-        x_next = project_to_simplex(y - grad / 2.0)
+        grad = 2.0 * torch.bmm(m, y.unsqueeze(2)).squeeze(2)
+        x_next = project_to_simplex(y - grad / 2.0)  # step 1/L, L = 2 * largest eigenvalue = 2
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
         y = x_next + ((t - 1.0) / t_next) * (x_next - x)
+        moved = float((x_next - x).abs().max())
         x, t = x_next, t_next
+        if moved < tolerance:
+            break
     return x
 
 

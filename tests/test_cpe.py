@@ -1,0 +1,135 @@
+"""estimate_all: wiring, skipping, validation, and the invariants that recover a known truth."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from batchrl.errors import BatchRLError
+from batchrl.evaluation.cpe import (
+    ONE_STEP,
+    CPEInputs,
+    estimate_all,
+    logging_policy_values,
+    target_policy_probs,
+)
+
+KEYS = {"raw", "normalized", "ci_low", "ci_high", "normalized_ci_low", "normalized_ci_high", "std_error",
+        "units"}
+
+
+def _bandit(seed: int, n: int, on_policy: bool, exact_model: bool, noise: float = 0.0,
+            episode_length: int = 1) -> tuple[CPEInputs, float]:
+    """Contexts with a known expected reward table; returns inputs and the target's true value on them."""
+    gen = torch.Generator().manual_seed(seed)
+    actions = 3
+    expected = torch.rand(n, actions, generator=gen, dtype=torch.float64)
+    logging = torch.softmax(torch.randn(n, actions, generator=gen, dtype=torch.float64), dim=1)
+    target = logging.clone() if on_policy else \
+        torch.softmax(2 * torch.randn(n, actions, generator=gen, dtype=torch.float64), dim=1)
+    action = torch.multinomial(logging, 1, generator=gen).squeeze(1)
+    reward = expected.gather(1, action.unsqueeze(1)).squeeze(1) + noise * torch.randn(n, generator=gen)
+    model = expected if exact_model else torch.rand(n, actions, generator=gen, dtype=torch.float64)
+    episode = torch.arange(n) // episode_length
+    not_terminal = (torch.arange(n) % episode_length) != episode_length - 1
+    inputs = CPEInputs(reward=reward, action=action, logged_propensity=logging.gather(1, action.unsqueeze(1))
+                       .squeeze(1), target_probs=target, reward_hat=model, q_hat=model, episode=episode,
+                       not_terminal=not_terminal)
+    return inputs, float((target * expected).sum(dim=1).mean())
+
+
+def test_estimate_all_returns_every_estimator_with_intervals():
+    inputs, _ = _bandit(0, 300, on_policy=False, exact_model=False, episode_length=5)
+    results = estimate_all(inputs, gamma=0.9, seed=1, bootstrap=100)
+    assert list(results) == [*ONE_STEP, "SDR", "WDR", "MAGIC"]
+    for name, result in results.items():
+        assert set(result) == KEYS, name
+        assert all(isinstance(v, float) for v in result.values()), name
+        assert result["ci_low"] <= result["raw"] <= result["ci_high"], name
+        assert result["normalized_ci_low"] <= result["normalized"] <= result["normalized_ci_high"], name
+    assert results["IPS"]["units"] == 300 and results["WDR"]["units"] == 60
+    baseline = logging_policy_values(inputs, 0.9)
+    assert results["IPS"]["normalized"] == pytest.approx(results["IPS"]["raw"] / baseline["mean_logged_reward"])
+    assert results["SDR"]["normalized"] == pytest.approx(
+        results["SDR"]["raw"] / baseline["mean_discounted_logged_return"])
+    assert estimate_all(inputs, gamma=0.9, seed=1, bootstrap=100) == results
+
+
+def test_missing_models_skip_the_estimators_that_need_them():
+    inputs, _ = _bandit(1, 50, on_policy=False, exact_model=False)
+    inputs.reward_hat = None
+    inputs.q_hat = None
+    assert list(estimate_all(inputs, gamma=0.9, seed=0, bootstrap=20)) == ["IPS", "SNIPS"]
+
+
+def test_on_policy_logs_give_ips_and_dr_equal_to_the_logged_mean():
+    inputs, _ = _bandit(2, 3000, on_policy=True, exact_model=False, noise=0.3)
+    inputs.q_hat = None  # one-step only
+    results = estimate_all(inputs, gamma=0.9, seed=0, bootstrap=200)
+    logged = float(inputs.reward.mean())
+    assert results["IPS"]["raw"] == pytest.approx(logged)  # every weight is exactly 1
+    assert results["SNIPS"]["normalized"] == pytest.approx(1.0)
+    dr = results["DR"]
+    assert abs(dr["raw"] - logged) < 3 * dr["std_error"]
+    assert dr["normalized_ci_low"] < 1.0 < dr["normalized_ci_high"]
+
+
+def test_on_policy_episodes_give_sequential_dr_equal_to_the_logged_return():
+    inputs, _ = _bandit(3, 1800, on_policy=True, exact_model=False, noise=0.3, episode_length=6)
+    results = estimate_all(inputs, gamma=0.9, seed=0, bootstrap=200)
+    for name in ("SDR", "WDR"):
+        assert results[name]["normalized_ci_low"] < 1.0 < results[name]["normalized_ci_high"], name
+    assert results["SDR"]["raw"] == pytest.approx(results["WDR"]["raw"])  # equal weights: identical
+
+
+def test_exact_reward_model_gives_dm_equal_dr_equal_truth():
+    inputs, truth = _bandit(4, 500, on_policy=False, exact_model=True)
+    results = estimate_all(inputs, gamma=0.9, seed=0, bootstrap=50)
+    for name in ("DM", "DR", "SwitchDR"):
+        assert results[name]["raw"] == pytest.approx(truth, rel=1e-9), name
+
+
+def test_exact_value_model_gives_sequential_dr_equal_truth():
+    # A deterministic 4-step chain: reward 1 per step whatever the action, so Q(s_t, a) = V(s_t) =
+    # sum_{k < 4-t} gamma^k; the target policy differs from the logging one.
+    gamma, length, episodes = 0.9, 4, 30
+    gen = torch.Generator().manual_seed(5)
+    t = torch.arange(length).repeat(episodes)
+    value = torch.tensor([sum(gamma**k for k in range(length - s)) for s in range(length)],
+                         dtype=torch.float64)[t]
+    n = length * episodes
+    action = torch.randint(2, (n,), generator=gen)
+    inputs = CPEInputs(reward=torch.ones(n), action=action, logged_propensity=torch.full((n,), 0.5),
+                       target_probs=torch.tensor([[0.9, 0.1]], dtype=torch.float64).repeat(n, 1), reward_hat=None,
+                       q_hat=value.unsqueeze(1).repeat(1, 2), episode=torch.arange(n) // length,
+                       not_terminal=(t != length - 1))
+    results = estimate_all(inputs, gamma=gamma, seed=0, bootstrap=50)
+    for name in ("SDR", "WDR", "MAGIC"):
+        assert results[name]["raw"] == pytest.approx(float(value[0]), rel=1e-9), name
+
+
+def test_off_policy_estimators_recover_the_truth_within_their_intervals():
+    inputs, truth = _bandit(6, 3000, on_policy=False, exact_model=False, noise=0.2)
+    inputs.q_hat = None  # one-step only
+    results = estimate_all(inputs, gamma=0.9, seed=0, bootstrap=200)
+    for name in ("IPS", "SNIPS", "DR"):
+        # the truth is on the sampled contexts; allow the interval plus a little slack
+        assert results[name]["ci_low"] - 0.02 < truth < results[name]["ci_high"] + 0.02, name
+
+
+def test_bad_propensities_are_a_user_error():
+    inputs, _ = _bandit(7, 20, on_policy=False, exact_model=False)
+    inputs.logged_propensity[3] = 0.0
+    with pytest.raises(BatchRLError, match="action_probability"):
+        estimate_all(inputs, gamma=0.9, seed=0, bootstrap=10)
+
+
+def test_target_policy_probs_masks_and_tempers():
+    q = torch.tensor([[1.0, 2.0, 3.0], [5.0, 0.0, 1.0]])
+    possible = torch.tensor([[True, True, False], [True, True, True]])
+    greedy = target_policy_probs(q, possible, temperature=0.0)
+    assert greedy.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    soft = target_policy_probs(q, possible, temperature=1.0)
+    assert soft[0, 2] == 0.0
+    assert soft[0, 1] / soft[0, 0] == pytest.approx(torch.e)
+    assert torch.allclose(soft.sum(dim=1), torch.ones(2, dtype=torch.float64))

@@ -1,0 +1,134 @@
+"""Sequential estimators: exact values on two hand-computed episodes, MAGIC's blend, FQE on a chain."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from batchrl.evaluation.estimators import sequential
+from batchrl.evaluation.estimators.fqe import FQEConfig, FQEInputs, fit_fqe, fqe_terms
+
+GAMMA = 0.5
+# Episode A (2 steps) then episode B (1 step): per-step weight w, reward r, Q_hat(s, a), V_hat(s).
+EPISODES = sequential.to_episodes(
+    episode=torch.tensor([7, 7, 3]),
+    reward=torch.tensor([1.0, 0.0, 2.0]),
+    weights=torch.tensor([2.0, 1.5, 0.5]),
+    q_logged=torch.tensor([0.5, 0.2, 1.0]),
+    v=torch.tensor([0.6, 0.3, 0.4]),
+)
+ONES = torch.ones(1, 2, dtype=torch.float64)
+
+
+def value(stat) -> float:
+    return float(stat.value(ONES)[0])
+
+
+def test_padding_keeps_order_and_pads_with_neutral_values():
+    assert EPISODES.reward.tolist() == [[1.0, 0.0], [2.0, 0.0]]
+    assert EPISODES.step_weight.tolist() == [[2.0, 1.5], [0.5, 1.0]]
+    assert EPISODES.mask.tolist() == [[1.0, 1.0], [1.0, 0.0]]
+    assert EPISODES.cumulative_weight().tolist() == [[2.0, 3.0], [0.5, 0.5]]
+
+
+def test_logged_return():
+    # A: 1 + 0.5 * 0 = 1; B: 2
+    assert value(sequential.logged_return_terms(EPISODES, GAMMA)) == pytest.approx(1.5)
+
+
+def test_sequential_dr_matches_the_backward_recursion():
+    # A: DR_1 = 0.3 + 1.5 (0 - 0.2) = 0; DR_0 = 0.6 + 2 (1 + 0.5 * 0 - 0.5) = 1.6. B: 0.4 + 0.5 (2 - 1) = 0.9
+    assert value(sequential.sequential_dr_terms(EPISODES, GAMMA)) == pytest.approx((1.6 + 0.9) / 2)
+
+
+def test_weighted_dr():
+    # t=0: (2*0.5 + 0.5*1)/2.5 + (0.6 + 0.4)/2 = 1.1
+    # t=1: 0.5 * [(3*(0 - 0.2) + 0.5*0)/3.5 + (2*0.3 + 0.5*0)/2.5]
+    expected = 1.1 + 0.5 * (-0.6 / 3.5 + 0.6 / 2.5)
+    assert value(sequential.weighted_dr_terms(EPISODES, GAMMA)) == pytest.approx(expected)
+
+
+def test_magic_j_step_estimates_and_blend():
+    magic = sequential.MagicStatistic(EPISODES, GAMMA, num_j_steps=25, bias_resamples=50, seed=0)
+    assert magic.steps == [-1, 0, 1]
+    g, x = magic.blend(ONES)
+    wdr = value(sequential.weighted_dr_terms(EPISODES, GAMMA))
+    # g(-1) = mean V_hat(s_0); g(0) = t=0 terms + 0.5 * (2*0.5*0.3)/2.5; g(1) = WDR
+    assert g[0].tolist() == pytest.approx([0.5, 1.1 + 0.12, wdr])
+    assert float(x.sum()) == pytest.approx(1.0) and bool((x >= 0).all())
+    assert g.min() - 1e-9 <= value(magic) <= g.max() + 1e-9
+
+
+def test_j_steps_are_spread_over_the_horizon():
+    assert sequential.j_steps(200, 25) == [-1, *sorted({round(i * 199 / 23) for i in range(24)})]
+    assert sequential.j_steps(1, 25) == [-1, 0]
+
+
+def test_simplex_quadratic_min_inverse_variance_weights():
+    matrix = torch.diag(torch.tensor([1.0, 4.0], dtype=torch.float64)).unsqueeze(0)
+    x = sequential.simplex_quadratic_min(matrix)
+    assert x[0].tolist() == pytest.approx([0.8, 0.2], abs=1e-6)
+    # a negative unconstrained optimum is clipped to the simplex
+    corr = torch.tensor([[[1.0, 1.5], [1.5, 4.0]]], dtype=torch.float64)  # f(x2) = 1 + x2 + 2 x2^2
+    y = sequential.simplex_quadratic_min(corr)[0]
+    assert y.tolist() == pytest.approx([1.0, 0.0], abs=1e-6)
+
+
+def test_project_to_simplex():
+    v = torch.tensor([[0.5, 0.5], [2.0, 0.0], [0.2, 0.1]], dtype=torch.float64)
+    p = sequential.project_to_simplex(v)
+    assert p.tolist()[0] == pytest.approx([0.5, 0.5])
+    assert p.tolist()[1] == pytest.approx([1.0, 0.0])
+    assert p.tolist()[2] == pytest.approx([0.55, 0.45])
+
+
+def _random_episodes(seed: int, n: int = 40, horizon: int = 12) -> sequential.Episodes:
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, horizon + 1, (n,), generator=gen)
+    episode = torch.repeat_interleave(torch.arange(n), lengths)
+    rows = int(lengths.sum())
+    return sequential.to_episodes(episode, torch.rand(rows, generator=gen),
+                                  torch.rand(rows, generator=gen) * 2, torch.rand(rows, generator=gen) * 3,
+                                  torch.rand(rows, generator=gen) * 3)
+
+
+def test_magic_lies_within_its_j_step_estimates_on_every_replicate():
+    from batchrl.evaluation.estimators.core import bootstrap_counts
+
+    episodes = _random_episodes(1)
+    magic = sequential.MagicStatistic(episodes, 0.9, num_j_steps=6, bias_resamples=50, seed=2)
+    counts = torch.cat([torch.ones(1, episodes.units, dtype=torch.float64),
+                        bootstrap_counts(episodes.units, 20, seed=3)])
+    g, x = magic.blend(counts)
+    blended = (g * x).sum(dim=1)
+    assert torch.all(blended >= g.min(dim=1).values - 1e-9)
+    assert torch.all(blended <= g.max(dim=1).values + 1e-9)
+    assert torch.allclose(x.sum(dim=1), torch.ones(21, dtype=torch.float64))
+    assert torch.allclose(magic.value(counts), blended)
+
+
+def test_magic_contributions_sum_to_the_j_step_estimates():
+    episodes = _random_episodes(4, n=10, horizon=5)
+    magic = sequential.MagicStatistic(episodes, 0.8, num_j_steps=25, bias_resamples=20, seed=0)
+    ones = torch.ones(1, episodes.units, dtype=torch.float64)
+    g, _ = magic.blend(ones)
+    wdr = sequential.weighted_dr_terms(episodes, 0.8).value(ones)
+    assert float(g[0, -1]) == pytest.approx(float(wdr[0]))
+    assert float(g[0, 0]) == pytest.approx(float(episodes.v[:, 0].mean()))
+
+
+def test_fqe_recovers_the_value_of_a_chain():
+    # positions 0..4 one-hot, reward 1 per step, terminal after position 4: V(0) = sum_{t<5} 0.9^t
+    gamma, length, copies = 0.9, 5, 4
+    eye = torch.eye(length + 1)
+    state = eye[:length].repeat(copies, 1)
+    next_state = eye[1:].repeat(copies, 1)
+    not_terminal = torch.tensor([True] * (length - 1) + [False]).repeat(copies)
+    action = torch.zeros(length * copies, dtype=torch.long)
+    inputs = FQEInputs(state, action, torch.ones(length * copies), next_state, not_terminal,
+                       torch.tensor([[1.0, 0.0]]).repeat(length * copies, 1))
+    model = fit_fqe(inputs, gamma, FQEConfig(hidden=(32,), iterations=40, steps_per_iteration=25,
+                                             learning_rate=1e-2, seed=0))
+    truth = sum(gamma**t for t in range(length))
+    start = fqe_terms(model, eye[:1], torch.tensor([[1.0, 0.0]]))
+    assert float(start.value(torch.ones(1, 1, dtype=torch.float64))[0]) == pytest.approx(truth, rel=0.03)
