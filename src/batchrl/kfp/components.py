@@ -1,0 +1,306 @@
+"""One KFP component per stage: typed shells that import the engine inside and call one stage function.
+
+Each function below is a complete lightweight component: its parameters mirror the stage's options
+(``tests/test_kfp_components.py`` checks that no option is missing), its artifacts are typed, and it
+copies the stage summary's row counts, feature ids, action names and scores into artifact metadata.
+:func:`build_components` turns them into components for a pair of images; the trainer image (CUDA)
+runs ``train``, the runtime image everything else. No package is installed at run time.
+
+(No ``from __future__ import annotations`` and no ``X | None`` here: KFP reads the annotations as
+types and understands ``typing.Optional`` only.)
+"""
+# ruff: noqa: UP045
+
+from collections.abc import Callable
+from typing import NamedTuple, Optional
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+from batchrl.kfp.images import DEFAULT_IMAGES, Images
+
+# ---------------------------------------------------------------- data stages
+
+
+def generate(
+    logged: Output[Dataset],
+    env: str = "CartPole-v0",
+    transitions: int = 0,
+    episodes: int = 0,
+    policy: str = "random",
+    model: Optional[str] = None,
+    epsilon: Optional[float] = None,
+    temperature: Optional[float] = None,
+    seed: int = 42,
+    ds: str = "2019-01-01",
+    num_envs: int = 16,
+    s3_endpoint: str = "",
+):
+    """Log a policy's decisions in a gymnasium environment (``batchrl generate``).
+
+    Give ``transitions`` or ``episodes`` (0 = not given).
+    """
+    from batchrl.data import gym_logging
+    from batchrl.kfp import runtime
+
+    runtime.setup(s3_endpoint)
+    options = runtime.options(gym_logging.GenerateOptions, "generate", env=env, transitions=transitions or None,
+                              episodes=episodes or None, policy=policy, model=model, epsilon=epsilon,
+                              temperature=temperature, seed=seed, ds=ds, num_envs=num_envs)
+    summary = gym_logging.generate(logged.path, options)
+    runtime.record(logged, summary, ("rows", "episodes", "env", "policy", "seed", "action_kind", "action_names",
+                                     "terminated_episodes", "truncated_episodes", "mean_episode_return"))
+
+
+def timeline(
+    timeline_table: Output[Dataset],
+    start_ds: str,
+    end_ds: str,
+    add_terminal_state_row: bool,
+    logged: Input[Dataset] = None,
+    input_uri: str = "",
+    include_possible_actions: bool = True,
+    outlier_episode_length_percentile: Optional[float] = None,
+    percentile_function: str = "percentile_approx",
+    reward_columns: Optional[list] = None,
+    extra_feature_columns: Optional[list] = None,
+    time_window_limit: int = -1,
+    validation_sql: Optional[str] = None,
+    steps: int = 0,
+    dedup: bool = False,
+    spark_master: str = "local[*]",
+    spark_conf: Optional[dict] = None,
+    s3_endpoint: str = "",
+):
+    """Build the timeline table with Spark (``batchrl timeline``) from ``logged`` or from ``input_uri``.
+
+    ``time_window_limit`` -1 = no limit; ``steps`` 0 = one-step rows.
+    """
+    from batchrl.data import timeline as timeline_stage
+    from batchrl.errors import BatchRLError
+    from batchrl.kfp import runtime
+
+    runtime.setup(s3_endpoint)
+    if bool(input_uri) == (logged is not None):
+        raise BatchRLError("give exactly one input: the logged artifact or input_uri", where="timeline component",
+                           fix="connect the generate step's output, or pass the logged table's URI")
+    options = runtime.options(
+        timeline_stage.TimelineOptions, "timeline", start_ds=start_ds, end_ds=end_ds,
+        add_terminal_state_row=add_terminal_state_row, include_possible_actions=include_possible_actions,
+        outlier_episode_length_percentile=outlier_episode_length_percentile,
+        percentile_function=percentile_function, reward_columns=reward_columns,
+        extra_feature_columns=extra_feature_columns,
+        time_window_limit=None if time_window_limit < 0 else time_window_limit, validation_sql=validation_sql,
+        steps=steps or None, dedup=dedup)
+    runtime.start_spark(spark_master, spark_conf)
+    summary = timeline_stage.timeline(input_uri or logged.path, timeline_table.path, options,
+                                      spark_master=spark_master)
+    runtime.record(timeline_table, summary, ("input", "input_rows", "input_episodes", "output_rows",
+                                             "duplicates_dropped", "outlier_episodes_dropped", "action_kind",
+                                             "steps", "add_terminal_state_row", "columns"))
+
+
+def normalize(
+    timeline_table: Input[Dataset],
+    normalization: Output[Artifact],
+    column: str = "state_features",
+    num_samples: int = 100000,
+    seed: int = 0,
+    feature_overrides: Optional[dict] = None,
+    feature_type: Optional[str] = None,
+    max_unique_enum_values: int = 10,
+    quantile_size: int = 20,
+    quantile_k2_threshold: float = 1000.0,
+    skip_box_cox: bool = False,
+    skip_quantiles: bool = True,
+    stddev_floor: Optional[float] = None,
+    spark_master: str = "local[*]",
+    spark_conf: Optional[dict] = None,
+    s3_endpoint: str = "",
+):
+    """Identify per-feature normalization (``batchrl normalize``); writes ReAgent's normalization JSON."""
+    from batchrl.data import normalize as normalize_stage
+    from batchrl.kfp import runtime
+
+    runtime.setup(s3_endpoint)
+    options = runtime.options(
+        normalize_stage.NormalizeOptions, "normalize", column=column, num_samples=num_samples, seed=seed,
+        feature_overrides=feature_overrides, feature_type=feature_type,
+        max_unique_enum_values=max_unique_enum_values, quantile_size=quantile_size,
+        quantile_k2_threshold=quantile_k2_threshold, skip_box_cox=skip_box_cox, skip_quantiles=skip_quantiles,
+        stddev_floor=stddev_floor)
+    runtime.start_spark(spark_master, spark_conf)
+    summary = normalize_stage.normalize(timeline_table.path, normalization.path, options,
+                                        spark_master=spark_master)
+    runtime.record(normalization, summary, ("column", "features", "feature_ids", "types", "not_identified",
+                                            "num_samples", "seed"))
+
+
+def prepare(
+    timeline_table: Input[Dataset],
+    normalization: Input[Artifact],
+    train_table: Output[Dataset],
+    eval_table: Output[Dataset],
+    actions: list,
+    table_sample: float = 90.0,
+    eval_table_sample: float = 10.0,
+    spark_master: str = "local[*]",
+    spark_conf: Optional[dict] = None,
+    s3_endpoint: str = "",
+):
+    """Build the dense train and eval tables (``batchrl prepare``), split by a stable hash of mdp_id."""
+    from batchrl.data import prepare as prepare_stage
+    from batchrl.kfp import runtime
+
+    runtime.setup(s3_endpoint)
+    options = runtime.options(prepare_stage.PrepareOptions, "prepare", actions=actions, table_sample=table_sample,
+                              eval_table_sample=eval_table_sample)
+    runtime.start_spark(spark_master, spark_conf)
+    summary = prepare_stage.prepare(timeline_table.path, normalization.path, train_table.path, eval_table.path,
+                                    options, spark_master=spark_master)
+    runtime.record(train_table, summary.get("train", {}), ("rows", "episodes"))
+    runtime.record(eval_table, summary.get("eval", {}), ("rows", "episodes"))
+    for table in (train_table, eval_table):
+        runtime.record(table, summary, ("feature_ids", "action_names"))
+
+
+# ---------------------------------------------------------------- training
+
+
+def train(
+    train_table: Input[Dataset],
+    eval_table: Input[Dataset],
+    normalization: Input[Artifact],
+    model: Output[Model],
+    training_metrics: Output[Metrics],
+    workflow_config: dict,
+    num_epochs: int = 0,
+    algorithm: str = "",
+    seed: int = -1,
+    actions: Optional[list] = None,
+    device: Optional[str] = None,
+    s3_endpoint: str = "",
+):
+    """Train the configured agent (``batchrl train``): CUDA when the pod has a GPU, else CPU.
+
+    ``num_epochs``, ``algorithm``, ``seed``, ``actions`` and ``device`` override ``workflow_config``
+    (0, "", -1, None and None keep its values).
+    """
+    from batchrl import storage
+    from batchrl.kfp import runtime
+    from batchrl.training import train as train_stage
+
+    runtime.setup(s3_endpoint)
+    config = runtime.workflow_config(workflow_config, "train component workflow_config", num_epochs=num_epochs or None,
+                                     algorithm=algorithm or None, seed=None if seed < 0 else seed,
+                                     actions=actions)
+    summary = train_stage.train(config, train_table.path, eval_table.path, normalization.path, model.path,
+                                device=device)
+    details = storage.read_json(summary["paths"]["summary"])
+    runtime.record(model, {**summary, **details, "seed": config.seed}, ("algorithm", "device", "epochs", "seed", "action_names",
+                                                   "feature_ids", "train_rows", "eval_rows", "gamma"))
+    runtime.log_metrics(training_metrics, {"loss": summary["final_losses"], "eval_td_loss": summary["eval_td_loss"],
+                                           "cpe": summary["cpe"]})
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    model: Input[Model],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+    report_html: Output[HTML],
+    eval_table: Input[Dataset] = None,
+    env: str = "",
+    num_eval_episodes: int = 50,
+    seed: int = 42,
+    passing_score_bar: Optional[float] = None,
+    gate: str = "score",
+    s3_endpoint: str = "",
+) -> NamedTuple("EvaluateOutputs", [("score", float), ("passed", bool)]):
+    """Counterfactual evaluation on ``eval_table`` and gym rollouts in ``env`` (``batchrl evaluate``).
+
+    ``gate`` picks what must reach ``passing_score_bar`` for ``passed``: ``score`` (the mean gym
+    return) or ``cpe`` (the lower 95% bound of the normalized doubly robust estimate).
+    """
+    import shutil
+    from collections import namedtuple
+
+    from batchrl.evaluation import evaluate as evaluate_stage
+    from batchrl.kfp import runtime
+
+    runtime.setup(s3_endpoint)
+    options = runtime.options(evaluate_stage.EvaluateOptions, "evaluate", env=env or None,
+                              num_eval_episodes=num_eval_episodes, seed=seed, passing_score_bar=passing_score_bar)
+    summary = evaluate_stage.evaluate(model.path, eval_table.path if eval_table is not None else None,
+                                      evaluation.path, options)
+    shutil.copyfile(f"{evaluation.path}/report.md", report.path)
+    shutil.copyfile(f"{evaluation.path}/report.html", report_html.path)
+    score, passed = runtime.gate(summary, gate, passing_score_bar)
+    runtime.record(evaluation, {**summary, "score": score, "passed": passed}, ("score", "passed"))
+    runtime.log_metrics(metrics, summary)
+    return namedtuple("EvaluateOutputs", ["score", "passed"])(score, passed)
+
+
+def publish(
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    published: Output[Model],
+    destination: str = "",
+    s3_endpoint: str = "",
+):
+    """Publish the model that passed: its serving files and reports, committed at ``destination``
+    (and always as this step's ``published`` artifact)."""
+    from batchrl.kfp import publish as publish_stage
+    from batchrl.kfp import runtime
+
+    runtime.setup(s3_endpoint)
+    record = {key: evaluation.metadata.get(key) for key in ("score", "passed")}
+    summary = publish_stage.publish(model.path, evaluation.path, published.path, record)
+    if destination:
+        summary = publish_stage.publish(model.path, evaluation.path, destination, record)
+    runtime.record(published, summary, ("destination", "files", "score"))
+
+
+# ---------------------------------------------------------------- platform
+
+
+def gpu_request(mode: str = "auto", gpus: int = 1, accelerator_type: str = "nvidia.com/gpu") -> int:
+    """How many accelerators the training pod requests: 0 (CPU) when the cluster has none (``auto``)."""
+    import logging
+
+    from batchrl.kfp import accelerators, runtime
+
+    runtime.setup()
+    count, reason = accelerators.accelerators_to_request(mode, gpus, accelerator_type)
+    logging.getLogger("batchrl.kfp").info("training accelerators: %s (%s)", count, reason)
+    return count
+
+
+# ---------------------------------------------------------------- building
+
+
+#: Component name -> (function, which image runs it).
+STEPS: dict[str, tuple[Callable, str]] = {
+    "generate": (generate, "runtime"),
+    "timeline": (timeline, "runtime"),
+    "normalize": (normalize, "runtime"),
+    "prepare": (prepare, "runtime"),
+    "train": (train, "trainer"),
+    "evaluate": (evaluate, "runtime"),
+    "publish": (publish, "runtime"),
+    "gpu_request": (gpu_request, "runtime"),
+}
+
+
+def build_component(name: str, images: Images = DEFAULT_IMAGES):
+    """The KFP component of step ``name`` running in its image (no pip install at run time)."""
+    func, image = STEPS[name]
+    return dsl.component(func, base_image=getattr(images, image), install_kfp_package=False)
+
+
+def build_components(images: Images = DEFAULT_IMAGES) -> dict:
+    """Every component (name -> KFP component), built for one pair of images."""
+    return {name: build_component(name, images) for name in STEPS}

@@ -1,0 +1,212 @@
+"""The batch-RL pipeline: ReAgent's offline workflow as Kubeflow Pipelines, with its platform settings.
+
+::
+
+    gym data:    generate -> timeline ─┐
+    logged data:            timeline ─┴─> normalize -> prepare -> train -> evaluate -> [score >= bar] publish
+                                                      gpu_request ─┘
+
+``input_uri`` empty: logged data is generated in the ``env`` gym environment (seeded, cached); else
+the timeline reads the logged table at ``input_uri`` (not cached: the data behind a URI may change).
+The rest is one sub-pipeline (``train-and-evaluate``) used by both branches. Platform settings
+(ignored by ``kfp.local``): GPU request for training with a CPU fallback (``gpu_request`` counts the
+cluster's allocatable GPUs when ``gpu_mode=auto``), tolerations and node selector as parameters,
+object-store credentials from a Kubernetes secret as environment variables, CPU/memory requests,
+retries with exponential backoff, caching on for deterministic steps only.
+"""
+
+# No ``from __future__ import annotations``: KFP reads the pipeline functions' annotations as types.
+from dataclasses import dataclass
+from functools import cache
+
+from kfp import dsl, kubernetes
+from kfp.dsl import Dataset, Input
+
+from batchrl.kfp.components import build_components
+from batchrl.kfp.images import DEFAULT_IMAGES, Images
+
+PIPELINE_NAME = "batch-rl"
+#: The secret's keys are the variable names (the same secret the Spark applications read).
+SECRET_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A step's CPU and memory requests (Kubernetes quantities)."""
+
+    cpu: str
+    memory: str
+
+
+#: Requests per step: Spark steps get the local Spark's cores and driver memory; training the most.
+RESOURCES = {
+    "generate": Resources(cpu="1", memory="2Gi"),
+    "timeline": Resources(cpu="2", memory="6Gi"),
+    "normalize": Resources(cpu="2", memory="6Gi"),
+    "prepare": Resources(cpu="2", memory="6Gi"),
+    "gpu_request": Resources(cpu="100m", memory="256Mi"),
+    "train": Resources(cpu="4", memory="8Gi"),
+    "evaluate": Resources(cpu="2", memory="4Gi"),
+    "publish": Resources(cpu="500m", memory="1Gi"),
+}
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Retries of a failed step: ``backoff`` after the first failure, times ``factor`` after each next one."""
+
+    attempts: int = 2
+    backoff: str = "30s"
+    factor: float = 2.0
+    max_backoff: str = "600s"
+
+
+RETRY = Retry()
+#: Steps whose result depends only on their inputs and seeds; the others always run.
+CACHED = {"generate", "normalize", "prepare", "train", "evaluate"}
+
+
+def configure(task: dsl.PipelineTask, step: str, secret: str) -> dsl.PipelineTask:
+    """Resources, retries, caching and the object-store secret of one step."""
+    resources = RESOURCES[step]
+    task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
+    task.set_retry(RETRY.attempts, backoff_duration=RETRY.backoff, backoff_factor=RETRY.factor,
+                   backoff_max_duration=RETRY.max_backoff)
+    task.set_caching_options(step in CACHED)
+    # optional: without the secret the pod still starts (node or IRSA identity), and a step that then
+    # lacks credentials fails with the storage layer's message naming the variables
+    kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=SECRET_ENV, optional=True)
+    return task
+
+
+def default_workflow_config() -> dict:
+    """ReAgent's offline CartPole training config (spec section 6), validated, as the pipeline default."""
+    from batchrl.config import (
+        AdamParameters,
+        DiscreteDQNModel,
+        DQNTrainerParameters,
+        EvaluationParameters,
+        FullyConnectedParameters,
+        ModelConfig,
+        NetBuilderConfig,
+        OptimizerConfig,
+        PreprocessingOptions,
+        RLParameters,
+        WorkflowConfig,
+    )
+
+    net = NetBuilderConfig(FullyConnected=FullyConnectedParameters(sizes=[128, 64], activations=["relu", "relu"]))
+    trainer = DQNTrainerParameters(
+        actions=["0", "1"], double_q_learning=True, minibatch_size=512, minibatches_per_step=1,
+        rl=RLParameters(gamma=0.99, target_update_rate=0.1, maxq_learning=True, temperature=0.35,
+                        softmax_policy=False, q_network_loss="mse"),
+        optimizer=OptimizerConfig(Adam=AdamParameters(lr=0.01, weight_decay=0.01)))
+    model = DiscreteDQNModel(trainer_param=trainer, net_builder=net, cpe_net_builder=net,
+                             preprocessing_options=PreprocessingOptions(num_samples=1000),
+                             eval_parameters=EvaluationParameters(calc_cpe_in_training=True))
+    config = WorkflowConfig(env_name="CartPole-v0", model=ModelConfig(DiscreteDQN=model), seed=42, num_epochs=20,
+                            num_eval_episodes=50, passing_score_bar=120)
+    return config.model_dump(mode="json", exclude_none=True)
+
+
+@cache
+def build_pipeline(images: Images = DEFAULT_IMAGES):
+    """The batch-RL pipeline (a KFP graph component) whose steps run in ``images``."""
+    ops = build_components(images)
+    default_config = default_workflow_config()
+
+    @dsl.pipeline(name="train-and-evaluate", description="normalize, prepare, train (GPU when the cluster "
+                  "has one), evaluate, and publish when the evaluation passes")
+    def train_and_evaluate(
+        timeline_table: Input[Dataset], actions: list, table_sample: float, eval_table_sample: float,
+        num_samples: int, data_seed: int, workflow_config: dict, algorithm: str, num_epochs: int, train_seed: int,
+        env: str, num_eval_episodes: int, passing_score_bar: float, publish_gate: str, publish_uri: str,
+        gpu_mode: str, gpus: int, accelerator_type: str, gpu_tolerations: list, gpu_node_selector: dict,
+        spark_master: str, spark_conf: dict, s3_endpoint: str, object_store_secret: str,
+    ):
+        spark = {"spark_master": spark_master, "spark_conf": spark_conf, "s3_endpoint": s3_endpoint}
+        normalize = ops["normalize"](timeline_table=timeline_table, num_samples=num_samples, seed=data_seed,
+                                     **spark)
+        configure(normalize, "normalize", object_store_secret)
+        prepare = ops["prepare"](timeline_table=timeline_table,
+                                 normalization=normalize.outputs["normalization"], actions=actions,
+                                 table_sample=table_sample, eval_table_sample=eval_table_sample, **spark)
+        configure(prepare, "prepare", object_store_secret)
+
+        gpu_count = ops["gpu_request"](mode=gpu_mode, gpus=gpus, accelerator_type=accelerator_type)
+        configure(gpu_count, "gpu_request", object_store_secret)
+        train = ops["train"](train_table=prepare.outputs["train_table"], eval_table=prepare.outputs["eval_table"],
+                             normalization=normalize.outputs["normalization"], workflow_config=workflow_config,
+                             num_epochs=num_epochs, algorithm=algorithm, seed=train_seed, actions=actions,
+                             s3_endpoint=s3_endpoint)
+        configure(train, "train", object_store_secret).after(gpu_count)
+        train.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_count.output)
+        kubernetes.add_toleration_json(train, gpu_tolerations)
+        kubernetes.add_node_selector_json(train, gpu_node_selector)
+
+        evaluate = ops["evaluate"](model=train.outputs["model"], eval_table=prepare.outputs["eval_table"], env=env,
+                                   num_eval_episodes=num_eval_episodes, seed=train_seed,
+                                   passing_score_bar=passing_score_bar, gate=publish_gate, s3_endpoint=s3_endpoint)
+        configure(evaluate, "evaluate", object_store_secret)
+        with dsl.If(evaluate.outputs["passed"] == True, name="passes-the-bar"):  # noqa: E712 (a KFP condition)
+            publish = ops["publish"](model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"],
+                                     destination=publish_uri, s3_endpoint=s3_endpoint)
+            configure(publish, "publish", object_store_secret)
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Batch (offline) RL, ReAgent's workflow: logged data -> "
+                  "timeline -> normalization -> training tables -> DQN/CQL training -> CPE and gym evaluation "
+                  "-> publish when it passes")
+    def batch_rl(
+        env: str = "CartPole-v0",
+        input_uri: str = "",
+        transitions: int = 30000,
+        data_seed: int = 42,
+        start_ds: str = "2019-01-01",
+        end_ds: str = "2019-01-01",
+        add_terminal_state_row: bool = True,
+        actions: list = ["0", "1"],  # noqa: B006 (KFP reads defaults from the signature)
+        table_sample: float = 90.0,
+        eval_table_sample: float = 10.0,
+        num_samples: int = 1000,
+        workflow_config: dict = default_config,
+        algorithm: str = "",
+        num_epochs: int = 20,
+        train_seed: int = 42,
+        num_eval_episodes: int = 50,
+        passing_score_bar: float = 120.0,
+        publish_gate: str = "score",
+        publish_uri: str = "",
+        gpu_mode: str = "auto",
+        gpus: int = 1,
+        accelerator_type: str = "nvidia.com/gpu",
+        gpu_tolerations: list = GPU_TOLERATIONS,
+        gpu_node_selector: dict = {},  # noqa: B006
+        spark_master: str = "local[*]",
+        spark_conf: dict = {},  # noqa: B006
+        s3_endpoint: str = "",
+        object_store_secret: str = "batchrl-s3",
+    ):
+        rest = {"actions": actions, "table_sample": table_sample, "eval_table_sample": eval_table_sample,
+                "num_samples": num_samples, "data_seed": data_seed, "workflow_config": workflow_config,
+                "algorithm": algorithm, "num_epochs": num_epochs, "train_seed": train_seed, "env": env,
+                "num_eval_episodes": num_eval_episodes, "passing_score_bar": passing_score_bar,
+                "publish_gate": publish_gate, "publish_uri": publish_uri, "gpu_mode": gpu_mode, "gpus": gpus,
+                "accelerator_type": accelerator_type, "gpu_tolerations": gpu_tolerations,
+                "gpu_node_selector": gpu_node_selector, "spark_master": spark_master, "spark_conf": spark_conf,
+                "s3_endpoint": s3_endpoint, "object_store_secret": object_store_secret}
+        timeline = {"start_ds": start_ds, "end_ds": end_ds, "add_terminal_state_row": add_terminal_state_row,
+                    "spark_master": spark_master, "spark_conf": spark_conf, "s3_endpoint": s3_endpoint}
+        with dsl.If(input_uri == "", name="gym-data"):
+            generate = ops["generate"](env=env, transitions=transitions, seed=data_seed, ds=end_ds,
+                                       s3_endpoint=s3_endpoint)
+            configure(generate, "generate", object_store_secret)
+            generated = ops["timeline"](logged=generate.outputs["logged"], **timeline)
+            configure(generated, "timeline", object_store_secret).set_caching_options(True)
+            train_and_evaluate(timeline_table=generated.outputs["timeline_table"], **rest)
+        with dsl.Else(name="logged-data"):
+            logged = ops["timeline"](input_uri=input_uri, **timeline)
+            configure(logged, "timeline", object_store_secret)  # not cached: reads whatever the URI holds now
+            train_and_evaluate(timeline_table=logged.outputs["timeline_table"], **rest)
+
+    return batch_rl

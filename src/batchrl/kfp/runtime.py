@@ -1,0 +1,139 @@
+"""What every component does around its stage call, inside the container (or the kfp.local subprocess).
+
+Components import this module inside their function bodies; it is part of the installed package, so
+the compiled components carry no copy of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from batchrl.errors import BatchRLError
+
+log = logging.getLogger(__name__)
+
+
+def setup(s3_endpoint: str = "") -> None:
+    """Log lines to the step's log, and point S3 URIs at ``s3_endpoint`` (MinIO, SeaweedFS...) when given.
+
+    Credentials are never parameters: they come from the Kubernetes secret the pipeline maps to
+    ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("batchrl").setLevel(logging.INFO)
+    for noisy in ("py4j", "urllib3", "botocore", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if s3_endpoint:
+        os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
+
+
+def options(options_type: type[BaseModel], step: str, **values: Any) -> Any:
+    """A stage's options from component parameters; ``None`` means "the stage's default"."""
+    try:
+        return options_type.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}"
+                             for err in exc.errors())
+        raise BatchRLError(f"invalid parameters: {problems}", where=f"{step} component",
+                           fix="correct the pipeline or component parameters") from None
+
+
+def start_spark(master: str, conf: dict[str, Any] | None) -> None:
+    """Start the step's Spark session with the pipeline's Spark settings; the stage then reuses it."""
+    from batchrl.spark import get_spark
+
+    get_spark(master, conf={str(k): str(v) for k, v in (conf or {}).items()})
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON (string keys), which is what KFP artifact metadata holds."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def record(artifact: Any, summary: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Copy ``keys`` of a stage summary into the artifact's metadata (shown by the KFP UI)."""
+    for key in keys:
+        if summary.get(key) is not None:
+            artifact.metadata[key] = json_safe(summary[key])
+    log.info("summary: %s", json.dumps(json_safe(summary), sort_keys=True))
+
+
+def workflow_config(config: dict[str, Any], where: str, *, num_epochs: int | None = None,
+                    algorithm: str | None = None, seed: int | None = None,
+                    actions: list[str] | None = None) -> Any:
+    """The validated workflow config with the pipeline's knobs applied (``None`` keeps the config's value).
+
+    ``algorithm`` renames the config's single model key (``DiscreteDQN`` -> ``DiscreteCQL`` keeps its
+    trainer parameters; an option the new algorithm lacks is then reported by name).
+    """
+    import copy
+
+    from batchrl.config import parse_config
+
+    data = copy.deepcopy(config)
+    if num_epochs is not None:
+        data["num_epochs"] = num_epochs
+    if seed is not None:
+        data["seed"] = seed
+    models = data.get("model")
+    if (algorithm is not None or actions is not None) and not (isinstance(models, dict) and len(models) == 1):
+        raise BatchRLError("the workflow config must name exactly one model, e.g. model: {DiscreteDQN: {...}}",
+                           where=where, fix="start from configs/reagent/discrete_dqn_cartpole_offline.yaml")
+    if algorithm is not None:
+        (body,) = models.values()
+        data["model"] = {algorithm: body}
+    if actions is not None:
+        (body,) = data["model"].values()
+        body.setdefault("trainer_param", {})["actions"] = [str(a) for a in actions]
+    return parse_config(data, where=where)
+
+
+def scalar_metrics(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Finite numbers of a nested summary as flat ``a_b_c`` names (what a KFP Metrics artifact shows)."""
+    import math
+
+    flat: dict[str, float] = {}
+    for key, value in values.items():
+        name = f"{prefix}_{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(scalar_metrics(value, name))
+        elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            flat[name] = float(value)
+    return flat
+
+
+def log_metrics(metrics: Any, values: dict[str, Any]) -> None:
+    """Log every finite number of ``values`` to a KFP ``Metrics`` artifact."""
+    for name, value in sorted(scalar_metrics(values).items()):
+        metrics.log_metric(name, value)
+
+
+GATES = ("score", "cpe")
+
+
+def gate(summary: dict[str, Any], kind: str, bar: float | None) -> tuple[float, bool]:
+    """The gated number of an evaluation summary and whether it reaches ``bar`` (no bar: never passes).
+
+    ``score``: the mean return of the gym rollouts; ``cpe``: the lower 95% bound of the normalized
+    doubly robust estimate (1.0 = as good as the logging policy).
+    """
+    import math
+
+    if kind not in GATES:
+        raise BatchRLError(f"unknown publish gate {kind!r}", where="evaluate component",
+                           fix=f"use one of {', '.join(GATES)}")
+    if kind == "score":
+        value = (summary.get("gym") or {}).get("mean_return")
+        missing = "no gym rollouts (give env)"
+    else:
+        value = ((summary.get("cpe") or {}).get("DR") or {}).get("normalized_ci_low")
+        missing = "no doubly robust estimate (needs the eval table and the CPE models)"
+    if value is None or not math.isfinite(float(value)):
+        log.warning("publish gate %r: %s; the model is not published", kind, missing)
+        return float("nan"), False
+    return float(value), bar is not None and float(value) >= bar
