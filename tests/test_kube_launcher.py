@@ -170,3 +170,14 @@ def test_run_stage_on_kubernetes_end_to_end(kube, monkeypatch):
 def test_redact_masks_credentials():
     text = redact("spark.hadoop.fs.s3a.access.key=AKIA123 token: abc Authorization: Bearer xyz ok=1")
     assert "AKIA123" not in text and "abc" not in text and "xyz" not in text and "ok=1" in text
+
+
+def test_unreachable_api_server_is_a_clear_error(clock):
+    from kubernetes import client
+
+    config = client.Configuration()
+    config.host = "http://127.0.0.1:9"
+    config.retries = 0
+    launcher = SparkApplicationLauncher(client.ApiClient(config), clock=clock, sleep=clock.sleep)
+    with pytest.raises(BatchRLError, match="Kubernetes API is unreachable"):
+        launcher.run(_app(), timeout_seconds=60)

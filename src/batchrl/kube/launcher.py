@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
 from batchrl.errors import BatchRLError
 from batchrl.kube.sparkapp import API_GROUP, API_VERSION, PAYLOAD_ANNOTATION, PLURAL
 
@@ -24,6 +27,8 @@ logger = logging.getLogger(__name__)
 COMPLETED = "COMPLETED"
 FAILED_STATES = ("FAILED", "SUBMISSION_FAILED")
 LOG_TAIL_LINES = 40
+#: What a call to the API server can raise: an HTTP error status, or no answer at all.
+_API_ERRORS = (ApiException, urllib3.exceptions.HTTPError)
 
 _SECRET_PATTERNS = (
     re.compile(r"(?i)((?:secret|password|passwd|token|access[._-]?key)[\w.-]*\s*[=:]\s*)(\S+)"),
@@ -43,21 +48,28 @@ def redact(text: str) -> str:
 
 
 def kubernetes_api_client():
-    """An API client from the pod's service account, else from kubeconfig (``KUBECONFIG``, context)."""
+    """An API client from the pod's service account, else from kubeconfig (``KUBECONFIG``, context).
+
+    The configuration is built for this client only; the ``kubernetes`` package's global default is
+    left alone.
+    """
     from kubernetes import client, config
 
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         try:
-            config.load_kube_config()
+            # KUBECONFIG read now (the kubernetes package reads it once, at import)
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                    client_configuration=configuration)
         except (config.ConfigException, OSError) as exc:
             raise BatchRLError(
                 "no Kubernetes credentials: not in a pod and no usable kubeconfig",
                 where=os.environ.get("KUBECONFIG", "~/.kube/config"),
                 fix="run inside the cluster with a service account, or set KUBECONFIG / kubectl config "
                     "use-context; for a local run use --spark-mode local") from exc
-    return client.ApiClient()
+    return client.ApiClient(configuration)
 
 
 class SparkApplicationLauncher:
@@ -75,39 +87,37 @@ class SparkApplicationLauncher:
     # ------------------------------------------------------------ API calls
 
     def _get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
         try:
             return self._custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
+        except _API_ERRORS as exc:
+            if getattr(exc, "status", None) == 404:
                 return None
             raise self._api_error("read", namespace, name, exc) from None
 
     def _delete(self, namespace: str, name: str) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         try:
             self._custom.delete_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
-        except ApiException as exc:
-            if exc.status != 404:
+        except _API_ERRORS as exc:
+            if getattr(exc, "status", None) != 404:
                 raise self._api_error("delete", namespace, name, exc) from None
 
     def _create(self, app: dict[str, Any]) -> bool:
         """Create ``app``; False when an object of that name already exists."""
-        from kubernetes.client.exceptions import ApiException
-
         namespace, name = app["metadata"]["namespace"], app["metadata"]["name"]
         try:
             self._custom.create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, app)
             return True
-        except ApiException as exc:
-            if exc.status == 409:
+        except _API_ERRORS as exc:
+            if getattr(exc, "status", None) == 409:
                 return False
             raise self._api_error("create", namespace, name, exc) from None
 
     @staticmethod
     def _api_error(action: str, namespace: str, name: str, exc: Exception) -> BatchRLError:
+        if not hasattr(exc, "status"):  # the API server could not be reached at all
+            return BatchRLError(f"could not {action} SparkApplication {name}: the Kubernetes API is unreachable "
+                                f"({redact(str(exc)).splitlines()[0][:200]})", where=f"namespace {namespace}",
+                                fix="check the kubeconfig's server / the pod's network, then retry")
         status = getattr(exc, "status", None)
         reason = redact(str(getattr(exc, "reason", "") or exc).splitlines()[0])
         fix = "check the cluster is reachable and the spark-operator is installed"
@@ -121,12 +131,10 @@ class SparkApplicationLauncher:
 
     def driver_log_tail(self, namespace: str, pod: str, lines: int = LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the driver pod's log, credentials masked."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
             text = self._core.read_namespaced_pod_log(pod, namespace, tail_lines=lines)
-        except ApiException as exc:
-            return f"(driver log unavailable: HTTP {exc.status} {exc.reason})"
+        except _API_ERRORS as exc:
+            return f"(driver log unavailable: HTTP {getattr(exc, 'status', '-')} {getattr(exc, 'reason', exc)})"
         return redact(text or "(driver log is empty)").rstrip()
 
     # ------------------------------------------------------------ the run
