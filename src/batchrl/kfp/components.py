@@ -34,11 +34,12 @@ def generate(
     seed: int = 42,
     ds: str = "2019-01-01",
     num_envs: int = 16,
+    max_steps: int = 0,
     s3_endpoint: str = "",
 ):
     """Log a policy's decisions in a gymnasium environment (``batchrl generate``).
 
-    Give ``transitions`` or ``episodes`` (0 = not given).
+    Give ``transitions`` or ``episodes`` (0 = not given); ``max_steps`` 0: the env's own time limit.
     """
     from batchrl.data import gym_logging
     from batchrl.kfp import runtime
@@ -46,7 +47,8 @@ def generate(
     runtime.setup(s3_endpoint)
     options = runtime.options(gym_logging.GenerateOptions, "generate", env=env, transitions=transitions or None,
                               episodes=episodes or None, policy=policy, model=model, epsilon=epsilon,
-                              temperature=temperature, seed=seed, ds=ds, num_envs=num_envs)
+                              temperature=temperature, seed=seed, ds=ds, num_envs=num_envs,
+                              max_steps=max_steps or None)
     summary = gym_logging.generate(logged.path, options)
     runtime.record(logged, summary, ("rows", "episodes", "env", "policy", "seed", "action_kind", "action_names",
                                      "terminated_episodes", "truncated_episodes", "mean_episode_return"))
@@ -141,27 +143,34 @@ def prepare(
     normalization: Input[Artifact],
     train_table: Output[Dataset],
     eval_table: Output[Dataset],
-    actions: list,
+    actions: Optional[list] = None,
     table_sample: float = 90.0,
     eval_table_sample: float = 10.0,
+    multi_steps: int = 0,
+    gamma: Optional[float] = None,
+    custom_reward_expression: Optional[str] = None,
+    split_seed: int = 0,
     spark_master: str = "local[*]",
     spark_conf: Optional[dict] = None,
     s3_endpoint: str = "",
 ):
-    """Build the dense train and eval tables (``batchrl prepare``), split by a stable hash of mdp_id."""
+    """Build the dense train and eval tables (``batchrl prepare``), split by a stable hash of mdp_id.
+
+    ``actions`` None: the sorted logged actions; ``multi_steps`` 0: one-step rewards.
+    """
     from batchrl.data import prepare as prepare_stage
     from batchrl.kfp import runtime
 
     runtime.setup(s3_endpoint)
     options = runtime.options(prepare_stage.PrepareOptions, "prepare", actions=actions, table_sample=table_sample,
-                              eval_table_sample=eval_table_sample)
+                              eval_table_sample=eval_table_sample, multi_steps=multi_steps or None, gamma=gamma,
+                              custom_reward_expression=custom_reward_expression, split_seed=split_seed)
     runtime.start_spark(spark_master, spark_conf)
     summary = prepare_stage.prepare(timeline_table.path, normalization.path, train_table.path, eval_table.path,
                                     options, spark_master=spark_master)
-    runtime.record(train_table, summary.get("train", {}), ("rows", "episodes"))
-    runtime.record(eval_table, summary.get("eval", {}), ("rows", "episodes"))
-    for table in (train_table, eval_table):
-        runtime.record(table, summary, ("feature_ids", "action_names"))
+    for table, part in ((train_table, "train"), (eval_table, "eval")):
+        runtime.record(table, {**summary, **summary[part]}, ("num_rows", "episodes", "reward_mean", "terminal_rows",
+                                                            "feature_ids", "action_names", "metric_names"))
 
 
 # ---------------------------------------------------------------- training

@@ -107,7 +107,7 @@ def default_workflow_config() -> dict:
                              eval_parameters=EvaluationParameters(calc_cpe_in_training=True))
     config = WorkflowConfig(env_name="CartPole-v0", model=ModelConfig(DiscreteDQN=model), seed=42, num_epochs=20,
                             num_eval_episodes=50, passing_score_bar=120)
-    return config.model_dump(mode="json", exclude_none=True)
+    return config.model_dump(mode="json", exclude_unset=True)
 
 
 @cache

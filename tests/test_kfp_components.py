@@ -1,0 +1,137 @@
+"""Components mirror their stages' options; the helpers they share behave."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+
+import pytest
+from pydantic_core import PydanticUndefined
+
+from batchrl.errors import BatchRLError
+from batchrl.kfp import runtime
+from batchrl.kfp.components import STEPS, build_component
+
+#: component -> (module, options class, option fields that are locations, i.e. artifacts here)
+MIRRORS = {
+    "generate": ("batchrl.data.gym_logging", "GenerateOptions", set()),
+    "timeline": ("batchrl.data.timeline", "TimelineOptions", {"input_table_name", "output_table_name"}),
+    "normalize": ("batchrl.data.normalize", "NormalizeOptions", set()),
+    "prepare": ("batchrl.data.prepare", "PrepareOptions", set()),
+    "evaluate": ("batchrl.evaluation.evaluate", "EvaluateOptions", set()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MIRRORS))
+def test_component_parameters_mirror_the_stage_options(name):
+    module, cls, locations = MIRRORS[name]
+    options = getattr(pytest.importorskip(module) if name == "evaluate" else importlib.import_module(module), cls)
+    inputs = build_component(name).component_spec.inputs
+    missing = set(options.model_fields) - locations - set(inputs)
+    assert not missing, f"the {name} component lacks the option(s) {sorted(missing)}"
+    for field, info in options.model_fields.items():
+        if field in locations or info.default in (None, PydanticUndefined):
+            continue
+        default = inputs[field].default
+        if default is None:
+            continue
+        assert default == info.default, f"{name}.{field}: component default {default!r} != stage default {info.default!r}"
+
+
+def test_every_component_runs_in_a_project_image_without_installs():
+    for name, (_, image) in STEPS.items():
+        spec = build_component(name).component_spec
+        container = spec.implementation.container
+        assert container.image.startswith("ghcr.io/batchrl/batchrl-"), name
+        assert "pip install" not in " ".join(container.command), name
+        assert image in ("runtime", "trainer")
+
+
+def test_options_errors_name_the_parameter():
+    from batchrl.data.gym_logging import GenerateOptions
+
+    options = runtime.options(GenerateOptions, "generate", transitions=10, episodes=None, seed=3)
+    assert options.transitions == 10 and options.seed == 3
+    with pytest.raises(BatchRLError, match="epsilon") as err:
+        runtime.options(GenerateOptions, "generate", transitions=10, epsilon=2.0)
+    assert "generate component" in str(err.value)
+
+
+def test_workflow_config_knobs_override_the_config():
+    from batchrl.kfp.pipeline import default_workflow_config
+
+    base = default_workflow_config()
+    config = runtime.workflow_config(base, "test", num_epochs=3, algorithm="DiscreteCQL", seed=7,
+                                     actions=["left", "right"])
+    assert config.num_epochs == 3 and config.seed == 7
+    assert config.model.name == "DiscreteCQL"
+    assert config.model.value.trainer_param.actions == ["left", "right"]
+    assert config.model.value.trainer_param.rl.gamma == 0.99  # the rest of the config is kept
+    assert base["num_epochs"] == 20 and "DiscreteDQN" in base["model"]  # the input is not modified
+    unchanged = runtime.workflow_config(base, "test")
+    assert unchanged.num_epochs == 20 and unchanged.model.name == "DiscreteDQN"
+    with pytest.raises(BatchRLError, match="SomethingElse"):
+        runtime.workflow_config(base, "test", algorithm="SomethingElse")
+
+
+def test_scalar_metrics_flatten_finite_numbers_only():
+    flat = runtime.scalar_metrics({"cpe": {"DR": {"normalized": 1.2, "ci": None}}, "loss": {"td": 0.5},
+                                   "nan": math.nan, "flag": True, "name": "x", "n": 3})
+    assert flat == {"cpe_DR_normalized": 1.2, "loss_td": 0.5, "n": 3.0}
+
+
+def test_record_keeps_json_metadata():
+    class FakeArtifact:
+        metadata: dict = {}
+
+    artifact = FakeArtifact()
+    artifact.metadata = {}
+    runtime.record(artifact, {"rows": 3, "types": {1: "CONTINUOUS"}, "skip": None, "other": 1}, ("rows", "types",
+                                                                                                 "skip"))
+    assert artifact.metadata == {"rows": 3, "types": {"1": "CONTINUOUS"}}
+    json.dumps(artifact.metadata)
+
+
+@pytest.mark.parametrize(("gate", "summary", "bar", "expected"), [
+    ("score", {"gym": {"mean_return": 150.0}}, 120.0, (150.0, True)),
+    ("score", {"gym": {"mean_return": 100.0}}, 120.0, (100.0, False)),
+    ("score", {"gym": {"mean_return": 150.0}}, None, (150.0, False)),
+    ("cpe", {"cpe": {"DR": {"normalized_ci_low": 1.1}}}, 1.0, (1.1, True)),
+])
+def test_publish_gate(gate, summary, bar, expected):
+    assert runtime.gate(summary, gate, bar) == expected
+
+
+def test_publish_gate_without_its_number_does_not_pass():
+    score, passed = runtime.gate({}, "score", 0.0)
+    assert math.isnan(score) and not passed
+    with pytest.raises(BatchRLError, match="unknown publish gate"):
+        runtime.gate({}, "best", 0.0)
+
+
+def test_publish_copies_serving_files_and_commits(tmp_path):
+    from batchrl import storage
+    from batchrl.kfp.publish import RECORD_FILE, publish
+
+    model, evaluation = tmp_path / "model", tmp_path / "evaluation"
+    (model / "checkpoints").mkdir(parents=True)
+    evaluation.mkdir()
+    (model / "model.torchscript").write_bytes(b"scripted")
+    (model / "training_summary.json").write_text("{}")
+    (model / "checkpoints" / "epoch-0001.pt").write_bytes(b"state")
+    (evaluation / "metrics.json").write_text('{"score": 1}')
+    summary = publish(str(model), str(evaluation), str(tmp_path / "published"), {"score": 130.0, "passed": True})
+    assert summary["files"] == ["model.torchscript", "training_summary.json", "metrics.json"]
+    assert storage.is_committed(str(tmp_path / "published"))
+    assert (tmp_path / "published" / "model.torchscript").read_bytes() == b"scripted"
+    assert not (tmp_path / "published" / "checkpoints").exists()
+    assert json.loads((tmp_path / "published" / RECORD_FILE).read_text())["score"] == 130.0
+
+
+def test_publish_refuses_a_folder_without_a_model(tmp_path):
+    from batchrl.kfp.publish import publish
+
+    with pytest.raises(BatchRLError, match="no model.torchscript"):
+        publish(str(tmp_path), str(tmp_path), str(tmp_path / "out"), {})
+    assert not (tmp_path / "out").exists()
