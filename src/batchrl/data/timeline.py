@@ -461,6 +461,7 @@ def timeline(input: str, output: str, options: TimelineOptions, spark_master: st
             "outlier_filter": asdict(outliers) if outliers else None,
             "outlier_episodes_dropped": outliers.outlier_episodes if outliers and outliers.applied else 0,
             "columns": schema.names,
+            "spark_master": spark.sparkContext.master,
             "elapsed_s": round(elapsed, 3),
         }
         writer.commit({"stage": "timeline", **summary,
