@@ -181,3 +181,17 @@ def test_unreachable_api_server_is_a_clear_error(clock):
     launcher = SparkApplicationLauncher(client.ApiClient(config), clock=clock, sleep=clock.sleep)
     with pytest.raises(BatchRLError, match="Kubernetes API is unreachable"):
         launcher.run(_app(), timeout_seconds=60)
+
+
+def test_pipeline_entry_validates_the_options_dict(kube):
+    from batchrl.kube.launcher import run_stage_for_pipeline
+
+    with pytest.raises(BatchRLError, match="executor_memry"):
+        run_stage_for_pipeline("timeline", "s3://b/i", "s3://b/o", {}, {"executor_memry": "4g"})
+    from unittest import mock
+
+    with mock.patch("batchrl.kube.launcher.kubernetes_api_client", kube.api_client):
+        summary = run_stage_for_pipeline("timeline", "s3://b/i", "s3://b/o", {"seed": 1},
+                                         {"poll_seconds": 0.01, "executor_instances": 4})
+    assert summary["spark_application"]["state"] == "COMPLETED"
+    assert kube.bodies[0]["spec"]["executor"]["instances"] == 4

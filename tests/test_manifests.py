@@ -74,7 +74,8 @@ def test_overlays_contain_what_they_promise(rendered):
         assert launcher["data"]["defaultPipelineRoot"].startswith("s3://")
         provider = yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]
         assert provider["credentials"]["secretRef"]["secretName"] == "batchrl-s3"
-        assert all(o["metadata"].get("namespace") == "kubeflow" for o in rendered[overlay])
+        assert all(o["metadata"].get("namespace") == "kubeflow" for o in rendered[overlay]
+                   if o["kind"] not in ("ClusterRole", "ClusterRoleBinding"))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -206,3 +207,11 @@ def test_reconciler_cronjob_runs_the_reconcile_action(rendered):
     assert container["args"][:2] == ["pipeline", "reconcile"]
     assert container["image"].endswith(f":{__import__('batchrl').__version__}")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_gpu_request_can_list_nodes_and_nothing_else_cluster_wide(rendered):
+    roles = objects(rendered, "minio", "ClusterRole")
+    assert [r["metadata"]["name"] for r in roles] == ["batchrl-node-reader"]
+    assert _granted(roles[0]) == {("", "nodes", "list")}
+    [binding] = objects(rendered, "minio", "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}]

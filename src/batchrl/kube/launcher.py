@@ -253,3 +253,22 @@ def run_stage_on_kubernetes(stage: str, input_uri: str, output_uri: str, stage_o
                                     poll_seconds=options.poll_seconds, cleanup=options.cleanup,
                                     api_client=api_client)
     return {"stage": stage, "input": input_uri, "output": output_uri, "spark_application": summary}
+
+
+def run_stage_for_pipeline(stage: str, input_uri: str, output_uri: str, stage_options: dict[str, Any],
+                           kubernetes_options: dict[str, Any] | None) -> dict[str, Any]:
+    """What a KFP component does with ``spark_mode="kubernetes"``: ``kubernetes_options`` is the
+    pipeline's dict parameter (the fields of :class:`SparkKubernetesOptions`; unknown keys are errors)."""
+    from pydantic import ValidationError
+
+    from batchrl.kube.sparkapp import SparkKubernetesOptions
+
+    try:
+        options = SparkKubernetesOptions.model_validate(kubernetes_options or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise BatchRLError(f"invalid Spark-on-Kubernetes options: {problems}",
+                           where=f"{stage} component, parameter spark_kubernetes",
+                           fix=f"use the fields of SparkKubernetesOptions: "
+                               f"{', '.join(SparkKubernetesOptions.model_fields)}") from None
+    return run_stage_on_kubernetes(stage, input_uri, output_uri, stage_options, options)
