@@ -263,3 +263,32 @@ def test_cli_reconcile_protects_schedules_whose_manifest_is_broken(kfp_server, c
     code, out, err = cluster_cli(capsys, "reconcile", "--host", kfp_server.url, "--manifest", broken)
     assert code == 2 and "colour" in err and "6 fields" in err
     assert [r["display_name"] for r in kfp_server.recurring.values()] == ["nightly"], "not deleted"
+
+
+def test_documented_flow_with_the_checked_in_pipeline(kfp_server, cli, monkeypatch, tmp_path):
+    """From the repository root, through the real ``batchrl`` CLI: submit, upload a named version, then let
+    the reconciler apply manifests/schedules/nightly.yaml (which pins that version)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pipelines" / "batch_rl.yaml").exists():
+        pytest.skip("pipelines/batch_rl.yaml is not compiled in this checkout")
+    monkeypatch.chdir(root)
+    params = tmp_path / "nightly.yaml"
+    params.write_text("env: CartPole-v0\ntransitions: 1000\n")
+    code, out, err = cli("pipeline", "submit", params, "--host", kfp_server.url)
+    assert code == 0, err
+    run = kfp_server.runs[json.loads(out)["run_id"]]
+    spec = run["pipeline_spec"]
+    spec = spec.get("pipeline_spec", spec)  # with a platform spec (secrets, GPU) kfp sends both
+    assert spec["pipelineInfo"]["name"] == "batch-rl"
+    assert "platform_spec" in run["pipeline_spec"], "the Kubernetes platform settings are sent too"
+    code, out, err = cli("pipeline", "upload", "--host", kfp_server.url, "--version", "0.1.0")
+    assert code == 0 and json.loads(out)["version"] == "0.1.0", err
+    code, out, err = cli("pipeline", "reconcile", "--host", kfp_server.url, "--manifest",
+                         "manifests/schedules/nightly.yaml")
+    assert code == 0, err
+    [created] = kfp_server.recurring.values()
+    assert created["display_name"] == "batchrl-nightly" and created["no_catchup"] is True
+    assert created["trigger"]["cron_schedule"]["cron"] == "0 0 2 * * *"
+    assert TOKEN not in out + err

@@ -92,6 +92,11 @@ def test_the_example_manifest_parses_and_is_a_valid_configmap():
     [spec] = manifests.specs
     assert spec.name == "batchrl-nightly" and spec.cron == "0 0 2 * * *" and spec.max_concurrency == 1
     kubernetes_validate.validate(yaml.safe_load(path.read_text()), "1.30.0", strict=True)
+    pipeline = ROOT / "pipelines" / "batch_rl.yaml"
+    if pipeline.exists():
+        from batchrl.kfp.local_run import check_parameters, load_pipeline
+
+        check_parameters(load_pipeline(pipeline), spec.parameters, where=str(path))
 
 
 def test_read_schedule_manifests_from_the_cluster():
