@@ -190,7 +190,6 @@ def build_spark_application(payload: dict[str, Any], options: SparkKubernetesOpt
         },
         "spec": {
             "type": "Python",
-            "pythonVersion": "3",
             "mode": "cluster",
             "image": options.image,
             "imagePullPolicy": options.image_pull_policy,
