@@ -157,3 +157,32 @@ def test_bad_options_are_rejected(field, value):
 def test_unknown_stage_is_rejected():
     with pytest.raises(BatchRLError, match="not a Spark stage"):
         stage_payload("train", "s3://b/i", "s3://b/o", {})
+
+
+def test_the_argument_is_what_spark_job_accepts():
+    """Contract with src/batchrl/spark_job.py: the driver parses our JSON argument and the stage options."""
+    from batchrl import spark_job
+    from batchrl.data.timeline import make_options
+
+    options = make_options({"start_ds": "2019-01-01", "end_ds": "2019-01-02", "add_terminal_state_row": True},
+                           where="test")
+    payload = stage_payload("timeline", "s3://b/logged", "s3://b/timeline", options.model_dump(mode="json"))
+    app = build_spark_application(payload, OPTIONS)
+    parsed = spark_job.parse_payload(app["spec"]["arguments"][0])
+    assert parsed == payload
+    assert make_options(parsed["options"], where="driver") == options
+    assert "spark_master" not in parsed, "the master is the one spark-submit configured on the cluster"
+
+
+def test_spark_job_knows_every_stage_the_cli_sends():
+    from batchrl import spark_job
+
+    missing = sorted({"timeline", "normalize"} - set(spark_job.STAGES))
+    if missing:
+        pytest.skip(f"spark_job.py has no {missing} stage yet: --spark-mode kubernetes cannot run it")
+    from batchrl.data.normalize import NormalizeOptions
+
+    options = NormalizeOptions(feature_overrides={3: "ENUM"}, seed=5)
+    payload = stage_payload("normalize", "s3://b/timeline", "s3://b/norm.json", options.model_dump(mode="json"))
+    parsed = spark_job.parse_payload(build_spark_application(payload, OPTIONS)["spec"]["arguments"][0])
+    assert NormalizeOptions(**parsed["options"]) == options
