@@ -176,7 +176,8 @@ def test_cli_submit_rejects_unknown_parameters(kfp_server, package, tmp_path, ca
     assert not kfp_server.runs
 
 
-def test_cli_schedule_list_disable_delete(kfp_server, package, params_file, capsys):
+def test_cli_schedule_list_disable_delete(kfp_server, package, params_file, capsys, caplog):
+    caplog.set_level("DEBUG")
     base = ["--host", kfp_server.url]
     code, out, err = cluster_cli(capsys, "schedule", params_file, *base, "--pipeline-file", package,
                                  "--cron", "0 0 2 * * *", "--name", "nightly")
@@ -199,6 +200,7 @@ def test_cli_schedule_list_disable_delete(kfp_server, package, params_file, caps
     assert kfp_server.recurring[listed["id"]]["mode"] == "DISABLE"
     assert cluster_cli(capsys, "delete-schedule", listed["id"], *base)[0] == 0
     assert kfp_server.recurring == {}
+    assert caplog.records and not any(TOKEN in r.getMessage() for r in caplog.records), "no token in log lines"
 
 
 @pytest.mark.parametrize("cron", ["0 2 * * *", "0 0 25 * * *", "every day"])

@@ -104,7 +104,8 @@ def test_a_foreign_object_with_the_same_name_is_not_adopted(kube, clock):
 
 
 @pytest.mark.parametrize("final", ["FAILED", "SUBMISSION_FAILED"])
-def test_failure_reports_the_driver_log_tail_and_cleans_up(kube, clock, final, monkeypatch):
+def test_failure_reports_the_driver_log_tail_and_cleans_up(kube, clock, final, monkeypatch, caplog):
+    caplog.set_level("DEBUG")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-xyz")
     app = _app()
     name = app["metadata"]["name"]
@@ -121,6 +122,8 @@ def test_failure_reports_the_driver_log_tail_and_cleans_up(kube, clock, final, m
     assert "column `reward` not found" in message, "the log tail is in the error"
     assert "line 99" in message and "line 10\n" not in message, "only the tail"
     assert "s3cr3t-value-xyz" not in message and "hunter2" not in message
+    assert caplog.records and not any("s3cr3t-value-xyz" in r.getMessage() or "hunter2" in r.getMessage()
+                                      for r in caplog.records), "no credential in any log line"
     assert f"kubectl -n kubeflow logs {name}-driver" in message
     assert any("tailLines=40" in path for path in kube.calls("GET"))
     assert kube.calls("DELETE") == [f"{APPS}/{name}"]

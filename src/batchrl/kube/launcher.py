@@ -79,6 +79,10 @@ class SparkApplicationLauncher:
                  sleep: Callable[[float], None] = time.sleep):
         from kubernetes import client
 
+        # kubernetes.client.rest logs every raw response body at DEBUG, driver logs included: those may
+        # carry credentials, so that logger never goes below INFO while batchrl talks to the cluster.
+        rest_logger = logging.getLogger("kubernetes.client.rest")
+        rest_logger.setLevel(max(rest_logger.getEffectiveLevel(), logging.INFO))
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
         self._clock = clock
