@@ -101,3 +101,28 @@ def test_no_cluster_credentials_is_a_clear_error(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     code, _, err = toy_command(capsys, "--input", "s3://b/i", "--output", "s3://b/o", "--spark-mode", "kubernetes")
     assert code == 2 and "no Kubernetes credentials" in err
+
+
+def test_timeline_and_normalize_commands_take_the_kubernetes_options(cli):
+    from batchrl import spark_job
+    from batchrl.data.timeline import make_options
+
+    code, out, err = cli("timeline", "--input", "s3://b/logged", "--output", "s3://b/timeline", "--start-ds",
+                         "2019-01-01", "--end-ds", "2019-01-03", "--add-terminal-state-row", "--spark-mode",
+                         "kubernetes", "--dry-run", "--executor-instances", "4")
+    assert code == 0, err
+    app = yaml.safe_load(out)
+    assert app["metadata"]["name"].startswith("batchrl-timeline-") and app["spec"]["executor"]["instances"] == 4
+    payload = spark_job.parse_payload(app["spec"]["arguments"][0])
+    options = make_options(payload["options"], where="driver")
+    assert (options.start_ds, options.end_ds, options.add_terminal_state_row) == ("2019-01-01", "2019-01-03", True)
+
+    code, out, err = cli("normalize", "--input", "s3://b/timeline", "--output", "s3://b/norm.json", "--seed", "3",
+                         "--spark-mode", "kubernetes", "--dry-run")
+    assert code == 0, err
+    assert json.loads(yaml.safe_load(out)["spec"]["arguments"][0])["options"]["seed"] == 3
+
+    code, _, err = cli("timeline", "--input", "data/logged", "--output", "s3://b/t", "--start-ds", "2019-01-01",
+                       "--end-ds", "2019-01-01", "--no-add-terminal-state-row", "--spark-mode", "kubernetes",
+                       "--dry-run")
+    assert code == 2 and "s3://" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from batchrl.commands._common import build_options, print_summary
+from batchrl.commands._spark_options import add_spark_mode_options, run_on_kubernetes
 from batchrl.errors import BatchRLError
 
 FEATURE_TYPES = ("BINARY", "PROBABILITY", "CONTINUOUS", "BOXCOX", "ENUM", "QUANTILE", "CONTINUOUS_ACTION",
@@ -39,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stddev-floor", type=float,
                    help="floor of identified stddevs (default 1e-6; 1.0 reproduces ReAgent)")
     p.add_argument("--spark-master", default="local[*]", help="Spark master (default local[*])")
+    add_spark_mode_options(p)
     p.set_defaults(func=run)
 
 
@@ -68,5 +70,7 @@ def run(args: argparse.Namespace) -> int:
         quantile_k2_threshold=args.quantile_k2_threshold, skip_box_cox=args.skip_box_cox,
         skip_quantiles=args.skip_quantiles, feature_overrides=parse_overrides(args.feature_override) or None,
         feature_type=args.feature_type, stddev_floor=args.stddev_floor)
+    if (code := run_on_kubernetes(args, "normalize", args.input, args.output, options)) is not None:
+        return code
     print_summary(normalize(args.input, args.output, options, spark_master=args.spark_master))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from batchrl.commands._common import print_summary
+from batchrl.commands._spark_options import add_spark_mode_options, run_on_kubernetes
 
 
 def _columns(text: str) -> list[str]:
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dedup", action="store_true", default=None,
                    help="keep the first of duplicated (mdp_id, sequence_number) rows instead of failing")
     p.add_argument("--spark-master", default="local[*]", help="Spark master (default local[*])")
+    add_spark_mode_options(p)
     p.set_defaults(func=run)
 
 
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     options = make_options(_merge(values, {k: v for k, v in flags.items() if v is not None}),
                            where=args.config or "batchrl timeline")
     input, output = resolve_locations(args.input, args.output, options)
+    if (code := run_on_kubernetes(args, "timeline", input, output, options)) is not None:
+        return code
     print_summary(timeline(input, output, options, spark_master=args.spark_master))
     return 0
 
