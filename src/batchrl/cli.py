@@ -20,6 +20,7 @@ COMMANDS = (
     "validate",
     "timeline",
     "normalize",
+    "prepare",
     "train",
     "pipeline",
 )

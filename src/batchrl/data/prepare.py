@@ -1,0 +1,389 @@
+"""The prepare stage: timeline table -> dense train and eval training tables (spec section 3).
+
+Per timeline row, with Spark (DataFrame API and SQL higher-order functions, no Python UDFs):
+
+1. reward: ``COALESCE(expr, 0)`` of a custom SQL expression if given; else with multi-step
+   (``multi_steps = K``) the discounted sum ``sum_{j < step} gamma^j reward[j]``; else ``reward``;
+2. split by a stable hash of ``mdp_id``: h = xxhash64(split_seed, mdp_id) mod 10^6 / 10^4 in [0, 100);
+   train keeps h < table_sample, eval keeps h >= 100 - eval_table_sample (whole episodes stay together;
+   the ranges must not overlap);
+3. ``step`` = 1, or with multi-step ``min(len(next_state_features), K)`` (at least 1);
+   ``time_diff``, the next state, next action, possible next actions and metrics are element
+   ``step - 1`` of their arrays in multi-step mode;
+4. sparse -> dense over the normalization's feature ids (ascending): values (missing -> 0) and presence;
+5. discrete actions -> index into the action list (unknown or "" -> len(actions));
+   ``not_terminal`` = the next action is a real action; possible (next) actions -> boolean masks;
+6. the columns of :data:`batchrl.data.schema.TRAINING_COLUMNS`, rows ordered by (mdp_id, sequence_number).
+
+Truncation: a row without a next action whose ``end_reason`` is ``truncated`` (a time limit, not a
+terminal state) has no next state and cannot be trained as terminal: it is dropped and counted.
+Rows without ``end_reason`` (the column or the value) and a missing next action are terminal.
+A null ``action_probability`` becomes 1.0 (counted and warned about: CPE needs real propensities).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from batchrl import storage
+from batchrl.data.schema import END_TRUNCATED, TRAINING_COLUMNS
+from batchrl.errors import BatchRLError
+from batchrl.preprocessing.normalization import read_normalization
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+log = logging.getLogger(__name__)
+
+HASH_BUCKETS = 1_000_000
+REQUIRED = ("mdp_id", "state_features", "action", "next_action", "action_probability", "reward",
+            "next_state_features", "sequence_number", "time_diff")
+
+
+class PrepareOptions(BaseModel):
+    """Options of the prepare stage (ReAgent's ``input_table_spec`` and trainer names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Discrete action names in index order; None: the sorted distinct logged actions.
+    actions: list[str] | None = None
+    table_sample: float = Field(default=90.0, ge=0.0, le=100.0)
+    eval_table_sample: float = Field(default=10.0, ge=0.0, le=100.0)
+    multi_steps: int | None = Field(default=None, ge=1)
+    gamma: float | None = Field(default=None, ge=0.0, le=1.0)
+    custom_reward_expression: str | None = None
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> PrepareOptions:
+        if self.table_sample + self.eval_table_sample > 100.0:
+            raise ValueError(f"table_sample {self.table_sample} + eval_table_sample {self.eval_table_sample} "
+                             "> 100: an episode would be in both train and eval")
+        if self.actions is not None:
+            if not self.actions:
+                raise ValueError("actions is empty")
+            if len(set(self.actions)) != len(self.actions) or "" in self.actions:
+                raise ValueError(f"actions must be distinct and non-empty, got {self.actions}")
+        if self.multi_steps is not None and self.gamma is None and self.custom_reward_expression is None:
+            raise ValueError("multi_steps needs gamma (the discount of the multi-step reward)")
+        if self.custom_reward_expression is not None and not self.custom_reward_expression.strip():
+            raise ValueError("custom_reward_expression is empty")
+        return self
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _check_input(df: DataFrame, options: PrepareOptions, where: str) -> bool:
+    """Check the timeline table's columns; return whether it is multi-step (array rewards)."""
+    from pyspark.sql import types as T
+
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise BatchRLError(f"the timeline table has no column(s) {missing}", where=where,
+                           fix="pass the output of `batchrl timeline`")
+    schema = {f.name: f.dataType for f in df.schema.fields}
+    if not isinstance(schema["action"], T.StringType):
+        raise BatchRLError(f"action is {schema['action'].simpleString()}: prepare supports discrete (string) "
+                           "actions", where=where, fix="use a timeline of discrete-action data")
+    multi = isinstance(schema["reward"], T.ArrayType)
+    if multi and options.multi_steps is None:
+        raise BatchRLError("the timeline is multi-step (reward is an array) but no --multi-steps was given",
+                           where=where, fix="pass --multi-steps K --gamma G (K at most the timeline's steps)")
+    if not multi and options.multi_steps is not None:
+        raise BatchRLError(f"--multi-steps {options.multi_steps} needs a multi-step timeline (reward arrays)",
+                           where=where, fix="rebuild the timeline with steps K, or drop --multi-steps")
+    return multi
+
+
+def _names(df: DataFrame, multi: bool, need_actions: bool) -> tuple[list[str] | None, list[str]]:
+    """One scan: the sorted distinct logged actions (numerically when all are integers; only when
+    ``need_actions``) and the sorted metric names."""
+    from pyspark.sql import functions as F
+
+    aggs = []
+    if need_actions:
+        aggs.append(F.collect_set("action").alias("actions"))
+        if "possible_actions" in df.columns:
+            aggs.append(F.array_distinct(F.flatten(F.collect_set("possible_actions"))).alias("possible"))
+    if "metrics" in df.columns:
+        maps = F.flatten(F.transform("metrics", F.map_keys)) if multi else F.map_keys("metrics")
+        aggs.append(F.array_distinct(F.flatten(F.collect_set(maps))).alias("metrics"))
+    if not aggs:
+        return None, []
+    row = df.agg(*aggs).collect()[0].asDict()
+    metric_names = sorted(row.get("metrics") or [])
+    if not need_actions:
+        return None, metric_names
+    names = {a for a in (row.get("actions") or []) + (row.get("possible") or []) if a}
+    if not names:
+        raise BatchRLError("no actions found in the timeline table", fix="pass --actions")
+    numeric = all(n.lstrip("-").isdigit() for n in names)
+    return sorted(names, key=(lambda n: (int(n), n)) if numeric else None), metric_names
+
+
+def _dense(features: Column, ids: list[int]) -> tuple[Column, Column]:
+    """A map<bigint,double> as float values (missing -> 0) and presence over ``ids``."""
+    from pyspark.sql import functions as F
+
+    id_array = F.array(*[F.lit(i).cast("bigint") for i in ids])
+    m = F.coalesce(features, F.create_map().cast("map<bigint,double>"))
+    # when/otherwise keeps the elements nullable, as TRAINING_COLUMNS declares (Arrow's list default)
+    values = F.transform(id_array, lambda k: F.when(F.map_contains_key(m, k), F.element_at(m, k))
+                         .otherwise(F.lit(0.0)).cast("float"))
+    presence = F.transform(id_array, lambda k: F.map_contains_key(m, k))
+    return values, presence
+
+
+def _action_index(action: Column, actions: list[str]) -> Column:
+    """Index of ``action`` in ``actions``; unknown, empty or null -> len(actions)."""
+    from pyspark.sql import functions as F
+
+    position = F.array_position(F.array(*[F.lit(a) for a in actions]), F.coalesce(action, F.lit("")))
+    return F.when(position > 0, position - 1).otherwise(F.lit(len(actions))).cast("bigint")
+
+
+def _mask(possible: Column | None, actions: list[str]) -> Column:
+    from pyspark.sql import functions as F
+
+    if possible is None:
+        return F.array(*[F.lit(True) for _ in actions])
+    present = F.coalesce(possible, F.array().cast("array<string>"))
+    return F.array(*[F.array_contains(present, F.lit(a)) for a in actions])
+
+
+def _split_hash(mdp_id: Column, seed: int) -> Column:
+    """Stable position of an episode in [0, 100) from its mdp_id."""
+    from pyspark.sql import functions as F
+
+    return F.pmod(F.xxhash64(F.lit(seed), mdp_id), F.lit(HASH_BUCKETS)).cast("double") / (HASH_BUCKETS / 100)
+
+
+def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int], actions: list[str],
+                  metric_names: list[str], multi: bool) -> DataFrame:
+    """Timeline rows -> training rows (TRAINING_COLUMNS plus ``_split``, ``_truncated``, ``_prob_null``)."""
+    from pyspark.sql import functions as F
+
+    custom = None
+    if options.custom_reward_expression is not None:
+        custom = F.coalesce(F.expr(options.custom_reward_expression).cast("double"), F.lit(0.0))
+    # inputs under their own names, so that outputs of the same name never shadow them
+    df = df.select(*[F.col(c).alias(f"_in_{c}") for c in df.columns],
+                   *([custom.alias("_in__custom_reward")] if custom is not None else []))
+    cols = {c[len("_in_"):] for c in df.columns}
+
+    def col(name: str) -> Column:
+        return F.col(f"_in_{name}")
+
+    if multi:
+        step = F.greatest(F.lit(1), F.least(F.size(col("next_state_features")), F.lit(options.multi_steps)))
+
+        def at_step(name: str) -> Column:
+            return F.try_element_at(col(name), step)
+    else:
+        step = F.lit(1)
+
+        def at_step(name: str) -> Column:
+            return col(name)
+
+    if custom is not None:
+        reward = col("_custom_reward")
+    elif multi:
+        rewards = F.slice(col("reward"), 1, step)
+        gamma = float(options.gamma)
+        reward = F.aggregate(F.transform(rewards, lambda r, j: r * F.pow(F.lit(gamma), j)), F.lit(0.0),
+                             lambda acc, x: acc + x)
+    else:
+        reward = col("reward")
+
+    next_action = F.coalesce(at_step("next_action"), F.lit(""))
+    missing_next = next_action == ""
+    truncated = F.coalesce(col("end_reason") == F.lit(END_TRUNCATED), F.lit(False)) \
+        if "end_reason" in cols else F.lit(False)
+    state, state_presence = _dense(col("state_features"), feature_ids)
+    next_state, next_presence = _dense(at_step("next_state_features"), feature_ids)
+    if "metrics" in cols:
+        metrics, metrics_presence = _metric_columns(at_step("metrics"), metric_names)
+    else:
+        metrics, metrics_presence = F.array().cast("array<float>"), F.array().cast("array<boolean>")
+    ordinal = "sequence_number_ordinal" if "sequence_number_ordinal" in cols else "sequence_number"
+    next_index = _action_index(next_action, actions)
+    out = {
+        "reward": reward.cast("float"),
+        "state_features": state,
+        "state_features_presence": state_presence,
+        "next_state_features": next_state,
+        "next_state_features_presence": next_presence,
+        "action": _action_index(col("action"), actions),
+        "next_action": next_index,
+        "possible_actions_mask": _mask(col("possible_actions") if "possible_actions" in cols else None, actions),
+        "possible_next_actions_mask": _mask(at_step("possible_next_actions")
+                                            if "possible_next_actions" in cols else None, actions),
+        "not_terminal": next_index < F.lit(len(actions)),
+        "action_probability": F.coalesce(col("action_probability"), F.lit(1.0)).cast("float"),
+        "mdp_id": col("mdp_id").cast("string"),
+        "sequence_number": col(ordinal).cast("bigint"),
+        "step": step.cast("bigint"),
+        "time_diff": F.coalesce(at_step("time_diff"), F.lit(0)).cast("bigint"),
+        "metrics": metrics,
+        "metrics_presence": metrics_presence,
+    }
+    return df.select(*[value.alias(name) for name, value in out.items()],
+                     _split_hash(col("mdp_id"), options.split_seed).alias("_split"),
+                     (missing_next & truncated).alias("_truncated"),
+                     col("action_probability").isNull().alias("_prob_null"))
+
+
+def _metric_columns(metrics: Column, names: list[str]) -> tuple[Column, Column]:
+    from pyspark.sql import functions as F
+
+    m = F.coalesce(metrics, F.create_map().cast("map<string,double>"))
+    keys = F.array(*[F.lit(n) for n in names]) if names else F.array().cast("array<string>")
+    values = F.transform(keys, lambda k: F.when(F.map_contains_key(m, k), F.element_at(m, k))
+                         .otherwise(F.lit(0.0)).cast("float"))
+    return values, F.transform(keys, lambda k: F.map_contains_key(m, k))
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def training_spark_schema():
+    """TRAINING_COLUMNS as a Spark schema (nullable lists of nullable elements, like Arrow's defaults)."""
+    from pyspark.sql import types as T
+
+    scalar = {pa.float32(): T.FloatType(), pa.int64(): T.LongType(), pa.bool_(): T.BooleanType(),
+              pa.string(): T.StringType()}
+
+    def spark_type(dtype: pa.DataType):
+        if pa.types.is_list(dtype):
+            return T.ArrayType(spark_type(dtype.value_type), containsNull=True)
+        return scalar[dtype]
+
+    return T.StructType([T.StructField(name, spark_type(dtype), True) for name, dtype in TRAINING_COLUMNS.items()])
+
+
+def _part_stats(rows: DataFrame, parts: dict[str, Column], num_actions: int) -> tuple[dict[str, Any],
+                                                                                        dict[str, dict[str, Any]]]:
+    """One job: input counts (rows, truncated, null propensities, unknown actions) and per-part stats."""
+    from pyspark.sql import functions as F
+
+    part = F.lit(None).cast("string")
+    for name, condition in reversed(parts.items()):
+        part = F.when(~F.col("_truncated") & condition, F.lit(name)).otherwise(part)
+    grouped = rows.select("*", part.alias("_part")).groupBy("_part").agg(
+        F.count(F.lit(1)).alias("rows"), F.countDistinct("mdp_id").alias("episodes"),
+        F.sum("reward").alias("reward_sum"), F.sum(F.col("reward") * F.col("reward")).alias("reward_sq"),
+        F.sum((~F.col("not_terminal")).cast("long")).alias("terminal"),
+        F.sum(F.col("_truncated").cast("long")).alias("truncated"),
+        F.sum(F.col("_prob_null").cast("long")).alias("prob_null"),
+        F.sum((F.col("action") == num_actions).cast("long")).alias("unknown"),
+    ).collect()
+    by_part = {r["_part"]: r for r in grouped}
+    counts = {key: sum(int(r[key] or 0) for r in grouped) for key in ("rows", "truncated", "prob_null", "unknown")}
+    stats = {}
+    for name in parts:
+        r = by_part.get(name)
+        n = int(r["rows"]) if r else 0
+        mean = float(r["reward_sum"]) / n if n else None
+        std = max(float(r["reward_sq"]) / n - mean * mean, 0.0) ** 0.5 if n else None
+        stats[name] = {"num_rows": n, "episodes": int(r["episodes"]) if r else 0, "reward_mean": mean,
+                       "reward_std": std, "terminal_rows": int(r["terminal"] or 0) if r else 0}
+    return counts, stats
+
+
+def prepare(input: str, normalization: str, output_train: str, output_eval: str, options: PrepareOptions,
+            spark_master: str = "local[*]") -> dict:
+    """Write the train and eval training tables of the timeline table at ``input``.
+
+    Feature ids (the order of the dense vectors) are the normalization's; the dataset metadata of both
+    outputs records ``feature_ids``, ``action_names``, ``metric_names``, ``num_rows``, ``gamma``,
+    ``multi_steps`` and the split ranges. Both outputs are committed only when both are written.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.utils import AnalysisException
+
+    from batchrl.spark import get_spark
+
+    started = time.perf_counter()
+    if storage.resolve(output_train).uri.rstrip("/") == storage.resolve(output_eval).uri.rstrip("/"):
+        raise BatchRLError("train and eval outputs are the same location", where=output_train,
+                           fix="pass two different --output-train / --output-eval URIs")
+    feature_ids = list(read_normalization(normalization))
+    storage.require_committed(input)
+    spark = get_spark(spark_master)
+    df = spark.read.parquet(storage.spark_path(input))
+    multi = _check_input(df, options, input)
+    inferred, metric_names = _names(df, multi, need_actions=options.actions is None)
+    actions = list(options.actions) if options.actions is not None else inferred
+    train_range = [0.0, options.table_sample]
+    eval_range = [100.0 - options.eval_table_sample, 100.0]
+    try:
+        rows = training_rows(df, options, feature_ids, actions, metric_names, multi)
+    except AnalysisException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        expr = options.custom_reward_expression
+        raise BatchRLError(f"could not build the training table: {first}", where=expr or input,
+                           fix="check --custom-reward-expression (a SQL expression over the timeline columns)"
+                           if expr else "pass the output of `batchrl timeline`") from None
+    conditions = {"train": F.col("_split") < options.table_sample, "eval": F.col("_split") >= eval_range[0]}
+    counts, results = _part_stats(rows, conditions, len(actions))
+    if counts["prob_null"]:
+        log.warning("%d rows have no action_probability; 1.0 was used (CPE needs real propensities)",
+                    counts["prob_null"])
+    if counts["unknown"]:
+        log.warning("%d rows have a logged action outside %s (action index %d)", counts["unknown"], actions,
+                    len(actions))
+    common = {
+        "feature_ids": feature_ids,
+        "action_names": actions,
+        "metric_names": metric_names,
+        "gamma": options.gamma,
+        "multi_steps": options.multi_steps,
+        "split": {"train": train_range, "eval": eval_range, "hash": "xxhash64(split_seed, mdp_id) mod 1e6 / 1e4",
+                  "split_seed": options.split_seed},
+        "custom_reward_expression": options.custom_reward_expression,
+        "input": input,
+        "normalization": normalization,
+    }
+    outputs = {"train": (output_train, train_range), "eval": (output_eval, eval_range)}
+    spark_schema = training_spark_schema()
+    writers: dict[str, storage.DatasetWriter] = {}
+    try:
+        for name, (uri, _) in outputs.items():
+            writers[name] = writer = storage.DatasetWriter(uri)
+            part = rows.where(~F.col("_truncated") & conditions[name])
+            typed = part.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in spark_schema.fields])
+            # whole episodes per file, in sequence order (what sequential CPE reads)
+            ordered = typed.repartition("mdp_id").sortWithinPartitions("mdp_id", "sequence_number")
+            (ordered.write.mode("overwrite").option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
+             .parquet(storage.spark_path(writer.staging.uri)))
+        for name, writer in writers.items():
+            writer.commit({"stage": "prepare", "table": name, **common, **results[name],
+                           "split_range": outputs[name][1]})
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    summary = {
+        "output_train": output_train,
+        "output_eval": output_eval,
+        "input_rows": counts["rows"],
+        "dropped_truncated": counts["truncated"],
+        "null_action_probability": counts["prob_null"],
+        "unknown_actions": counts["unknown"],
+        "train": results["train"],
+        "eval": results["eval"],
+        **{k: common[k] for k in ("feature_ids", "action_names", "metric_names", "gamma", "multi_steps")},
+        "table_sample": options.table_sample,
+        "eval_table_sample": options.eval_table_sample,
+        "elapsed_s": round(time.perf_counter() - started, 3),
+    }
+    log.info("prepare: %d train rows, %d eval rows (%d truncated rows dropped)", results["train"]["num_rows"],
+             results["eval"]["num_rows"], summary["dropped_truncated"])
+    return summary
+
