@@ -1,0 +1,53 @@
+"""Networks (FullyConnected, Dueling) and masked policies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from batchrl.config import FullyConnectedParameters, NetBuilderConfig
+from batchrl.models import Dueling, FullyConnected, build_network, masked_argmax, masked_softmax
+
+
+def test_fully_connected_layers_from_config():
+    config = NetBuilderConfig(FullyConnected=FullyConnectedParameters(
+        sizes=[8, 6], activations=["relu", "tanh"], dropout_ratio=0.2, use_layer_norm=True))
+    net = build_network(config, 5, 3)
+    kinds = [type(m) for m in net.layers]
+    assert kinds == [nn.Linear, nn.LayerNorm, nn.ReLU, nn.Dropout, nn.Linear, nn.LayerNorm, nn.Tanh, nn.Dropout,
+                     nn.Linear]
+    assert [m.out_features for m in net.layers if isinstance(m, nn.Linear)] == [8, 6, 3]
+    assert net(torch.randn(4, 5)).shape == (4, 3)
+
+
+def test_dueling_is_value_plus_centred_advantage():
+    torch.manual_seed(0)
+    net = build_network(NetBuilderConfig(Dueling=FullyConnectedParameters(sizes=[16], activations=["relu"])), 4, 3)
+    assert isinstance(net, Dueling)
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        q = net(x)
+        h = net.trunk(x)
+        v, a = net.value(h), net.advantage(h)
+    assert torch.allclose(q, v + a - a.mean(dim=1, keepdim=True), atol=1e-6)
+    assert torch.allclose(q.mean(dim=1, keepdim=True), v, atol=1e-6)  # the mean over actions is V(s)
+
+
+@pytest.mark.parametrize("cls", [FullyConnected, Dueling])
+def test_networks_script(cls):
+    net = cls(4, 2, [8], ["relu"]).eval()
+    scripted = torch.jit.script(net)
+    x = torch.randn(3, 4)
+    assert torch.allclose(scripted(x), net(x))
+
+
+def test_masked_policies():
+    q = torch.tensor([[1.0, 5.0, 3.0], [1.0, 5.0, 3.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 0, 0]], dtype=torch.bool)  # last row: not recorded = all
+    assert masked_argmax(q, mask).tolist() == [1, 2, 0]
+    pi = masked_softmax(q, mask, temperature=2.0)
+    assert pi[1, 1] == 0
+    assert pi[1, 2] / pi[1, 0] == pytest.approx(torch.exp(torch.tensor(1.0)).item())
+    assert pi.sum(dim=1).tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert pi[2].tolist() == pytest.approx([1 / 3] * 3)
