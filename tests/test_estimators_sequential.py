@@ -17,6 +17,15 @@ EPISODES = sequential.to_episodes(
     q_logged=torch.tensor([0.5, 0.2, 1.0]),
     v=torch.tensor([0.6, 0.3, 0.4]),
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 ONES = torch.ones(1, 2, dtype=torch.float64)
 
 

@@ -22,6 +22,7 @@ COMMANDS = (
     "normalize",
     "prepare",
     "train",
+    "evaluate",
     "pipeline",
 )
 

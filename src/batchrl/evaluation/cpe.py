@@ -20,6 +20,7 @@ from batchrl.errors import BatchRLError
 from batchrl.evaluation.estimators import one_step, sequential
 from batchrl.evaluation.estimators.core import Statistic, estimate
 from batchrl.evaluation.estimators.fqe import FittedQ, FQEConfig, FQEInputs, fit_fqe, fqe_terms
+from batchrl.models.policy import effective_mask
 
 #: Estimators on single decisions, normalized by the mean logged reward.
 ONE_STEP = ("DM", "IPS", "SNIPS", "DR", "Switch", "SwitchDR")
@@ -89,11 +90,12 @@ class CPEInputs:
 
 def target_policy_probs(q_values: Tensor, possible: Tensor | None, temperature: float) -> Tensor:
     """pi(.|s) = softmax(Q(s)/temperature) over the possible actions; temperature 0 = greedy (argmax,
-    ties to the lowest index). ``q_values`` [N, A], ``possible`` [N, A] bool or None (all possible)."""
+    ties to the lowest index). ``q_values`` [N, A], ``possible`` [N, A] bool or None (all possible); a
+    row with no possible action means "not recorded" and allows every action."""
     q = q_values.to(torch.float64)
     if possible is None:
         possible = torch.ones_like(q, dtype=torch.bool)
-    masked = q.masked_fill(~possible.bool(), float("-inf"))
+    masked = q.masked_fill(~effective_mask(possible), float("-inf"))
     if temperature <= 0:
         best = masked.argmax(dim=1, keepdim=True)
         return torch.zeros_like(q).scatter(1, best, 1.0)

@@ -1,0 +1,237 @@
+"""The evaluate stage: counterfactual evaluation on the eval table, gym rollouts, reports.
+
+Reads a model directory written by ``batchrl train`` (``model.torchscript``; the CPE models
+``reward_model.torchscript`` and ``q_value_model.torchscript`` when CPE ran in training;
+``training_summary.json`` for gamma, temperature and the training curves) and writes to ``output``:
+``metrics.json`` (every CPE estimate with its 95% interval, the gym returns), ``report.md`` (tables)
+and ``report.html`` (self-contained, with plots). Everything is computed before anything is written.
+Without a reward model the estimators that need one are skipped; without a value model the
+sequential estimators use FQE's Q as their value model. Each fallback is recorded in ``notes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from batchrl import storage
+from batchrl.errors import BatchRLError
+from batchrl.evaluation import report
+from batchrl.evaluation.cpe import (
+    CPEInputs,
+    estimate_all,
+    estimate_fqe,
+    kind_of,
+    logging_policy_values,
+    target_policy_probs,
+)
+from batchrl.evaluation.estimators.core import bootstrap_counts
+from batchrl.evaluation.estimators.fqe import FQEConfig, FQEInputs
+from batchrl.serving.export import LoadedModel, load_policy
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.torchscript"
+REWARD_MODEL_FILE = "reward_model.torchscript"
+VALUE_MODEL_FILE = "q_value_model.torchscript"
+SUMMARY_FILE = "training_summary.json"
+METRICS_FILE = "metrics.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+DEFAULT_GAMMA = 0.99
+DEFAULT_TEMPERATURE = 1.0
+
+
+class EvaluateOptions(BaseModel):
+    """Options of the evaluate stage (``num_eval_episodes`` is accepted for ``episodes``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    env: str | None = None
+    episodes: int = Field(default=50, gt=0, validation_alias=AliasChoices("episodes", "num_eval_episodes"))
+    seed: int = 42
+    passing_score_bar: float | None = None
+    gamma: float | None = Field(default=None, ge=0.0, le=1.0)  # None: the training summary's
+    temperature: float | None = Field(default=None, ge=0.0)  # None: the training summary's; 0: greedy
+    bootstrap: int = Field(default=200, ge=0, le=100_000)
+    switch_threshold: float = Field(default=10.0, gt=0.0)
+    fqe: bool = True
+    fqe_iterations: int = Field(default=200, gt=0)
+    num_envs: int = Field(default=16, ge=1, le=1024)
+    max_steps: int | None = Field(default=None, gt=0)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON-safe copy: non-finite floats become None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _optional_model(uri: str) -> LoadedModel | None:
+    return load_policy(uri) if storage.exists(uri) else None
+
+
+def _check_model_matches(policy: LoadedModel, other: LoadedModel, name: str, where: str) -> None:
+    if other.action_names != policy.action_names or other.feature_ids != policy.feature_ids:
+        raise BatchRLError(f"{name} has other actions or features than {MODEL_FILE}", where=where,
+                           fix="use the files of one `batchrl train` run")
+
+
+def _settings(options: EvaluateOptions, summary: dict[str, Any], notes: list[str]) -> tuple[float, float]:
+    gamma = options.gamma if options.gamma is not None else summary.get("gamma")
+    if gamma is None:
+        gamma = DEFAULT_GAMMA
+        notes.append(f"no gamma in {SUMMARY_FILE} or the options: using {DEFAULT_GAMMA}")
+    temperature = options.temperature if options.temperature is not None else summary.get("temperature")
+    if temperature is None:
+        temperature = DEFAULT_TEMPERATURE
+        notes.append(f"no temperature in {SUMMARY_FILE} or the options: using {DEFAULT_TEMPERATURE}")
+    return float(gamma), float(temperature)
+
+
+def counterfactual_evaluation(model_dir: str, policy: LoadedModel, eval_uri: str, options: EvaluateOptions,
+                              gamma: float, temperature: float, notes: list[str]) -> dict[str, Any]:
+    """CPE of ``policy`` (pi = masked softmax(Q/temperature)) on the eval table."""
+    from batchrl.data.loader import dataset_info, read_eval_batch
+
+    info = dataset_info(eval_uri)
+    if info.action_names != policy.action_names or info.feature_ids != policy.feature_ids:
+        raise BatchRLError(
+            f"the eval table (actions {info.action_names}, feature ids {info.feature_ids}) does not match the "
+            f"model (actions {policy.action_names}, feature ids {policy.feature_ids})", where=eval_uri,
+            fix="evaluate on the eval table prepared with the model's training table")
+    batch = read_eval_batch(eval_uri, info)
+    if len(batch) == 0:
+        raise BatchRLError("the eval table has no rows with a logged action", where=eval_uri,
+                           fix="prepare a non-empty eval table (eval_table_sample > 0)")
+    reward_model = _optional_model(f"{model_dir}/{REWARD_MODEL_FILE}")
+    value_model = _optional_model(f"{model_dir}/{VALUE_MODEL_FILE}")
+    for name, other in ((REWARD_MODEL_FILE, reward_model), (VALUE_MODEL_FILE, value_model)):
+        if other is not None:
+            _check_model_matches(policy, other, name, model_dir)
+    q = policy.outputs(batch.state, batch.state_presence)
+    inputs = CPEInputs(
+        reward=batch.reward.double(), action=batch.action, logged_propensity=batch.action_probability.double(),
+        target_probs=target_policy_probs(q, batch.possible_actions_mask, temperature),
+        reward_hat=None if reward_model is None else reward_model.outputs(batch.state, batch.state_presence).double(),
+        q_hat=None if value_model is None else value_model.outputs(batch.state, batch.state_presence).double(),
+        episode=batch.episode, not_terminal=batch.not_terminal)
+    if reward_model is None:
+        notes.append(f"no {REWARD_MODEL_FILE} (CPE was off in training): DM, DR, Switch and SwitchDR skipped")
+    estimates: dict[str, dict] = {}
+    value_source = VALUE_MODEL_FILE if value_model is not None else None
+    if options.fqe:
+        next_q = policy.outputs(batch.next_state, batch.next_state_presence)
+        fqe_inputs = FQEInputs(
+            state=batch.state * batch.state_presence, action=batch.action, reward=batch.reward,
+            next_state=batch.next_state * batch.next_state_presence, not_terminal=batch.not_terminal,
+            next_target_probs=target_policy_probs(next_q, batch.possible_next_actions_mask, temperature))
+        config = FQEConfig(iterations=options.fqe_iterations, seed=options.seed)
+        estimates["FQE"], fitted = estimate_fqe(inputs, fqe_inputs, gamma, options.seed, options.bootstrap, config)
+        if value_model is None:
+            with torch.no_grad():
+                inputs.q_hat = fitted(fqe_inputs.state).double()
+            value_source = "FQE"
+            notes.append(f"no {VALUE_MODEL_FILE}: the sequential estimators use FQE's Q as their value model")
+    elif value_model is None:
+        notes.append(f"no {VALUE_MODEL_FILE} and FQE off: SDR, WDR and MAGIC skipped")
+    estimates = {**estimate_all(inputs, gamma, options.seed, options.bootstrap,
+                                switch_threshold=options.switch_threshold), **estimates}
+    return {
+        "estimates": estimates,
+        "kinds": {name: kind_of(name) for name in estimates},
+        "logging_policy": logging_policy_values(inputs, gamma),
+        "reward_model": REWARD_MODEL_FILE if reward_model is not None else None,
+        "value_model": value_source,
+        "target_policy": "greedy" if temperature <= 0 else f"softmax(Q/{temperature:g}) over possible actions",
+    }
+
+
+def return_statistics(returns: np.ndarray, replicates: int, seed: int) -> dict[str, float]:
+    """Mean, std, extremes and a 95% percentile bootstrap interval of the mean of episode returns."""
+    values = torch.as_tensor(returns, dtype=torch.float64)
+    stats = {"mean_return": float(values.mean()), "std_return": float(values.std()) if len(values) > 1 else 0.0,
+             "min_return": float(values.min()), "max_return": float(values.max()),
+             "median_return": float(values.median())}
+    low = high = float("nan")
+    if replicates > 0 and len(values) > 1:
+        means = bootstrap_counts(len(values), replicates, seed) @ values / len(values)
+        low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {**stats, "ci_low": low, "ci_high": high}
+
+
+def gym_evaluation(policy: LoadedModel, options: EvaluateOptions, gamma: float) -> dict[str, Any]:
+    from batchrl.evaluation.rollouts import greedy_rollouts
+
+    assert options.env is not None
+    rollouts = greedy_rollouts(policy, options.env, options.episodes, options.seed, gamma=gamma,
+                               num_envs=options.num_envs, max_steps=options.max_steps)
+    return {
+        "env": options.env, "episodes": options.episodes, "seed": options.seed, "policy": "greedy",
+        **return_statistics(rollouts.returns, options.bootstrap, options.seed),
+        "mean_discounted_return": float(rollouts.discounted_returns.mean()), "gamma": gamma,
+        "mean_length": float(rollouts.lengths.mean()),
+        "returns": rollouts.returns.tolist(),
+    }
+
+
+def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions) -> dict:
+    """Evaluate the model in ``model`` (a ``batchrl train`` output) on ``eval`` and/or in
+    ``options.env``; write ``metrics.json``, ``report.md`` and ``report.html`` to ``output``."""
+    started = time.perf_counter()
+    model_dir, output = model.rstrip("/"), output.rstrip("/")
+    if eval is None and options.env is None:
+        raise BatchRLError("nothing to evaluate: neither an eval table nor an environment was given",
+                           fix="pass --eval EVAL_TABLE_URI and/or --env ENV_ID")
+    policy = load_policy(f"{model_dir}/{MODEL_FILE}")
+    summary_uri = f"{model_dir}/{SUMMARY_FILE}"
+    training = storage.read_json(summary_uri) if storage.exists(summary_uri) else {}
+    notes: list[str] = []
+    if not training:
+        notes.append(f"no {SUMMARY_FILE} in the model directory: no training curves")
+    gamma, temperature = _settings(options, training, notes)
+    metrics: dict[str, Any] = {
+        "model": model_dir, "eval": eval, "gamma": gamma, "temperature": temperature, "seed": options.seed,
+        "bootstrap": options.bootstrap, "action_names": policy.action_names, "notes": notes,
+        "training": {key: training.get(key) for key in ("algorithm", "epochs", "final_losses", "eval_td_loss",
+                                                        "train_rows", "eval_rows") if key in training},
+    }
+    if eval is not None:
+        metrics["cpe"] = counterfactual_evaluation(model_dir, policy, eval, options, gamma, temperature, notes)
+    if options.env is not None:
+        metrics["gym"] = gym_evaluation(policy, options, gamma)
+    passed = None
+    if options.passing_score_bar is not None:
+        if "gym" in metrics:
+            passed = metrics["gym"]["mean_return"] >= options.passing_score_bar
+        else:
+            notes.append("passing_score_bar applies to gym returns; no env given, so it was not checked")
+    metrics.update(passing_score_bar=options.passing_score_bar, passed=passed,
+                   seconds=round(time.perf_counter() - started, 2))
+    metrics = _finite(metrics)
+    markdown = report.render_markdown(metrics)
+    html = report.render_html(metrics, training.get("per_epoch") or [])
+    storage.write_json(f"{output}/{METRICS_FILE}", metrics)
+    storage.write_bytes(f"{output}/{REPORT_MD}", markdown.encode())
+    storage.write_bytes(f"{output}/{REPORT_HTML}", html.encode())
+    log.info("evaluate: wrote %s", output)
+    gym = {k: v for k, v in metrics.get("gym", {}).items() if k != "returns"} or None
+    return {
+        "output": output, "metrics": f"{output}/{METRICS_FILE}", "report_md": f"{output}/{REPORT_MD}",
+        "report_html": f"{output}/{REPORT_HTML}",
+        "gym_score": gym["mean_return"] if gym else None, "gym": gym,
+        "cpe": metrics.get("cpe", {}).get("estimates", {}),
+        "passing_score_bar": options.passing_score_bar, "passed": passed, "notes": notes,
+        "seconds": metrics["seconds"],
+    }
