@@ -130,3 +130,21 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(spark, timeline, tmp_path
     with pytest.raises(BatchRLError, match="column 'missing' not found"):
         normalize(timeline, str(out), NormalizeOptions(column="missing"), "local[2]")
     assert not os.path.exists(out)
+
+
+def test_spark_job_payload_runs_the_same_stage(spark, timeline, tmp_path):
+    from batchrl.spark_job import run_job
+
+    options = NormalizeOptions(num_samples=300, seed=2, feature_overrides={3: "CONTINUOUS"})
+    payload = {"stage": "normalize", "input": timeline, "output": str(tmp_path / "job.json"),
+               "options": json.loads(json.dumps(options.model_dump(mode="json"))), "spark_master": "local[2]"}
+    run_job(payload)
+    normalize(timeline, str(tmp_path / "direct.json"), options, "local[2]")
+    assert (tmp_path / "job.json").read_text() == (tmp_path / "direct.json").read_text()
+    assert read_normalization(str(tmp_path / "job.json"))[3].feature_type == "CONTINUOUS"
+    with pytest.raises(BatchRLError, match="invalid prepare options: colour"):
+        run_job({"stage": "prepare", "input": {"timeline": timeline, "normalization": "n.json"},
+                 "output": {"train": "t", "eval": "e"}, "options": {"colour": 1}})
+    with pytest.raises(BatchRLError, match="no output.eval URI"):
+        run_job({"stage": "prepare", "input": {"timeline": timeline, "normalization": "n.json"},
+                 "output": {"train": "t"}, "options": {}})

@@ -32,9 +32,38 @@ def _timeline(payload: dict[str, Any], master: str | None) -> dict:
     return timeline(input, output, options, spark_master=master)
 
 
+def _normalize(payload: dict[str, Any], master: str | None) -> dict:
+    from batchrl.data.normalize import make_options, normalize
+
+    options = make_options(payload.get("options") or {}, where="spark_job options")
+    return normalize(_uri(payload, "input"), _uri(payload, "output"), options, spark_master=master)
+
+
+def _prepare(payload: dict[str, Any], master: str | None) -> dict:
+    """``input``: {"timeline": URI, "normalization": URI}; ``output``: {"train": URI, "eval": URI}."""
+    from batchrl.data.prepare import make_options, prepare
+
+    options = make_options(payload.get("options") or {}, where="spark_job options")
+    return prepare(_uri(payload, "input", "timeline"), _uri(payload, "input", "normalization"),
+                   _uri(payload, "output", "train"), _uri(payload, "output", "eval"), options, spark_master=master)
+
+
+def _uri(payload: dict[str, Any], key: str, part: str | None = None) -> str:
+    value = payload.get(key)
+    if part is not None:
+        value = value.get(part) if isinstance(value, dict) else None
+    if not isinstance(value, str) or not value:
+        name = f"{key}.{part}" if part else key
+        raise BatchRLError(f"the job argument has no {name} URI",
+                           fix=f'set "{key}": ' + (f'{{"{part}": URI, ...}}' if part else "URI"))
+    return value
+
+
 #: Stage name -> function(payload, spark master) -> summary dict.
 STAGES: dict[str, Callable[[dict[str, Any], str | None], dict]] = {
     "timeline": _timeline,
+    "normalize": _normalize,
+    "prepare": _prepare,
 }
 PAYLOAD_KEYS = {"stage", "input", "output", "options", "spark_master"}
 

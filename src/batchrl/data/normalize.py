@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from batchrl import storage
 from batchrl.errors import BatchRLError
@@ -181,3 +181,14 @@ def normalize(input: str, output: str, options: NormalizeOptions, spark_master: 
         "num_samples": options.num_samples,
         "seed": options.seed,
     }
+
+
+def make_options(values: dict[str, Any], where: str) -> NormalizeOptions:
+    """Validate a dict of options (e.g. a spark_job payload) into :class:`NormalizeOptions`."""
+    try:
+        return NormalizeOptions.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}"
+                             for err in exc.errors())
+        raise BatchRLError(f"invalid normalize options: {problems}", where=where,
+                           fix=f"the known keys are {', '.join(NormalizeOptions.model_fields)}") from None

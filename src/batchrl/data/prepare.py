@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from batchrl import storage
 from batchrl.data.schema import END_TRUNCATED, TRAINING_COLUMNS
@@ -387,3 +387,14 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
              results["eval"]["num_rows"], summary["dropped_truncated"])
     return summary
 
+
+
+def make_options(values: dict[str, Any], where: str) -> PrepareOptions:
+    """Validate a dict of options (e.g. a spark_job payload) into :class:`PrepareOptions`."""
+    try:
+        return PrepareOptions.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}"
+                             for err in exc.errors())
+        raise BatchRLError(f"invalid prepare options: {problems}", where=where,
+                           fix=f"the known keys are {', '.join(PrepareOptions.model_fields)}") from None
