@@ -178,7 +178,8 @@ class CQLTrainerParameters(DQNTrainerParameters):
 
 
 class PreprocessingOptions(_Strict):
-    """Options of normalization identification (spec section 4), ReAgent's names."""
+    """Options of normalization identification (spec section 4), ReAgent's names; the same names as
+    ``batchrl.data.normalize.NormalizeOptions`` (``NormalizeOptions(**opts.model_dump(exclude_none=True))``)."""
 
     num_samples: int = Field(default=100000, ge=1)
     max_unique_enum_values: int = Field(default=10, ge=1)
@@ -186,8 +187,8 @@ class PreprocessingOptions(_Strict):
     quantile_k2_threshold: float = Field(default=1000.0, ge=0)
     skip_box_cox: bool = False
     skip_quantiles: bool = True
-    feature_overrides: dict[int, str] | None = None
-    stddev_floor: float | None = Field(default=None, ge=0)  # 1.0 reproduces ReAgent's floor
+    feature_overrides: dict[int, str] | None = None  # feature id -> forced type
+    stddev_floor: float | None = Field(default=None, gt=0)  # 1.0 reproduces ReAgent's floor
     seed: int | None = None
 
 
