@@ -179,3 +179,14 @@ def test_output_on_s3(s3_env, data):
     import pyarrow.fs as pafs
 
     assert any("tfevents" in i.base_name for i in loc.fs.get_file_info(pafs.FileSelector(loc.path)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_mixed_precision_run_exports_a_cpu_model(tmp_path, data):
+    summary = _run(tmp_path, data, "gpu", config_dict(epochs=1), device="cuda")
+    assert summary["device"].startswith("cuda")
+    written = json.loads((tmp_path / "gpu" / "training_summary.json").read_text())
+    assert written["mixed_precision"] in ("bfloat16", "float16")
+    policy = load_policy(str(tmp_path / "gpu" / "model.torchscript"))
+    assert torch.isfinite(policy.outputs(torch.rand(4, 4))).all()
