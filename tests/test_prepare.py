@@ -204,3 +204,15 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(spark, tmp_path, norm, cl
     assert code == 2 and "file not found" in err
     assert not os.path.exists(train) and not os.path.exists(evaluation)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging directories left
+
+
+def test_options_take_reagent_int_actions_and_reject_overlaps():
+    assert PrepareOptions(actions=[0, 1]).actions == ["0", "1"]
+    with pytest.raises(ValueError, match="both train and eval"):
+        PrepareOptions(table_sample=60, eval_table_sample=50)
+    with pytest.raises(ValueError, match="multi_steps needs gamma"):
+        PrepareOptions(multi_steps=3)
+    with pytest.raises(ValueError, match="distinct"):
+        PrepareOptions(actions=["0", "0"])
+    with pytest.raises(ValueError, match="Extra inputs"):
+        PrepareOptions(colour=1)

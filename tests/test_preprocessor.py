@@ -162,3 +162,20 @@ def test_bad_construction_and_bad_input_are_clear():
     scripted = torch.jit.script(Preprocessor(norm, [1, 2]))
     with pytest.raises(Exception, match=r"expected values of shape \[B, 2\]"):
         scripted(torch.zeros(3, 4), torch.zeros(3, 4))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    norm = {0: P(feature_type="CONTINUOUS", mean=0.5, stddev=2.0),
+            1: P(feature_type="QUANTILE", quantiles=[-1.0, 0.0, 0.5, 3.0]),
+            2: P(feature_type="ENUM", possible_values=[0, 1, 2]),
+            3: P(feature_type="BOXCOX", boxcox_lambda=0.3, boxcox_shift=3.0, mean=1.0, stddev=4.0)}
+    module = torch.jit.script(Preprocessor(norm))
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(256, 4, generator=gen)
+    values[:, 2] = torch.randint(0, 4, (256,), generator=gen).float()
+    presence = (torch.rand(256, 4, generator=gen) > 0.1).float()
+    cpu = module(values, presence)
+    cuda = module.to("cuda")(values.cuda(), presence.cuda()).cpu()
+    torch.testing.assert_close(cuda, cpu, rtol=1e-5, atol=1e-5)

@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchrl import storage
 from batchrl.data.schema import END_TRUNCATED, TRAINING_COLUMNS
@@ -58,6 +58,14 @@ class PrepareOptions(BaseModel):
     gamma: float | None = Field(default=None, ge=0.0, le=1.0)
     custom_reward_expression: str | None = None
     split_seed: int = 0
+
+    @field_validator("actions", mode="before")
+    @classmethod
+    def _action_names(cls, value: Any) -> Any:
+        """ReAgent configs list actions as ints ([0, 1]); they name the logged strings "0", "1"."""
+        if isinstance(value, list | tuple):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> PrepareOptions:
