@@ -45,6 +45,13 @@ class LeanPolicy(nn.Module):
         return torch.stack([-s, s], dim=1)
 
 
+class AngleOnly(nn.Module):
+    """Q = (-angle, angle): a mediocre policy whose episode lengths vary with the start state."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([-x[:, 2], x[:, 2]], dim=1)
+
+
 class Constant(nn.Module):
     def __init__(self, values: list[float]):
         super().__init__()
@@ -188,7 +195,7 @@ def test_options_accept_the_reagent_name_and_reject_unknown_keys():
 def test_rollouts_are_seeded(tmp_path):
     policy = load_policy(write_model(str(tmp_path / "m"), cpe_models=False) + "/model.torchscript")
     policy_random = load_policy(write_model(str(tmp_path / "r"), cpe_models=False,
-                                            network=nn.Linear(4, 2)) + "/model.torchscript")
+                                            network=AngleOnly()) + "/model.torchscript")
     a = greedy_rollouts(policy_random, "CartPole-v0", 9, seed=3, gamma=0.9, num_envs=4)
     b = greedy_rollouts(policy_random, "CartPole-v0", 9, seed=3, gamma=0.9, num_envs=4)
     c = greedy_rollouts(policy_random, "CartPole-v0", 9, seed=4, gamma=0.9, num_envs=4)

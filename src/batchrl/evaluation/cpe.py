@@ -180,8 +180,8 @@ def episode_starts(episode: Tensor) -> Tensor:
 
 def estimate_fqe(inputs: CPEInputs, fqe_inputs: FQEInputs, gamma: float, seed: int, bootstrap: int = 200,
                  config: FQEConfig | None = None) -> tuple[dict, FittedQ]:
-    """Fit FQE on ``fqe_inputs`` (rows aligned with ``inputs``) and estimate the value of the logged
-    start states. The interval resamples episodes with the fitted model held fixed (it covers the
+    """Fit FQE on ``fqe_inputs`` (rows aligned with ``inputs``; its ``fit_mask`` picks the rows to fit
+    on) and estimate the value of the logged start states. The interval resamples episodes with the fitted model held fixed (it covers the
     start-state sampling, not the fitting error). Returns the result dict and the fitted model."""
     inputs.check()
     model = fit_fqe(fqe_inputs, gamma, config or FQEConfig(seed=seed))

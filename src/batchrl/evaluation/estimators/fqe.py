@@ -30,6 +30,8 @@ class FQEInputs:
         next_state: [N, F] float.
         not_terminal: [N] bool, False on a terminal transition.
         next_target_probs: [N, A] pi(.|s'), zero on impossible next actions.
+        fit_mask: [N] bool or None; rows to fit on (False: a row without a usable next state, e.g. the
+            last row of an episode cut by a time limit). None: every row.
     """
 
     state: Tensor
@@ -38,6 +40,7 @@ class FQEInputs:
     next_state: Tensor
     not_terminal: Tensor
     next_target_probs: Tensor
+    fit_mask: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,13 @@ class FittedQ(nn.Module):
 
 def fit_fqe(inputs: FQEInputs, gamma: float, config: FQEConfig = FQEConfig()) -> FittedQ:
     """Fit Q of the target policy by fitted Q iteration on ``inputs`` (see the module docstring)."""
-    state = inputs.state.to(torch.float32)
-    next_state = inputs.next_state.to(torch.float32)
-    reward = inputs.reward.to(torch.float32)
-    action = inputs.action.long()
-    not_terminal = inputs.not_terminal.to(torch.float32)
-    next_probs = inputs.next_target_probs.to(torch.float32)
+    rows = slice(None) if inputs.fit_mask is None else inputs.fit_mask.bool()
+    state = inputs.state[rows].to(torch.float32)
+    next_state = inputs.next_state[rows].to(torch.float32)
+    reward = inputs.reward[rows].to(torch.float32)
+    action = inputs.action[rows].long()
+    not_terminal = inputs.not_terminal[rows].to(torch.float32)
+    next_probs = inputs.next_target_probs[rows].to(torch.float32)
     n, num_features = state.shape
     both = torch.cat([state, next_state])
     mean, std = both.mean(dim=0), both.std(dim=0).clamp(min=1e-6)
@@ -90,13 +94,13 @@ def fit_fqe(inputs: FQEInputs, gamma: float, config: FQEConfig = FQEConfig()) ->
         torch.manual_seed(config.seed)
         model = FittedQ(num_features, next_probs.shape[1], config.hidden, mean, std, scale)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    rows = torch.arange(n)
+    everything = torch.arange(n)
     for _ in range(config.iterations):
         frozen = copy.deepcopy(model).eval()
         with torch.no_grad():
             target = reward + gamma * not_terminal * (next_probs * frozen(next_state)).sum(dim=1)
         for _ in range(config.steps_per_iteration):
-            batch = rows if n <= config.batch_size else torch.randint(n, (config.batch_size,),
+            batch = everything if n <= config.batch_size else torch.randint(n, (config.batch_size,),
                                                                       generator=generator)
             predicted = model(state[batch]).gather(1, action[batch].reshape(-1, 1)).squeeze(1)
             loss = torch.mean(((predicted - target[batch]) / scale) ** 2)
