@@ -80,6 +80,13 @@ class Preprocessor(torch.nn.Module):
     do_not_preprocess_code: int
     clip_log_code: int
     max_value: float
+    has_binary: bool
+    has_probability: bool
+    has_standardized: bool
+    has_boxcox: bool
+    has_continuous_action: bool
+    has_clip_log: bool
+    has_do_not_preprocess: bool
     probability_eps: float
     boxcox_floor: float
     boxcox_lambda_eps: float
@@ -174,6 +181,14 @@ class Preprocessor(torch.nn.Module):
         self.do_not_preprocess_code = _DO_NOT_PREPROCESS
         self.clip_log_code = _CLIP_LOG
         self.max_value = MAX_FEATURE_VALUE
+        present_types = {p.feature_type for p in params}
+        self.has_binary = FeatureType.BINARY in present_types
+        self.has_probability = FeatureType.PROBABILITY in present_types
+        self.has_standardized = bool(present_types & {FeatureType.CONTINUOUS, FeatureType.BOXCOX})
+        self.has_boxcox = FeatureType.BOXCOX in present_types
+        self.has_continuous_action = FeatureType.CONTINUOUS_ACTION in present_types
+        self.has_clip_log = FeatureType.CLIP_LOG in present_types
+        self.has_do_not_preprocess = FeatureType.DO_NOT_PREPROCESS in present_types
         self.probability_eps = PROBABILITY_EPS
         self.boxcox_floor = BOXCOX_FLOOR
         self.boxcox_lambda_eps = BOXCOX_LAMBDA_EPS
@@ -189,33 +204,44 @@ class Preprocessor(torch.nn.Module):
         present = presence != 0
         codes = self.type_codes.unsqueeze(0)
 
+        # each transform runs only when a feature of its type is present (fewer ops at serving time)
         out = x  # identity: DO_NOT_PREPROCESS, DISCRETE_ACTION (and ENUM's unused slot)
-        out = torch.where(codes == self.binary_code, (x != 0).to(torch.float32), out)
-        p = torch.clamp(x, self.probability_eps, 1.0 - self.probability_eps)
-        out = torch.where(codes == self.probability_code, torch.log(p) - torch.log1p(-p), out)
-        y = torch.clamp(x + self.boxcox_shift, min=self.boxcox_floor)
-        lam = self.boxcox_lambda
-        small = lam.abs() < self.boxcox_lambda_eps
-        safe_lam = torch.where(small, torch.ones_like(lam), lam)
-        boxcox = torch.where(small, torch.log(y), (torch.pow(y, safe_lam) - 1.0) / safe_lam)
-        base = torch.where(codes == self.boxcox_code, boxcox, x)
-        standardized = (base - self.mean) / self.stddev
-        is_standardized = (codes == self.continuous_code) | (codes == self.boxcox_code)
-        out = torch.where(is_standardized, standardized, out)
-        action = (x - self.action_min) * self.action_scale + (self.action_eps - 1.0)
-        out = torch.where(codes == self.continuous_action_code, action, out)
-        out = torch.where(codes == self.clip_log_code, torch.log(torch.clamp(x, min=self.clip_log_floor)), out)
+        if self.has_binary:
+            out = torch.where(codes == self.binary_code, (x != 0).to(torch.float32), out)
+        if self.has_probability:
+            p = torch.clamp(x, self.probability_eps, 1.0 - self.probability_eps)
+            out = torch.where(codes == self.probability_code, torch.log(p) - torch.log1p(-p), out)
+        if self.has_standardized:
+            base = x
+            if self.has_boxcox:
+                y = torch.clamp(x + self.boxcox_shift, min=self.boxcox_floor)
+                lam = self.boxcox_lambda
+                small = lam.abs() < self.boxcox_lambda_eps
+                safe_lam = torch.where(small, torch.ones_like(lam), lam)
+                boxcox = torch.where(small, torch.log(y), (torch.pow(y, safe_lam) - 1.0) / safe_lam)
+                base = torch.where(codes == self.boxcox_code, boxcox, x)
+            standardized = (base - self.mean) / self.stddev
+            is_standardized = (codes == self.continuous_code) | (codes == self.boxcox_code)
+            out = torch.where(is_standardized, standardized, out)
+        if self.has_continuous_action:
+            action = (x - self.action_min) * self.action_scale + (self.action_eps - 1.0)
+            out = torch.where(codes == self.continuous_action_code, action, out)
+        if self.has_clip_log:
+            clip_log = torch.log(torch.clamp(x, min=self.clip_log_floor))
+            out = torch.where(codes == self.clip_log_code, clip_log, out)
         if self.num_quantile > 0:
             xq = x.index_select(1, self.quantile_columns).unsqueeze(2)
             ramps = torch.clamp((xq - self.quantile_lower) / self.quantile_span, 0.0, 1.0)
             position = (ramps * self.quantile_weight).sum(dim=2)
             out = out.index_copy(1, self.quantile_columns, position)
         clamped = torch.clamp(out, -self.max_value, self.max_value)
-        out = torch.where(codes == self.do_not_preprocess_code, out, clamped)
-        out = torch.where(present, out, torch.zeros_like(out))
-        if self.num_enum > 0:
-            xe = x.index_select(1, self.enum_columns)
-            pe = present.index_select(1, self.enum_columns)
-            one_hot = ((xe == self.enum_values) & pe).to(torch.float32)
-            out = torch.cat([out, one_hot], dim=1)
+        if self.has_do_not_preprocess:
+            clamped = torch.where(codes == self.do_not_preprocess_code, out, clamped)
+        out = torch.where(present, clamped, torch.zeros_like(clamped))
+        if self.num_enum == 0:
+            return out
+        xe = x.index_select(1, self.enum_columns)
+        pe = present.index_select(1, self.enum_columns)
+        one_hot = ((xe == self.enum_values) & pe).to(torch.float32)
+        out = torch.cat([out, one_hot], dim=1)
         return out.index_select(1, self.output_index)
