@@ -105,7 +105,7 @@ def test_branches_and_the_publish_gate(documents):
     spec, _ = documents
     conditions = {task.get("triggerPolicy", {}).get("condition") for task in _tasks(spec).values()} - {None}
     assert "inputs.parameter_values['pipelinechannel--input_uri'] == ''" in conditions
-    assert "inputs.parameter_values['pipelinechannel--evaluate-passed'] == true" in conditions
+    assert "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true" in conditions
 
 
 @pytest.mark.parametrize("name", ["generate", "timeline", "normalize", "prepare", "train", "evaluate"])

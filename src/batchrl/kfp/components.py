@@ -12,7 +12,7 @@ types and understands ``typing.Optional`` only.)
 # ruff: noqa: UP045
 
 from collections.abc import Callable
-from typing import NamedTuple, Optional
+from typing import Optional
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
@@ -223,34 +223,46 @@ def evaluate(
     report_html: Output[HTML],
     eval_table: Input[Dataset] = None,
     env: str = "",
-    num_eval_episodes: int = 50,
+    episodes: int = 50,
     seed: int = 42,
     passing_score_bar: Optional[float] = None,
     gate: str = "score",
+    gamma: Optional[float] = None,
+    temperature: Optional[float] = None,
+    bootstrap: int = 200,
+    switch_threshold: float = 10.0,
+    fqe: bool = True,
+    fqe_iterations: int = 200,
+    num_envs: int = 16,
+    max_steps: int = 0,
     s3_endpoint: str = "",
-) -> NamedTuple("EvaluateOutputs", [("score", float), ("passed", bool)]):
-    """Counterfactual evaluation on ``eval_table`` and gym rollouts in ``env`` (``batchrl evaluate``).
+) -> bool:
+    """Counterfactual evaluation on ``eval_table`` and greedy rollouts in ``env`` (``batchrl evaluate``).
 
-    ``gate`` picks what must reach ``passing_score_bar`` for ``passed``: ``score`` (the mean gym
-    return) or ``cpe`` (the lower 95% bound of the normalized doubly robust estimate).
+    Returns whether the model passes: ``gate`` ``score`` compares the mean gym return with
+    ``passing_score_bar``, ``cpe`` the lower 95% bound of the normalized doubly robust estimate.
+    ``env`` "": no rollouts; ``max_steps`` 0: the env's own time limit.
     """
     import shutil
-    from collections import namedtuple
 
     from batchrl.evaluation import evaluate as evaluate_stage
     from batchrl.kfp import runtime
 
     runtime.setup(s3_endpoint)
-    options = runtime.options(evaluate_stage.EvaluateOptions, "evaluate", env=env or None,
-                              num_eval_episodes=num_eval_episodes, seed=seed, passing_score_bar=passing_score_bar)
+    options = runtime.options(
+        evaluate_stage.EvaluateOptions, "evaluate", env=env or None, episodes=episodes, seed=seed,
+        passing_score_bar=passing_score_bar, gamma=gamma, temperature=temperature, bootstrap=bootstrap,
+        switch_threshold=switch_threshold, fqe=fqe, fqe_iterations=fqe_iterations, num_envs=num_envs,
+        max_steps=max_steps or None)
     summary = evaluate_stage.evaluate(model.path, eval_table.path if eval_table is not None else None,
                                       evaluation.path, options)
-    shutil.copyfile(f"{evaluation.path}/report.md", report.path)
-    shutil.copyfile(f"{evaluation.path}/report.html", report_html.path)
+    shutil.copyfile(summary["report_md"], report.path)
+    shutil.copyfile(summary["report_html"], report_html.path)
     score, passed = runtime.gate(summary, gate, passing_score_bar)
-    runtime.record(evaluation, {**summary, "score": score, "passed": passed}, ("score", "passed"))
-    runtime.log_metrics(metrics, summary)
-    return namedtuple("EvaluateOutputs", ["score", "passed"])(score, passed)
+    runtime.record(evaluation, {**summary, "gate": gate, "score": score, "passed": passed},
+                   ("gate", "score", "passing_score_bar", "passed", "gym_score", "notes"))
+    runtime.log_metrics(metrics, {"gym": summary["gym"] or {}, "cpe": summary["cpe"]})
+    return passed
 
 
 def publish(

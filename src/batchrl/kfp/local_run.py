@@ -8,8 +8,10 @@ in ``<pipeline-name>-<timestamp>/<task>/``; :func:`run_local` returns them with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -96,7 +98,8 @@ def run_local(parameters: dict[str, Any], pipeline_root: str | Path = DEFAULT_PI
     before = {p.name for p in root.iterdir()}
     name = pipeline.component_spec.name
     log.info("running pipeline %s under kfp.local (outputs in %s)", name, root)
-    with warnings.catch_warnings():
+    # kfp.local prints the steps' logs on stdout: send them to stderr, so stdout is this run's summary
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         # the project images are not named "python": kfp.local warns, but the steps run in this environment
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")

@@ -121,7 +121,8 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
     def train_and_evaluate(
         timeline_table: Input[Dataset], actions: list, table_sample: float, eval_table_sample: float,
         num_samples: int, data_seed: int, workflow_config: dict, algorithm: str, num_epochs: int, train_seed: int,
-        env: str, num_eval_episodes: int, passing_score_bar: float, publish_gate: str, publish_uri: str,
+        env: str, num_eval_episodes: int, cpe_bootstrap: int, fqe: bool, passing_score_bar: float, publish_gate: str,
+        publish_uri: str,
         gpu_mode: str, gpus: int, accelerator_type: str, gpu_tolerations: list, gpu_node_selector: dict,
         spark_master: str, spark_conf: dict, s3_endpoint: str, object_store_secret: str,
     ):
@@ -146,10 +147,10 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
         kubernetes.add_node_selector_json(train, gpu_node_selector)
 
         evaluate = ops["evaluate"](model=train.outputs["model"], eval_table=prepare.outputs["eval_table"], env=env,
-                                   num_eval_episodes=num_eval_episodes, seed=train_seed,
+                                   episodes=num_eval_episodes, seed=train_seed, bootstrap=cpe_bootstrap, fqe=fqe,
                                    passing_score_bar=passing_score_bar, gate=publish_gate, s3_endpoint=s3_endpoint)
         configure(evaluate, "evaluate", object_store_secret)
-        with dsl.If(evaluate.outputs["passed"] == True, name="passes-the-bar"):  # noqa: E712 (a KFP condition)
+        with dsl.If(evaluate.outputs["Output"] == True, name="passes-the-bar"):  # noqa: E712 (a KFP condition)
             publish = ops["publish"](model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"],
                                      destination=publish_uri, s3_endpoint=s3_endpoint)
             configure(publish, "publish", object_store_secret)
@@ -174,6 +175,8 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
         num_epochs: int = 20,
         train_seed: int = 42,
         num_eval_episodes: int = 50,
+        cpe_bootstrap: int = 200,
+        fqe: bool = True,
         passing_score_bar: float = 120.0,
         publish_gate: str = "score",
         publish_uri: str = "",
@@ -190,7 +193,8 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
         rest = {"actions": actions, "table_sample": table_sample, "eval_table_sample": eval_table_sample,
                 "num_samples": num_samples, "data_seed": data_seed, "workflow_config": workflow_config,
                 "algorithm": algorithm, "num_epochs": num_epochs, "train_seed": train_seed, "env": env,
-                "num_eval_episodes": num_eval_episodes, "passing_score_bar": passing_score_bar,
+                "num_eval_episodes": num_eval_episodes, "cpe_bootstrap": cpe_bootstrap, "fqe": fqe,
+                "passing_score_bar": passing_score_bar,
                 "publish_gate": publish_gate, "publish_uri": publish_uri, "gpu_mode": gpu_mode, "gpus": gpus,
                 "accelerator_type": accelerator_type, "gpu_tolerations": gpu_tolerations,
                 "gpu_node_selector": gpu_node_selector, "spark_master": spark_master, "spark_conf": spark_conf,
