@@ -196,6 +196,10 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(spark, tmp_path, norm, cl
     with pytest.raises(BatchRLError, match="could not build the training table"):
         prepare(single, norm, train, evaluation, PrepareOptions(custom_reward_expression="no_such_column + 1"),
                 MASTER)
+    other_norm = str(tmp_path / "other.json")
+    write_normalization(other_norm, {50: NormalizationParameters(feature_type="BINARY")})
+    with pytest.raises(BatchRLError, match=r"no row has any of the normalization's feature ids \[50\]"):
+        prepare(single, other_norm, train, evaluation, options, MASTER)
     code, _, err = cli("prepare", "--input", single, "--normalization", norm, "--output-train", train,
                        "--output-eval", evaluation, "--table-sample", "95", "--eval-table-sample", "10")
     assert code == 2 and "an episode would be in both train and eval" in err

@@ -290,9 +290,11 @@ def _part_stats(rows: DataFrame, parts: dict[str, Column], num_actions: int) -> 
         F.sum(F.col("_truncated").cast("long")).alias("truncated"),
         F.sum(F.col("_prob_null").cast("long")).alias("prob_null"),
         F.sum((F.col("action") == num_actions).cast("long")).alias("unknown"),
+        F.sum((~F.exists("state_features_presence", lambda present: present)).cast("long")).alias("featureless"),
     ).collect()
     by_part = {r["_part"]: r for r in grouped}
-    counts = {key: sum(int(r[key] or 0) for r in grouped) for key in ("rows", "truncated", "prob_null", "unknown")}
+    counts = {key: sum(int(r[key] or 0) for r in grouped)
+              for key in ("rows", "truncated", "prob_null", "unknown", "featureless")}
     stats = {}
     for name in parts:
         r = by_part.get(name)
@@ -340,6 +342,13 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
                            if expr else "pass the output of `batchrl timeline`") from None
     conditions = {"train": F.col("_split") < options.table_sample, "eval": F.col("_split") >= eval_range[0]}
     counts, results = _part_stats(rows, conditions, len(actions))
+    if counts["rows"] and counts["featureless"] == counts["rows"]:
+        raise BatchRLError(f"no row has any of the normalization's feature ids {feature_ids[:20]} in "
+                           "state_features", where=f"{input} with {normalization}",
+                           fix="pass the normalization computed (`batchrl normalize`) on this timeline")
+    if counts["featureless"]:
+        log.warning("%d rows have none of the normalization's features (their state vectors are all 0)",
+                    counts["featureless"])
     if counts["prob_null"]:
         log.warning("%d rows have no action_probability; 1.0 was used (CPE needs real propensities)",
                     counts["prob_null"])
@@ -384,6 +393,7 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
         "dropped_truncated": counts["truncated"],
         "null_action_probability": counts["prob_null"],
         "unknown_actions": counts["unknown"],
+        "rows_without_features": counts["featureless"],
         "train": results["train"],
         "eval": results["eval"],
         **{k: common[k] for k in ("feature_ids", "action_names", "metric_names", "gamma", "multi_steps")},
