@@ -7,6 +7,7 @@ from the data's). Reports the mean return per seed and config, and training tran
 
     .venv/bin/python benchmarks/offline_cartpole.py                      # DQN default and CQL, 5 seeds
     .venv/bin/python benchmarks/offline_cartpole.py --seeds 0 --configs configs/cartpole_dqn_offline.yaml
+    .venv/bin/python benchmarks/offline_cartpole.py --throughput     # training transitions/s only
 
 Bar (issue 5): the shipped default reaches a mean >= 180 in at least 4 of 5 seeds.
 """
@@ -79,6 +80,26 @@ def prepare_data(workdir: pathlib.Path, seed: int, transitions: int, config, spa
     return paths
 
 
+def throughput(workdir: pathlib.Path, config, data: dict[str, str], device: str, epochs: int = 3) -> None:
+    """Training transitions/s of ``config`` with and without the CPE models, 1 and 2 torch threads."""
+    import torch
+
+    from batchrl.training.train import train
+
+    print("| CPE models in training | torch threads | training transitions/s |")
+    print("|---|---|---|")
+    for cpe in (False, True):
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model = config.model.value.model_copy(update={"eval_parameters": {"calc_cpe_in_training": cpe}})
+            model = type(model).model_validate(model.model_dump())
+            variant = config.model_copy(update={"num_epochs": epochs,
+                                                "model": type(config.model)(**{config.model.name: model})})
+            summary = train(variant, data["train"], data["eval"], data["normalization.json"],
+                            str(workdir / f"throughput-cpe{int(cpe)}-threads{threads}"), device=device)
+            print(f"| {'yes' if cpe else 'no'} | {threads} | {summary['transitions_per_s']:,.0f} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
@@ -90,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--bar", type=float, default=180.0)
+    parser.add_argument("--throughput", action="store_true",
+                        help="only measure training transitions/s (first config, first seed's data)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -107,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     configs = {pathlib.Path(c).stem: load_config(c) for c in args.configs}
     results: dict[str, list[dict]] = {name: [] for name in configs}
     first = next(iter(configs.values()))
+    if args.throughput:
+        throughput(workdir, first, prepare_data(workdir, seeds[0], args.transitions, first, args.spark_master),
+                   args.device)
+        return 0
     for seed in seeds:
         started = time.perf_counter()
         data = prepare_data(workdir, seed, args.transitions, first, args.spark_master)
