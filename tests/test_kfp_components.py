@@ -135,3 +135,26 @@ def test_publish_refuses_a_folder_without_a_model(tmp_path):
     with pytest.raises(BatchRLError, match="no model.torchscript"):
         publish(str(tmp_path), str(tmp_path), str(tmp_path / "out"), {})
     assert not (tmp_path / "out").exists()
+
+
+def test_spark_mode_and_object_uris():
+    class FakeArtifact:
+        def __init__(self, uri: str):
+            self.uri = uri
+
+    assert runtime.object_uri(FakeArtifact("minio://mlpipeline/v2/artifacts/x/y")) == "s3://mlpipeline/v2/artifacts/x/y"
+    assert runtime.object_uri(FakeArtifact("s3://bucket/k")) == "s3://bucket/k"
+    assert runtime.check_spark_mode("kubernetes", "timeline") is True
+    assert runtime.check_spark_mode("local", "timeline") is False
+    with pytest.raises(BatchRLError, match="unknown spark_mode 'yarn'"):
+        runtime.check_spark_mode("yarn", "timeline")
+
+
+def test_normalization_summary_of_a_file(tmp_path):
+    from batchrl.preprocessing.normalization import FeatureType, NormalizationParameters, write_normalization
+
+    uri = str(tmp_path / "norm.json")
+    write_normalization(uri, {0: NormalizationParameters(feature_type=FeatureType.BINARY),
+                              3: NormalizationParameters(feature_type=FeatureType.CONTINUOUS, mean=0.0, stddev=1.0)})
+    summary = runtime.normalization_summary(uri)
+    assert summary == {"features": 2, "feature_ids": [0, 3], "types": {"BINARY": 1, "CONTINUOUS": 1}}

@@ -72,11 +72,14 @@ def timeline(
     dedup: bool = False,
     spark_master: str = "local[*]",
     spark_conf: Optional[dict] = None,
+    spark_mode: str = "local",
+    spark_kubernetes: Optional[dict] = None,
     s3_endpoint: str = "",
 ):
     """Build the timeline table with Spark (``batchrl timeline``) from ``logged`` or from ``input_uri``.
 
-    ``time_window_limit`` -1 = no limit; ``steps`` 0 = one-step rows.
+    ``time_window_limit`` -1 = no limit; ``steps`` 0 = one-step rows. ``spark_mode`` ``kubernetes``
+    runs the Spark work as a SparkApplication (``spark_kubernetes``: its options) on the artifacts' URIs.
     """
     from batchrl.data import timeline as timeline_stage
     from batchrl.errors import BatchRLError
@@ -94,9 +97,17 @@ def timeline(
         extra_feature_columns=extra_feature_columns,
         time_window_limit=None if time_window_limit < 0 else time_window_limit, validation_sql=validation_sql,
         steps=steps or None, dedup=dedup)
-    runtime.start_spark(spark_master, spark_conf)
-    summary = timeline_stage.timeline(input_uri or logged.path, timeline_table.path, options,
-                                      spark_master=spark_master)
+    if runtime.check_spark_mode(spark_mode, "timeline"):
+        from batchrl import storage
+
+        output = runtime.object_uri(timeline_table)
+        runtime.run_on_kubernetes("timeline", input_uri or runtime.object_uri(logged), output, options,
+                                  spark_kubernetes)
+        summary = storage.read_metadata(output)
+    else:
+        runtime.start_spark(spark_master, spark_conf)
+        summary = timeline_stage.timeline(input_uri or logged.path, timeline_table.path, options,
+                                          spark_master=spark_master)
     runtime.record(timeline_table, summary, ("input", "input_rows", "input_episodes", "output_rows",
                                              "duplicates_dropped", "outlier_episodes_dropped", "action_kind",
                                              "steps", "add_terminal_state_row", "columns"))
@@ -118,9 +129,14 @@ def normalize(
     stddev_floor: Optional[float] = None,
     spark_master: str = "local[*]",
     spark_conf: Optional[dict] = None,
+    spark_mode: str = "local",
+    spark_kubernetes: Optional[dict] = None,
     s3_endpoint: str = "",
 ):
-    """Identify per-feature normalization (``batchrl normalize``); writes ReAgent's normalization JSON."""
+    """Identify per-feature normalization (``batchrl normalize``); writes ReAgent's normalization JSON.
+
+    ``spark_mode`` ``kubernetes``: as a SparkApplication, like ``timeline``.
+    """
     from batchrl.data import normalize as normalize_stage
     from batchrl.kfp import runtime
 
@@ -131,9 +147,15 @@ def normalize(
         max_unique_enum_values=max_unique_enum_values, quantile_size=quantile_size,
         quantile_k2_threshold=quantile_k2_threshold, skip_box_cox=skip_box_cox, skip_quantiles=skip_quantiles,
         stddev_floor=stddev_floor)
-    runtime.start_spark(spark_master, spark_conf)
-    summary = normalize_stage.normalize(timeline_table.path, normalization.path, options,
-                                        spark_master=spark_master)
+    if runtime.check_spark_mode(spark_mode, "normalize"):
+        source, output = runtime.object_uri(timeline_table), runtime.object_uri(normalization)
+        runtime.run_on_kubernetes("normalize", source, output, options, spark_kubernetes)
+        summary = {**runtime.normalization_summary(output), "column": column, "num_samples": options.num_samples,
+                   "seed": options.seed}
+    else:
+        runtime.start_spark(spark_master, spark_conf)
+        summary = normalize_stage.normalize(timeline_table.path, normalization.path, options,
+                                            spark_master=spark_master)
     runtime.record(normalization, summary, ("column", "features", "feature_ids", "types", "not_identified",
                                             "num_samples", "seed"))
 
@@ -152,11 +174,14 @@ def prepare(
     split_seed: int = 0,
     spark_master: str = "local[*]",
     spark_conf: Optional[dict] = None,
+    spark_mode: str = "local",
+    spark_kubernetes: Optional[dict] = None,
     s3_endpoint: str = "",
 ):
     """Build the dense train and eval tables (``batchrl prepare``), split by a stable hash of mdp_id.
 
-    ``actions`` None: the sorted logged actions; ``multi_steps`` 0: one-step rewards.
+    ``actions`` None: the sorted logged actions; ``multi_steps`` 0: one-step rewards. ``spark_mode``
+    ``kubernetes``: as a SparkApplication, like ``timeline``.
     """
     from batchrl.data import prepare as prepare_stage
     from batchrl.kfp import runtime
@@ -165,9 +190,19 @@ def prepare(
     options = runtime.options(prepare_stage.PrepareOptions, "prepare", actions=actions, table_sample=table_sample,
                               eval_table_sample=eval_table_sample, multi_steps=multi_steps or None, gamma=gamma,
                               custom_reward_expression=custom_reward_expression, split_seed=split_seed)
-    runtime.start_spark(spark_master, spark_conf)
-    summary = prepare_stage.prepare(timeline_table.path, normalization.path, train_table.path, eval_table.path,
-                                    options, spark_master=spark_master)
+    if runtime.check_spark_mode(spark_mode, "prepare"):
+        from batchrl import storage
+
+        outputs = {"train": runtime.object_uri(train_table), "eval": runtime.object_uri(eval_table)}
+        runtime.run_on_kubernetes("prepare", {"timeline": runtime.object_uri(timeline_table),
+                                              "normalization": runtime.object_uri(normalization)},
+                                  outputs, options, spark_kubernetes)
+        parts = {part: storage.read_metadata(uri) for part, uri in outputs.items()}
+        summary = {**parts["train"], **parts}
+    else:
+        runtime.start_spark(spark_master, spark_conf)
+        summary = prepare_stage.prepare(timeline_table.path, normalization.path, train_table.path,
+                                        eval_table.path, options, spark_master=spark_master)
     for table, part in ((train_table, "train"), (eval_table, "eval")):
         runtime.record(table, {**summary, **summary[part]}, ("num_rows", "episodes", "reward_mean", "terminal_rows",
                                                             "feature_ids", "action_names", "metric_names"))

@@ -12,7 +12,9 @@ The rest is one sub-pipeline (``train-and-evaluate``) used by both branches. Pla
 (ignored by ``kfp.local``): GPU request for training with a CPU fallback (``gpu_request`` counts the
 cluster's allocatable GPUs when ``gpu_mode=auto``), tolerations and node selector as parameters,
 object-store credentials from a Kubernetes secret as environment variables, CPU/memory requests,
-retries with exponential backoff, caching on for deterministic steps only.
+retries with exponential backoff, caching on for deterministic steps only. ``spark_mode=kubernetes``
+runs the Spark steps as SparkApplications on the artifacts' object-store URIs (``spark_kubernetes``:
+the application's options, see ``batchrl.kube.sparkapp.SparkKubernetesOptions``).
 """
 
 # No ``from __future__ import annotations``: KFP reads the pipeline functions' annotations as types.
@@ -124,9 +126,11 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
         env: str, num_eval_episodes: int, cpe_bootstrap: int, fqe: bool, passing_score_bar: float, publish_gate: str,
         publish_uri: str,
         gpu_mode: str, gpus: int, accelerator_type: str, gpu_tolerations: list, gpu_node_selector: dict,
-        spark_master: str, spark_conf: dict, s3_endpoint: str, object_store_secret: str,
+        spark_master: str, spark_conf: dict, spark_mode: str, spark_kubernetes: dict, s3_endpoint: str,
+        object_store_secret: str,
     ):
-        spark = {"spark_master": spark_master, "spark_conf": spark_conf, "s3_endpoint": s3_endpoint}
+        spark = {"spark_master": spark_master, "spark_conf": spark_conf, "spark_mode": spark_mode,
+                 "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint}
         normalize = ops["normalize"](timeline_table=timeline_table, num_samples=num_samples, seed=data_seed,
                                      **spark)
         configure(normalize, "normalize", object_store_secret)
@@ -187,6 +191,8 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
         gpu_node_selector: dict = {},  # noqa: B006
         spark_master: str = "local[*]",
         spark_conf: dict = {},  # noqa: B006
+        spark_mode: str = "local",
+        spark_kubernetes: dict = {},  # noqa: B006
         s3_endpoint: str = "",
         object_store_secret: str = "batchrl-s3",
     ):
@@ -198,9 +204,11 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
                 "publish_gate": publish_gate, "publish_uri": publish_uri, "gpu_mode": gpu_mode, "gpus": gpus,
                 "accelerator_type": accelerator_type, "gpu_tolerations": gpu_tolerations,
                 "gpu_node_selector": gpu_node_selector, "spark_master": spark_master, "spark_conf": spark_conf,
-                "s3_endpoint": s3_endpoint, "object_store_secret": object_store_secret}
+                "spark_mode": spark_mode, "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint,
+                "object_store_secret": object_store_secret}
         timeline = {"start_ds": start_ds, "end_ds": end_ds, "add_terminal_state_row": add_terminal_state_row,
-                    "spark_master": spark_master, "spark_conf": spark_conf, "s3_endpoint": s3_endpoint}
+                    "spark_master": spark_master, "spark_conf": spark_conf, "spark_mode": spark_mode,
+                    "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint}
         with dsl.If(input_uri == "", name="gym-data"):
             generate = ops["generate"](env=env, transitions=transitions, seed=data_seed, ds=end_ds,
                                        s3_endpoint=s3_endpoint)

@@ -137,3 +137,43 @@ def gate(summary: dict[str, Any], kind: str, bar: float | None) -> tuple[float, 
         log.warning("publish gate %r: %s; the model is not published", kind, missing)
         return float("nan"), False
     return float(value), bar is not None and float(value) >= bar
+
+
+SPARK_MODES = ("local", "kubernetes")
+
+
+def object_uri(artifact: Any) -> str:
+    """An artifact's object-store URI as Spark on Kubernetes reads it (KFP names MinIO ``minio://``)."""
+    uri = str(artifact.uri)
+    if uri.startswith("minio://"):
+        return "s3://" + uri[len("minio://"):]
+    return uri
+
+
+def check_spark_mode(mode: str, step: str) -> bool:
+    """Whether ``mode`` runs the step's Spark work as a SparkApplication (``kubernetes``)."""
+    if mode not in SPARK_MODES:
+        raise BatchRLError(f"unknown spark_mode {mode!r}", where=f"{step} component",
+                           fix=f"use one of {', '.join(SPARK_MODES)}")
+    return mode == "kubernetes"
+
+
+def run_on_kubernetes(stage: str, input_uri: Any, output_uri: Any, options: BaseModel,
+                      spark_kubernetes: dict[str, Any] | None) -> dict[str, Any]:
+    """Run a Spark stage as a SparkApplication (``batchrl.kube.launcher``); the stage's own summary is
+    in the metadata it commits with its output (``storage.read_metadata``)."""
+    from batchrl.kube import launcher
+
+    return launcher.run_stage_for_pipeline(stage, input_uri, output_uri, options.model_dump(mode="json"),
+                                           spark_kubernetes)
+
+
+def normalization_summary(uri: str) -> dict[str, Any]:
+    """Feature ids and type counts of a normalization file (what the normalize stage reports)."""
+    from batchrl.preprocessing.normalization import read_normalization
+
+    normalization = read_normalization(uri)
+    types: dict[str, int] = {}
+    for params in normalization.values():
+        types[params.feature_type.value] = types.get(params.feature_type.value, 0) + 1
+    return {"features": len(normalization), "feature_ids": list(normalization), "types": dict(sorted(types.items()))}
