@@ -190,3 +190,13 @@ def test_cuda_mixed_precision_run_exports_a_cpu_model(tmp_path, data):
     assert written["mixed_precision"] in ("bfloat16", "float16")
     policy = load_policy(str(tmp_path / "gpu" / "model.torchscript"))
     assert torch.isfinite(policy.outputs(torch.rand(4, 4))).all()
+
+
+def test_streaming_path_trains_like_resident(tmp_path, data, monkeypatch):
+    import batchrl.data.loader as loader_module
+
+    monkeypatch.setattr(loader_module, "default_resident_budget", lambda device: 0)
+    summary = _run(tmp_path, data, "streamed", config_dict(epochs=1, cpe=False))
+    written = json.loads((tmp_path / "streamed" / "training_summary.json").read_text())
+    assert written["resident"] is False and summary["epochs"] == 1
+    assert written["per_epoch"][0]["train"]["rows"] == written["train_rows"]
