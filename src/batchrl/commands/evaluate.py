@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, help="bootstrap replicates of the intervals (default 200)")
     p.add_argument("--switch-threshold", type=float, help="weight threshold of Switch/SwitchDR (default 10)")
     p.add_argument("--no-fqe", action="store_true", help="skip fitted Q evaluation")
-    p.add_argument("--fqe-iterations", type=int, help="FQE iterations (default 200)")
+    p.add_argument("--fqe-iterations", type=int, help="FQE iterations (default 300)")
     p.add_argument("--num-envs", type=int, help="environments stepped together (default 16)")
     p.add_argument("--max-steps", type=int, help="episode time limit (default: the environment's)")
     p.add_argument("--output", required=True, help="output directory URI (path, file:// or s3://)")

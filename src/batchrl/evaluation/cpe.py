@@ -18,7 +18,7 @@ from torch import Tensor
 
 from batchrl.errors import BatchRLError
 from batchrl.evaluation.estimators import one_step, sequential
-from batchrl.evaluation.estimators.core import Statistic, estimate
+from batchrl.evaluation.estimators.core import Statistic, estimate, single_thread
 from batchrl.evaluation.estimators.fqe import FittedQ, FQEConfig, FQEInputs, fit_fqe, fqe_terms
 from batchrl.models.policy import effective_mask
 
@@ -139,6 +139,12 @@ def estimate_all(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int = 20
     number of bootstrap replicates (0: no intervals); ``switch_threshold`` is tau of Switch/SwitchDR.
     """
     inputs.check()
+    with single_thread():
+        return _estimate_all(inputs, gamma, seed, bootstrap, switch_threshold, magic_j_steps)
+
+
+def _estimate_all(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int, switch_threshold: float,
+                  magic_j_steps: int) -> dict[str, dict]:
     results: dict[str, dict] = {}
     baseline = one_step.logged_reward_terms(inputs.reward)
     stats = _one_step_statistics(inputs, switch_threshold)
@@ -184,10 +190,11 @@ def estimate_fqe(inputs: CPEInputs, fqe_inputs: FQEInputs, gamma: float, seed: i
     on) and estimate the value of the logged start states. The interval resamples episodes with the fitted model held fixed (it covers the
     start-state sampling, not the fitting error). Returns the result dict and the fitted model."""
     inputs.check()
-    model = fit_fqe(fqe_inputs, gamma, config or FQEConfig(seed=seed))
-    starts = episode_starts(inputs.episode)
-    stat = fqe_terms(model, fqe_inputs.state[starts], inputs.target_probs[starts])
-    zeros = torch.zeros_like(inputs.reward, dtype=torch.float64)
-    episodes = sequential.to_episodes(inputs.episode, inputs.reward, torch.ones_like(zeros), zeros, zeros)
-    baseline = sequential.logged_return_terms(episodes, gamma)
-    return estimate(stat, baseline, bootstrap, seed).as_dict(), model
+    with single_thread():
+        model = fit_fqe(fqe_inputs, gamma, config or FQEConfig(seed=seed))
+        starts = episode_starts(inputs.episode)
+        stat = fqe_terms(model, fqe_inputs.state[starts], inputs.target_probs[starts])
+        zeros = torch.zeros_like(inputs.reward, dtype=torch.float64)
+        episodes = sequential.to_episodes(inputs.episode, inputs.reward, torch.ones_like(zeros), zeros, zeros)
+        baseline = sequential.logged_return_terms(episodes, gamma)
+        return estimate(stat, baseline, bootstrap, seed).as_dict(), model

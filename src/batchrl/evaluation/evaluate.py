@@ -62,7 +62,7 @@ class EvaluateOptions(BaseModel):
     bootstrap: int = Field(default=200, ge=0, le=100_000)
     switch_threshold: float = Field(default=10.0, gt=0.0)
     fqe: bool = True
-    fqe_iterations: int = Field(default=200, gt=0)
+    fqe_iterations: int = Field(default=300, gt=0)
     num_envs: int = Field(default=16, ge=1, le=1024)
     max_steps: int | None = Field(default=None, gt=0)
 

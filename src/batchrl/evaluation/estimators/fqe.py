@@ -1,7 +1,9 @@
 """Fitted Q evaluation: a value model of the target policy learnt from logged transitions.
 
 Q_0 = 0; for k = 1..K fit Q_k(s, a) by least squares to the targets
-y = r + gamma * not_terminal * sum_a' pi(a'|s') Q_{k-1}(s', a'), warm-starting from Q_{k-1}.
+y = r + gamma * not_terminal * sum_a' pi(a'|s') Q_{k-1}(s', a'), warm-starting from Q_{k-1}; targets
+are clipped to the values rewards in [r_min, r_max] allow, [min(r_min, 0), max(r_max, 0)] / (1 - gamma),
+which stops extrapolation error from compounding beyond any achievable value.
 The estimate is the model's value of the logged start states, V(s_0) = sum_a pi(a|s_0) Q_K(s_0, a).
 Consistent given a rich enough function class; its error is model bias rather than importance-weight
 variance. Le, Voloshin & Yue, "Batch Policy Learning under Constraints", ICML 2019, sec. 4 (FQE);
@@ -48,7 +50,7 @@ class FQEConfig:
     """Network and fitting schedule of FQE."""
 
     hidden: tuple[int, ...] = (64, 64)
-    iterations: int = 200
+    iterations: int = 300
     steps_per_iteration: int = 20
     batch_size: int = 512
     learning_rate: float = 1e-3
@@ -88,7 +90,9 @@ def fit_fqe(inputs: FQEInputs, gamma: float, config: FQEConfig = FQEConfig()) ->
     n, num_features = state.shape
     both = torch.cat([state, next_state])
     mean, std = both.mean(dim=0), both.std(dim=0).clamp(min=1e-6)
-    scale = float(reward.abs().max().clamp(min=1e-6)) / max(1.0 - gamma, 1e-3)
+    horizon = 1.0 / max(1.0 - gamma, 1e-3)
+    scale = float(reward.abs().max().clamp(min=1e-6)) * horizon
+    low, high = min(float(reward.min()), 0.0) * horizon, max(float(reward.max()), 0.0) * horizon
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -99,6 +103,7 @@ def fit_fqe(inputs: FQEInputs, gamma: float, config: FQEConfig = FQEConfig()) ->
         frozen = copy.deepcopy(model).eval()
         with torch.no_grad():
             target = reward + gamma * not_terminal * (next_probs * frozen(next_state)).sum(dim=1)
+            target = target.clamp(low, high)
         for _ in range(config.steps_per_iteration):
             batch = everything if n <= config.batch_size else torch.randint(n, (config.batch_size,),
                                                                       generator=generator)
