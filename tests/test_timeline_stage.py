@@ -132,3 +132,10 @@ def test_spark_submit_runs_the_job(tmp_path):
     summary = json.loads(proc.stdout[proc.stdout.index("\n{\n") + 1:])
     assert summary["output_rows"] == 1 and summary["spark_master"] == "local[1]"  # spark-submit's master
     assert storage.read_table(out).column("next_action").to_pylist() == ["action2"]
+
+
+def test_input_and_output_must_differ(tmp_path, cli):
+    src = str(tmp_path / "in")
+    code, _, err = cli("timeline", "--input", src, "--output", src + "/", "--start-ds", DS, "--end-ds", DS,
+                       "--add-terminal-state-row")
+    assert code == 2 and "same location" in err

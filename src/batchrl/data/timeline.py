@@ -423,6 +423,9 @@ def timeline(input: str, output: str, options: TimelineOptions, spark_master: st
     from batchrl.data.validation import read_logged, validate_logged
     from batchrl.spark import get_spark
 
+    if storage.spark_path(input).rstrip("/") == storage.spark_path(output).rstrip("/"):
+        raise BatchRLError(f"input and output are the same location: {input}",
+                           fix="write the timeline to a new location")
     started = time.perf_counter()
     spark = get_spark(spark_master, app_name="batchrl-timeline")
     raw = read_logged(spark, input)
