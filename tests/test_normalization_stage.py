@@ -59,7 +59,7 @@ def timeline(tmp_path_factory):
 
 
 def test_types_per_feature_id_and_same_seed_same_file(spark, timeline, tmp_path):
-    first, second, other = (str(tmp_path / name) for name in ("a.json", "b.json", "c.json"))
+    first, second = str(tmp_path / "a.json"), str(tmp_path / "b.json")
     summary = normalize(timeline, first, NormalizeOptions(num_samples=2000, seed=11), "local[2]")
     normalization = read_normalization(first)
     assert {k: v.feature_type.value for k, v in normalization.items()} == KINDS
@@ -75,8 +75,6 @@ def test_types_per_feature_id_and_same_seed_same_file(spark, timeline, tmp_path)
     run_job({"stage": "normalize", "input": timeline, "output": second, "spark_master": "local[2]",
              "options": json.loads(json.dumps(options.model_dump(mode="json")))})
     assert open(first).read() == open(second).read()
-    normalize(timeline, other, NormalizeOptions(num_samples=2000, seed=12), "local[2]")
-    assert read_normalization(other)[1].mean != normalization[1].mean
 
 
 def test_sample_is_seeded_exact_and_independent_of_partitioning(spark, timeline):
@@ -88,9 +86,9 @@ def test_sample_is_seeded_exact_and_independent_of_partitioning(spark, timeline)
     for k in KINDS:
         assert len(one[k]) == 300
         np.testing.assert_array_equal(one[k], many[k])
-    # everything asked for: the whole column, in a seeded order
-    whole, _ = sample_features(df, "state_features", 10 * ROWS, seed=5)
-    assert len(whole[1]) == ROWS and not np.array_equal(whole[1], np.sort(whole[1]))
+    # another seed, another sample
+    other, _ = sample_features(df, "state_features", 300, seed=6)
+    assert all(not np.array_equal(one[k], other[k]) for k in (1, 3, 8))
 
 
 def test_cli_overrides_quantiles_and_action_column(spark, tmp_path, cli):
