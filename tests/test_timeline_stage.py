@@ -139,3 +139,24 @@ def test_input_and_output_must_differ(tmp_path, cli):
     code, _, err = cli("timeline", "--input", src, "--output", src + "/", "--start-ds", DS, "--end-ds", DS,
                        "--add-terminal-state-row")
     assert code == 2 and "same location" in err
+
+
+def test_every_option_has_a_flag(tmp_path):
+    from batchrl.cli import build_parser
+    from batchrl.commands.timeline import options_from_args
+    from batchrl.data.timeline import TimelineOptions
+
+    args = build_parser().parse_args([
+        "timeline", "--input", "in", "--output", "out", "--start-ds", "2019-01-01", "--end-ds", "2019-01-02",
+        "--add-terminal-state-row", "--no-include-possible-actions", "--outlier-episode-length-percentile", "0.9",
+        "--percentile-function", "percentile", "--reward-columns", "reward", "--extra-feature-columns", "a,b",
+        "--time-window-limit", "5", "--validation-sql", "select TRUE", "--steps", "3", "--dedup"])
+    input, output, opts = options_from_args(args)
+    assert (input, output) == ("in", "out")
+    assert opts == TimelineOptions(start_ds="2019-01-01", end_ds="2019-01-02", add_terminal_state_row=True,
+                                   include_possible_actions=False, outlier_episode_length_percentile=0.9,
+                                   percentile_function="percentile", reward_columns=["reward"],
+                                   extra_feature_columns=["a", "b"], time_window_limit=5,
+                                   validation_sql="select TRUE", steps=3, dedup=True)
+    flagged = {name for name in TimelineOptions.model_fields if name not in ("input_table_name", "output_table_name")}
+    assert flagged == opts.model_fields_set  # every option was set by a flag

@@ -49,7 +49,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from batchrl.data.timeline import load_timeline_config, make_options, resolve_locations, timeline
+    from batchrl.data.timeline import timeline
+
+    input, output, options = options_from_args(args)
+    if (code := run_on_kubernetes(args, "timeline", input, output, options)) is not None:
+        return code
+    print_summary(timeline(input, output, options, spark_master=args.spark_master))
+    return 0
+
+
+def options_from_args(args: argparse.Namespace):
+    """(input URI, output URI, TimelineOptions) from --config and the flags (flags win)."""
+    from batchrl.data.timeline import load_timeline_config, make_options, resolve_locations
 
     values = load_timeline_config(args.config) if args.config else {}
     flags = {
@@ -63,10 +74,7 @@ def run(args: argparse.Namespace) -> int:
     options = make_options(_merge(values, {k: v for k, v in flags.items() if v is not None}),
                            where=args.config or "batchrl timeline")
     input, output = resolve_locations(args.input, args.output, options)
-    if (code := run_on_kubernetes(args, "timeline", input, output, options)) is not None:
-        return code
-    print_summary(timeline(input, output, options, spark_master=args.spark_master))
-    return 0
+    return input, output, options
 
 
 def _merge(config: dict, flags: dict) -> dict:
