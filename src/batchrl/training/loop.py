@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -61,6 +62,8 @@ class TensorBoardLog:
     def close(self) -> None:
         self.flush()
         self.writer.close()
+        if self.remote is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _finite_or_raise(values: dict[str, float], epoch: int, step: int, where: str, last_good: int | None) -> None:
