@@ -267,7 +267,7 @@ def evaluate(
     bootstrap: int = 200,
     switch_threshold: float = 10.0,
     fqe: bool = True,
-    fqe_iterations: int = 200,
+    fqe_iterations: int = 300,
     num_envs: int = 16,
     max_steps: int = 0,
     s3_endpoint: str = "",

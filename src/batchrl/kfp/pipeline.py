@@ -215,10 +215,12 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
             configure(generate, "generate", object_store_secret)
             generated = ops["timeline"](logged=generate.outputs["logged"], **timeline)
             configure(generated, "timeline", object_store_secret).set_caching_options(True)
+            generated.set_display_name("timeline (generated data)")
             train_and_evaluate(timeline_table=generated.outputs["timeline_table"], **rest)
         with dsl.Else(name="logged-data"):
             logged = ops["timeline"](input_uri=input_uri, **timeline)
             configure(logged, "timeline", object_store_secret)  # not cached: reads whatever the URI holds now
+            logged.set_display_name("timeline (input_uri)")
             train_and_evaluate(timeline_table=logged.outputs["timeline_table"], **rest)
 
     return batch_rl
