@@ -51,6 +51,9 @@ class TensorBoardLog:
 
     def flush(self) -> None:
         self.writer.flush()
+        self._upload()
+
+    def _upload(self) -> None:
         if self.remote is not None:
             for root, _, files in os.walk(self.directory):
                 for name in files:
@@ -60,8 +63,8 @@ class TensorBoardLog:
                         storage.write_bytes(self.remote.child(rel).uri, fh.read())
 
     def close(self) -> None:
-        self.flush()
         self.writer.close()
+        self._upload()
         if self.remote is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
