@@ -98,9 +98,15 @@ def test_record_keeps_json_metadata():
     ("score", {"gym": {"mean_return": 100.0}}, 120.0, (100.0, False)),
     ("score", {"gym": {"mean_return": 150.0}}, None, (150.0, False)),
     ("cpe", {"cpe": {"DR": {"normalized_ci_low": 1.1}}}, 1.0, (1.1, True)),
+    ("cpe", {"cpe": {"DR": {"normalized_ci_low": 0.9}}, "gym": {"mean_return": 500.0}}, 1.0, (0.9, False)),
 ])
 def test_publish_gate(gate, summary, bar, expected):
     assert runtime.gate(summary, gate, bar) == expected
+
+
+def test_gate_none_never_publishes():
+    score, passed = runtime.gate({"gym": {"mean_return": 500.0}}, "none", 0.0)
+    assert math.isnan(score) and passed is False
 
 
 def test_publish_gate_without_its_number_does_not_pass():

@@ -46,6 +46,14 @@ def test_loads_with_kfp_and_exposes_the_knobs():
     assert inputs["workflow_config"].default["model"]["DiscreteDQN"]["trainer_param"]["actions"] == ["0", "1"]
 
 
+def test_recompiling_the_loaded_yaml_gives_the_same_pipeline(tmp_path):
+    from kfp import compiler
+
+    again = tmp_path / "again.yaml"
+    compiler.Compiler().compile(components.load_component_from_file(str(PIPELINE)), str(again))
+    assert list(yaml.safe_load_all(again.read_text())) == list(yaml.safe_load_all(PIPELINE.read_text()))
+
+
 def test_training_requests_a_gpu_sized_by_the_probe(documents):
     spec, platform = documents
     for name, executor in _executors(spec, "train").items():

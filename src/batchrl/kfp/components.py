@@ -275,7 +275,8 @@ def evaluate(
     """Counterfactual evaluation on ``eval_table`` and greedy rollouts in ``env`` (``batchrl evaluate``).
 
     Returns whether the model passes: ``gate`` ``score`` compares the mean gym return with
-    ``passing_score_bar``, ``cpe`` the lower 95% bound of the normalized doubly robust estimate.
+    ``passing_score_bar``, ``cpe`` the lower 95% bound of the normalized doubly robust estimate;
+    ``none`` never passes (no publishing).
     ``env`` "": no rollouts; ``max_steps`` 0: the env's own time limit.
     """
     import shutil

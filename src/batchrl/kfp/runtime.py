@@ -113,20 +113,22 @@ def log_metrics(metrics: Any, values: dict[str, Any]) -> None:
         metrics.log_metric(name, value)
 
 
-GATES = ("score", "cpe")
+GATES = ("score", "cpe", "none")
 
 
 def gate(summary: dict[str, Any], kind: str, bar: float | None) -> tuple[float, bool]:
     """The gated number of an evaluation summary and whether it reaches ``bar`` (no bar: never passes).
 
     ``score``: the mean return of the gym rollouts; ``cpe``: the lower 95% bound of the normalized
-    doubly robust estimate (1.0 = as good as the logging policy).
+    doubly robust estimate (1.0 = as good as the logging policy); ``none``: never publish.
     """
     import math
 
     if kind not in GATES:
         raise BatchRLError(f"unknown publish gate {kind!r}", where="evaluate component",
                            fix=f"use one of {', '.join(GATES)}")
+    if kind == "none":
+        return float("nan"), False
     if kind == "score":
         value = (summary.get("gym") or {}).get("mean_return")
         missing = "no gym rollouts (give env)"
