@@ -1,0 +1,90 @@
+"""Discrete BCQ (Fujimoto et al. 2019, "Benchmarking Batch Deep RL Algorithms", BCQ for discrete actions).
+
+An imitator G(s) (behaviour cloning: cross-entropy of the logged action over the possible ones)
+estimates the logging policy pi_b. Q-learning then only bootstraps from, and the greedy policy only
+picks, actions the data supports:
+
+    allowed(s) = {a possible : pi_b(a|s) / max_a' pi_b(a'|s) >= drop_threshold}
+    y          = r' + d * not_terminal * Q_T(s', argmax_{a' in allowed(s')} Q(s', a'))   (DQN, double Q)
+    loss       = DQN loss(Q(s, a_logged), y) + cross-entropy(G(s), a_logged)
+
+drop_threshold -> 0 is DQN, 1 is (almost) behaviour cloning. Composed from :class:`DQNTrainer` (the
+Q-loss, with the possible-next-action mask narrowed to ``allowed``) and the imitator's own optimizer.
+The exported scores are Q(s, a) on allowed actions and -1e9 elsewhere
+(:class:`~batchrl.models.heads.BCQScores`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import Tensor, nn
+
+from batchrl.data.loader import Batch
+from batchrl.models.heads import BCQScores, bcq_allowed
+from batchrl.models.policy import effective_mask
+from batchrl.training.actor_losses import masked_log_policy
+from batchrl.training.algorithm_params import BCQTrainerParameters
+from batchrl.training.dqn import DQNTrainer, autocast
+from batchrl.training.optim import build_optimizer
+from batchrl.training.steps import GradientSteps, detached, eval_mode
+
+
+def imitator_loss(logits: Tensor, action: Tensor, possible: Tensor) -> Tensor:
+    """Per-row cross-entropy -log pi_b(a_logged|s), softmax over the possible actions."""
+    return -masked_log_policy(logits, possible, action).gather(1, action.unsqueeze(1)).squeeze(1)
+
+
+class BCQTrainer:
+    """``update(batch)``: one DQN step on the BCQ-filtered batch, one imitator step."""
+
+    def __init__(self, q_network: nn.Module, imitator: nn.Module, params: BCQTrainerParameters, *,
+                 device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None):
+        self.params = params
+        self.dqn = DQNTrainer(q_network, params, device=device, amp_dtype=amp_dtype)
+        self.device, self.amp_dtype = self.dqn.device, self.dqn.amp_dtype
+        self.imitator = imitator.to(self.device)
+        self.imitator_steps = GradientSteps(
+            {"imitator": build_optimizer(params.imitator_optimizer, self.imitator.parameters())},
+            params.minibatches_per_step, self.amp_dtype)
+        self.q_network = BCQScores(self.dqn.q_network, self.imitator, params.drop_threshold)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.dqn.learning_rate
+
+    def filtered(self, batch: Batch) -> Batch:
+        """``batch`` with possible next actions narrowed to the imitator-supported ones."""
+        possible = effective_mask(batch.possible_next_actions_mask)
+        with torch.no_grad(), autocast(self.device, self.amp_dtype):
+            logits = self.imitator(batch.next_state).float()
+        return replace(batch, possible_next_actions_mask=bcq_allowed(logits, self.params.drop_threshold, possible))
+
+    def _imitator_terms(self, batch: Batch) -> dict[str, Tensor]:
+        with autocast(self.device, self.amp_dtype):
+            logits = self.imitator(batch.state).float()
+        loss = imitator_loss(logits, batch.action, batch.possible_actions_mask).mean()
+        possible = effective_mask(batch.possible_actions_mask)
+        accuracy = (logits.detach().masked_fill(~possible, float("-inf")).argmax(dim=1) == batch.action).float()
+        return {"imitator_loss": loss, "imitator_accuracy": accuracy.mean()}
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        terms = self.dqn.update(self.filtered(batch))
+        imitator = self._imitator_terms(batch)
+        self.imitator_steps(imitator["imitator_loss"])
+        return {**terms, **detached(imitator)}
+
+    def evaluate(self, batch: Batch) -> dict[str, Tensor]:
+        terms = self.dqn.evaluate(self.filtered(batch))
+        with eval_mode(self.imitator):
+            return {**terms, **detached(self._imitator_terms(batch))}
+
+    def state_dict(self) -> dict:
+        return {"dqn": self.dqn.state_dict(), "imitator": self.imitator.state_dict(),
+                "imitator_steps": self.imitator_steps.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dqn.load_state_dict(state["dqn"])
+        self.imitator.load_state_dict(state["imitator"])
+        self.imitator_steps.load_state_dict(state["imitator_steps"])

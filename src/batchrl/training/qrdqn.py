@@ -1,0 +1,39 @@
+"""QR-DQN (Dabney et al. 2018, "Distributional RL with Quantile Regression"), discrete actions.
+
+The network outputs N quantiles theta_i(s, a) at levels tau_i = (2i + 1) / (2N); Q(s, a) = mean_i theta_i.
+
+    a*      = argmax_{a' possible} Q(s', a')            (online network with double Q, else target)
+    T theta = r' + d * not_terminal * theta_T(s', a*)   N target samples
+    loss    = mean_rows quantile_huber(theta(s, a_logged), T theta, tau, kappa)
+
+The quantile regression loss is less sensitive to the reward scale than the squared TD error; the
+exported model returns the mean over quantiles (spec section 8).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from batchrl.models.distributional import AtomNetwork, QuantileMean
+from batchrl.training.algorithm_params import QRDQNTrainerParameters
+from batchrl.training.distributional import DistributionalDQNTrainer, quantile_huber_loss, quantile_midpoints
+
+
+def quantile_network(body: nn.Module, num_actions: int, num_atoms: int) -> QuantileMean:
+    """Q-values [B, A] as the mean of ``body``'s [B, A * N] outputs read as N quantiles per action."""
+    return QuantileMean(AtomNetwork(body, num_actions, num_atoms))
+
+
+def qrdqn_trainer(q_network: QuantileMean, params: QRDQNTrainerParameters, *, device: torch.device | str = "cpu",
+                  amp_dtype: torch.dtype | None = None) -> DistributionalDQNTrainer:
+    """A :class:`DistributionalDQNTrainer` with the quantile target and loss."""
+    tau = quantile_midpoints(params.num_atoms, device)
+
+    def target(next_quantiles: Tensor, reward: Tensor, scale: Tensor) -> Tensor:
+        return reward.unsqueeze(1) + scale.unsqueeze(1) * next_quantiles
+
+    def loss(quantiles: Tensor, target_samples: Tensor) -> Tensor:
+        return quantile_huber_loss(quantiles, target_samples, tau, params.huber_kappa)
+
+    return DistributionalDQNTrainer(q_network, params, target, loss, device=device, amp_dtype=amp_dtype)
