@@ -69,8 +69,8 @@ RETRY = Retry()
 CACHED = {"generate", "normalize", "prepare", "train", "evaluate"}
 
 
-def configure(task: dsl.PipelineTask, step: str, secret: str) -> dsl.PipelineTask:
-    """Resources, retries, caching and the object-store secret of one step."""
+def configure(task: dsl.PipelineTask, step: str, secret: str | None) -> dsl.PipelineTask:
+    """Resources, retries, caching and (for steps that touch the object store) the credentials secret."""
     resources = RESOURCES[step]
     task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
     task.set_retry(RETRY.attempts, backoff_duration=RETRY.backoff, backoff_factor=RETRY.factor,
@@ -78,7 +78,8 @@ def configure(task: dsl.PipelineTask, step: str, secret: str) -> dsl.PipelineTas
     task.set_caching_options(step in CACHED)
     # optional: without the secret the pod still starts (node or IRSA identity), and a step that then
     # lacks credentials fails with the storage layer's message naming the variables
-    kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=SECRET_ENV, optional=True)
+    if secret is not None:
+        kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=SECRET_ENV, optional=True)
     return task
 
 
@@ -123,9 +124,8 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
     def train_and_evaluate(
         timeline_table: Input[Dataset], actions: list, table_sample: float, eval_table_sample: float,
         num_samples: int, data_seed: int, workflow_config: dict, algorithm: str, num_epochs: int, train_seed: int,
-        env: str, num_eval_episodes: int, cpe_bootstrap: int, fqe: bool, passing_score_bar: float, publish_gate: str,
-        publish_uri: str,
-        gpu_mode: str, gpus: int, accelerator_type: str, gpu_tolerations: list, gpu_node_selector: dict,
+        env: str, num_eval_episodes: int, cpe_bootstrap: int, fqe: bool, passing_score_bar: float,
+        publish_gate: str, publish_uri: str, gpu_mode: str, gpus: int, accelerator_type: str, gpu_tolerations: list, gpu_node_selector: dict,
         spark_master: str, spark_conf: dict, spark_mode: str, spark_kubernetes: dict, s3_endpoint: str,
         object_store_secret: str,
     ):
@@ -140,7 +140,7 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
         configure(prepare, "prepare", object_store_secret)
 
         gpu_count = ops["gpu_request"](mode=gpu_mode, gpus=gpus, accelerator_type=accelerator_type)
-        configure(gpu_count, "gpu_request", object_store_secret)
+        configure(gpu_count, "gpu_request", None)  # reads the node list only: no object-store credentials
         train = ops["train"](train_table=prepare.outputs["train_table"], eval_table=prepare.outputs["eval_table"],
                              normalization=normalize.outputs["normalization"], workflow_config=workflow_config,
                              num_epochs=num_epochs, algorithm=algorithm, seed=train_seed, actions=actions,
