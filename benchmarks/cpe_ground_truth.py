@@ -6,6 +6,8 @@
 3. Log episodes with an epsilon-greedy policy (epsilon 0.3) around the trained model.
 4. Estimate the greedy policy's discounted value from those logs with sequential DR, weighted DR,
    MAGIC (value model: FQE, and the trained Q-network) and FQE, and report each relative error.
+5. The evaluate stage as users run it: CPE of the training's target policy (softmax(Q/0.35)) on the
+   prepared eval table (random-policy logs), against that policy's value from 200 sampled rollouts.
 
     .venv/bin/python benchmarks/cpe_ground_truth.py [--model DIR] [--log-episodes 200] [--workdir DIR]
 """
@@ -85,6 +87,53 @@ def logged_inputs(policy, episodes, start: int):
     return inputs, fqe, q
 
 
+def softmax_truth(policy, temperature: float, episodes: int, seed: int) -> float:
+    """Mean discounted return of actions sampled from softmax(Q/temperature) in CartPole-v0."""
+    import gymnasium as gym
+
+    from batchrl.evaluation.cpe import target_policy_probs
+
+    envs = gym.make_vec("CartPole-v0", num_envs=episodes, vectorization_mode="vector_entry_point")
+    rng = np.random.default_rng(seed)
+    obs, _ = envs.reset(seed=seed)
+    total, steps, alive = np.zeros(episodes), np.zeros(episodes), np.ones(episodes, dtype=bool)
+    while alive.any():
+        probs = target_policy_probs(policy.outputs(obs), None, temperature).numpy()
+        actions = (rng.random(episodes)[:, None] > np.cumsum(probs, axis=1)).sum(axis=1)
+        obs, reward, terminated, truncated, _ = envs.step(actions)
+        total[alive] += GAMMA ** steps[alive] * reward[alive]
+        steps[alive] += 1
+        alive &= ~(terminated | truncated)
+    envs.close()
+    return float(total.mean())
+
+
+def stage_on_eval_table(model: str, eval_table: str, workdir: str, bootstrap: int) -> dict:
+    """`batchrl evaluate` on the prepared eval table; relative errors against sampled rollouts."""
+    from batchrl.evaluation.evaluate import EvaluateOptions, evaluate
+    from batchrl.serving.export import load_policy
+
+    started = time.perf_counter()
+    summary = evaluate(model, eval_table, f"{workdir}/evaluation", EvaluateOptions(bootstrap=bootstrap))
+    seconds = time.perf_counter() - started
+    metrics = json.load(open(summary["metrics"]))
+    temperature = metrics["temperature"]
+    truth = softmax_truth(load_policy(f"{model}/model.torchscript"), temperature, 200, seed=5)
+    logging_values = metrics["cpe"]["logging_policy"]
+    print(f"\nevaluate stage on {eval_table}: {logging_values['rows']} rows, {logging_values['episodes']} "
+          f"episodes; target softmax(Q/{temperature}); value model {metrics['cpe']['value_model']}; "
+          f"{seconds:.0f} s")
+    print(f"truth (200 sampled rollouts of the target policy): {truth:.3f}")
+    rows = {}
+    for name in ("SDR", "WDR", "MAGIC", "FQE"):
+        e = summary["cpe"].get(name)
+        if e:
+            rows[name] = {**e, "relative_error": (e["raw"] - truth) / truth}
+            print(f"{name:6s} {e['raw']:9.3f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}] {rows[name]['relative_error']:+.1%}")
+    return {"truth": truth, "temperature": temperature, "seconds": seconds, "results": rows,
+            "logging": logging_values}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model directory (default: train one under --workdir)")
@@ -96,6 +145,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--fqe-iterations", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--eval-table", help="prepared eval table for part 5 (default: WORKDIR/eval if present)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -165,9 +215,11 @@ def main() -> None:
         print(f"{name:26s} {raw:9.3f} {f'[{low:.2f}, {high:.2f}]':>20s} {truth:8.3f} {rel:+10.1%} {rel_u:+17.1%}")
     print("\n" + format_cpe_table({k: v for k, v in results.items()}))
     print("\ntimings (s):", {k: round(v, 1) for k, v in timings.items()})
+    eval_table = args.eval_table or (f"{args.workdir}/eval" if os.path.exists(f"{args.workdir}/eval") else None)
+    stage = stage_on_eval_table(model, eval_table, args.workdir, args.bootstrap) if eval_table else None
     os.makedirs(args.workdir, exist_ok=True)
     with open(f"{args.workdir}/cpe_ground_truth.json", "w") as fh:
-        json.dump({"truth": truth, "truth_se": truth_se, "truth_without_time_limit": truth_unlimited, "greedy_mean_return": float(truth_runs.returns.mean()),
+        json.dump({"stage_on_eval_table": stage, "truth": truth, "truth_se": truth_se, "truth_without_time_limit": truth_unlimited, "greedy_mean_return": float(truth_runs.returns.mean()),
                    "logging": baseline, "results": results, "timings": timings}, fh, indent=2)
 
 

@@ -149,7 +149,7 @@ def training_curves_png(history: list[dict[str, Any]]) -> str | None:
     """Train losses, eval metrics and normalized CPE per epoch (None without history)."""
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(history)]
     panels = []
-    for title, section in (("train losses", "train"), ("eval metrics", "eval")):
+    for title, section in (("train metrics", "train"), ("eval metrics", "eval")):
         series = {}
         for key in sorted({k for r in history for k in (r.get(section) or {})} - set(NOT_LOSSES)):
             series[key] = [_float((r.get(section) or {}).get(key)) for r in history]
