@@ -88,7 +88,8 @@ def test_the_compiled_pipeline_runs_locally_with_every_artifact(tmp_path, cli):
 
 def test_run_local_rejects_unknown_parameters(tmp_path, cli):
     params = _write(tmp_path / "params.yaml", {"transitions": 10, "epochs": 3})
-    code, out, err = cli("pipeline", "run-local", params, "--pipeline", PIPELINE, "--pipeline-root", tmp_path)
+    # without --pipeline: the package's pipeline, compiled now
+    code, out, err = cli("pipeline", "run-local", params, "--pipeline-root", tmp_path)
     assert code == 2 and out == ""
     assert "unknown pipeline parameter(s) ['epochs']" in err and "num_epochs" in err
     assert not list(tmp_path.glob("batch-rl-*"))
