@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         report[name] = {"mean_returns": means, "seeds_at_or_above_bar": sum(m >= args.bar for m in means),
                         "seeds": len(means), "median_transitions_per_s": float(np.median(
                             [r["transitions_per_s"] for r in rows]))}
-    (workdir / "results.json").write_text(json.dumps({"per_seed": results, "summary": report,
+    (workdir / f"results-{'-'.join(configs)}.json").write_text(json.dumps({"per_seed": results, "summary": report,
                                                       "episodes": args.episodes, "bar": args.bar}, indent=2))
     print("\n| config | " + " | ".join(f"seed {s}" for s in seeds) + " | seeds >= bar | training transitions/s |")
     print("|---|" + "---|" * (len(seeds) + 2))

@@ -23,7 +23,9 @@ def config_dict(model: str = "DiscreteDQN", epochs: int = 2, cpe: bool = True, *
     return {
         "model": {model: {
             "trainer_param": {"actions": [0, 1], "rl": {"gamma": 0.9, "target_update_rate": 0.1},
-                              "minibatch_size": 128, "optimizer": {"Adam": {"lr": 0.003}}, **trainer},
+                              "minibatch_size": 128, **trainer,
+                              "optimizer": {"Adam": {"lr": 0.003, "lr_schedulers": [{"StepLR": {"step_size": 1,
+                                                                                              "gamma": 0.5}}]}}},
             "net_builder": {"FullyConnected": {"sizes": [16], "activations": ["relu"], "dropout_ratio": 0.1}},
             "cpe_net_builder": {"FullyConnected": {"sizes": [8], "activations": ["relu"]}},
             "eval_parameters": {"calc_cpe_in_training": cpe}}},
@@ -66,6 +68,7 @@ def test_cli_writes_model_dir(tmp_path, data, cli):
     assert written["action_names"] == ["0", "1"] and written["feature_ids"] == [0, 1, 2, 3]
     assert written["gamma"] == 0.9 and written["temperature"] == 0.01
     assert [e["epoch"] for e in written["per_epoch"]] == [1, 2]
+    assert [e["learning_rate"] for e in written["per_epoch"]] == pytest.approx([0.003, 0.0015])  # StepLR
     last = written["per_epoch"][-1]
     assert last["eval"]["td_loss"] >= 0 and set(last["q_values"]) == {"0", "1"}
     assert sum(last["action_distribution"].values()) == pytest.approx(1.0)

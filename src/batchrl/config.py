@@ -33,12 +33,44 @@ def _exactly_one(model: BaseModel, what: str) -> str:
 # ---------------------------------------------------------------- optimizers
 
 
+class CosineAnnealingLRParameters(_Strict):
+    T_max: int = Field(ge=1)  # epochs of one half cosine, from lr down to eta_min
+    eta_min: float = Field(default=0.0, ge=0)
+
+
+class StepLRParameters(_Strict):
+    step_size: int = Field(ge=1)  # epochs between decays
+    gamma: float = Field(default=0.1, gt=0)
+
+
+class ExponentialLRParameters(_Strict):
+    gamma: float = Field(gt=0)
+
+
+class LRSchedulerConfig(_Strict):
+    """One learning-rate schedule, stepped after every epoch (ReAgent's ``lr_schedulers`` entries)."""
+
+    CosineAnnealingLR: CosineAnnealingLRParameters | None = None
+    StepLR: StepLRParameters | None = None
+    ExponentialLR: ExponentialLRParameters | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> LRSchedulerConfig:
+        _exactly_one(self, "lr_schedulers entry")
+        return self
+
+    @property
+    def name(self) -> str:
+        return _exactly_one(self, "lr_schedulers entry")
+
+
 class AdamParameters(_Strict):
     lr: float = Field(default=0.001, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(default=1e-8, gt=0)
     amsgrad: bool = False
+    lr_schedulers: list[LRSchedulerConfig] = Field(default_factory=list)
 
 
 class SGDParameters(_Strict):
@@ -46,6 +78,7 @@ class SGDParameters(_Strict):
     momentum: float = Field(default=0.0, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
     nesterov: bool = False
+    lr_schedulers: list[LRSchedulerConfig] = Field(default_factory=list)
 
 
 class OptimizerConfig(_Strict):

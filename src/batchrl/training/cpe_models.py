@@ -22,7 +22,7 @@ from batchrl.config import DQNTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.policy import masked_softmax
 from batchrl.training.dqn import autocast, discount, td_target
-from batchrl.training.optim import build_optimizer, soft_update
+from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
 
 
 class CPETrainer:
@@ -39,6 +39,8 @@ class CPETrainer:
         self.policy_network = policy_network
         self.reward_optimizer = build_optimizer(params.optimizer, self.reward_network.parameters())
         self.value_optimizer = build_optimizer(params.optimizer, self.value_network.parameters())
+        self.schedulers = build_schedulers(params.optimizer, self.reward_optimizer) + \
+            build_schedulers(params.optimizer, self.value_optimizer)
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self._minibatches = 0
@@ -75,6 +77,10 @@ class CPETrainer:
             soft_update(self.value_target, self.value_network, self.rl.target_update_rate)
         return {name: value.detach() for name, value in terms.items()}
 
+    def end_epoch(self) -> None:
+        for scheduler in self.schedulers:
+            scheduler.step()
+
     @torch.no_grad()
     def evaluate(self, batch: Batch) -> dict[str, Tensor]:
         nets = (self.reward_network, self.value_network)
@@ -92,7 +98,7 @@ class CPETrainer:
                 "value_target": self.value_target.state_dict(),
                 "reward_optimizer": self.reward_optimizer.state_dict(),
                 "value_optimizer": self.value_optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "minibatches": self._minibatches}
+                "schedulers": [s.state_dict() for s in self.schedulers], "minibatches": self._minibatches}
 
     def load_state_dict(self, state: dict) -> None:
         self.reward_network.load_state_dict(state["reward_network"])
@@ -101,4 +107,6 @@ class CPETrainer:
         self.reward_optimizer.load_state_dict(state["reward_optimizer"])
         self.value_optimizer.load_state_dict(state["value_optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
         self._minibatches = int(state["minibatches"])

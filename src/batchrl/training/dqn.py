@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from batchrl.config import DQNTrainerParameters, RLParameters
 from batchrl.data.loader import Batch
 from batchrl.models.policy import effective_mask
-from batchrl.training.optim import build_optimizer, soft_update
+from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
 
 #: Value given to impossible actions before the max/argmax over next actions.
 IMPOSSIBLE_ACTION_VALUE = -1e9
@@ -111,6 +111,7 @@ class DQNTrainer:
         self.q_network = q_network.to(self.device)
         self.q_target = copy.deepcopy(self.q_network).requires_grad_(False)
         self.optimizer = build_optimizer(params.optimizer, self.q_network.parameters())
+        self.schedulers = build_schedulers(params.optimizer, self.optimizer)
         self.penalty, self.penalty_name, self.penalty_weight = penalty, penalty_name, penalty_weight
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -162,6 +163,11 @@ class DQNTrainer:
             soft_update(self.q_target, self.q_network, self.rl.target_update_rate)
         return {name: value.detach() for name, value in terms.items()}
 
+    def end_epoch(self) -> None:
+        """Step the learning-rate schedules (once per epoch)."""
+        for scheduler in self.schedulers:
+            scheduler.step()
+
     @torch.no_grad()
     def evaluate(self, batch: Batch) -> dict[str, Tensor]:
         """The loss terms on held-out data, without training (eval TD loss)."""
@@ -175,11 +181,13 @@ class DQNTrainer:
     def state_dict(self) -> dict:
         return {"q_network": self.q_network.state_dict(), "q_target": self.q_target.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "minibatches": self._minibatches}
+                "schedulers": [s.state_dict() for s in self.schedulers], "minibatches": self._minibatches}
 
     def load_state_dict(self, state: dict) -> None:
         self.q_network.load_state_dict(state["q_network"])
         self.q_target.load_state_dict(state["q_target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
         self._minibatches = int(state["minibatches"])

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 class Trainer(Protocol):
     def update(self, batch: Batch) -> dict[str, torch.Tensor]: ...
 
+    def end_epoch(self) -> None: ...
+
 
 class TensorBoardLog:
     """Scalars to ``<output>/tensorboard``; for a remote output, written locally and uploaded on flush."""
@@ -156,6 +158,8 @@ class TrainingLoop:
                       "train": train, **metrics}
             state.history.append(record)
             state.epoch = epoch
+            for trainer in self.trainers:
+                trainer.end_epoch()  # learning-rate schedules
             self._log_epoch(record, state.global_step)
             log.info("epoch %d/%d: train loss %.4g, eval td_loss %.4g, %.0f transitions/s", epoch,
                      self.num_epochs, train.get("loss", float("nan")),

@@ -20,6 +20,16 @@ def build_optimizer(config: OptimizerConfig, parameters: Iterable[nn.Parameter])
                            nesterov=p.nesterov)
 
 
+def build_schedulers(config: OptimizerConfig, optimizer: torch.optim.Optimizer
+                     ) -> list[torch.optim.lr_scheduler.LRScheduler]:
+    """The ``lr_schedulers`` of the optimizer block, each stepped once per epoch (chained)."""
+    out: list[torch.optim.lr_scheduler.LRScheduler] = []
+    for entry in config.params.lr_schedulers:
+        cls = getattr(torch.optim.lr_scheduler, entry.name)
+        out.append(cls(optimizer, **getattr(entry, entry.name).model_dump()))
+    return out
+
+
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging: theta_T <- tau * theta + (1 - tau) * theta_T, for every parameter;
