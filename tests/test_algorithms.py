@@ -24,7 +24,8 @@ from batchrl.training.algorithms import build_algorithm_trainer
 
 NET = {"FullyConnected": {"sizes": [16], "activations": ["relu"]}}
 TRAINER = {"actions": [0, 1, 2], "rl": {"gamma": 0.9, "target_update_rate": 0.1},
-           "minibatch_size": 32, "optimizer": {"Adam": {"lr": 0.01}}}
+           "minibatch_size": 32,
+           "optimizer": {"Adam": {"lr": 0.01, "lr_schedulers": [{"StepLR": {"step_size": 1, "gamma": 0.5}}]}}}
 MODELS = {
     "DiscreteQRDQN": (DiscreteQRDQNModel, {"trainer_param": {**TRAINER, "num_atoms": 5}, "net_builder": NET}),
     "DiscreteC51DQN": (DiscreteC51DQNModel, {"trainer_param": {**TRAINER, "num_atoms": 11, "qmin": -5, "qmax": 15},
@@ -75,11 +76,14 @@ def test_trainer_contract(name):
     evaluated = trainer.evaluate(batches[0])
     assert set(evaluated) == set(terms) and all(torch.isfinite(v) for v in evaluated.values())
     assert trainer.learning_rate == pytest.approx(0.01)
+    trainer.end_epoch()
+    assert trainer.learning_rate == pytest.approx(0.005)  # the schedule steps once per epoch
 
     # determinism: the same seed and batches give the same model
     again = make(name)
     for b in batches:
         again.update(b)
+    again.end_epoch()
     state = batches[0].state
     assert torch.equal(trainer.q_network(state), again.q_network(state))
 

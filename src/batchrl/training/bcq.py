@@ -27,7 +27,6 @@ from batchrl.models.policy import effective_mask
 from batchrl.training.actor_losses import masked_log_policy
 from batchrl.training.algorithm_params import BCQTrainerParameters
 from batchrl.training.dqn import DQNTrainer, autocast
-from batchrl.training.optim import build_optimizer
 from batchrl.training.steps import GradientSteps, detached, eval_mode
 
 
@@ -46,7 +45,7 @@ class BCQTrainer:
         self.device, self.amp_dtype = self.dqn.device, self.dqn.amp_dtype
         self.imitator = imitator.to(self.device)
         self.imitator_steps = GradientSteps(
-            {"imitator": build_optimizer(params.imitator_optimizer, self.imitator.parameters())},
+            {"imitator": (params.imitator_optimizer, self.imitator.parameters())},
             params.minibatches_per_step, self.amp_dtype)
         self.q_network = BCQScores(self.dqn.q_network, self.imitator, params.drop_threshold)
 
@@ -74,6 +73,11 @@ class BCQTrainer:
         imitator = self._imitator_terms(batch)
         self.imitator_steps(imitator["imitator_loss"])
         return {**terms, **detached(imitator)}
+
+    def end_epoch(self) -> None:
+        """Step the learning-rate schedules (once per epoch)."""
+        self.dqn.end_epoch()
+        self.imitator_steps.end_epoch()
 
     def evaluate(self, batch: Batch) -> dict[str, Tensor]:
         terms = self.dqn.evaluate(self.filtered(batch))

@@ -18,7 +18,7 @@ from batchrl.config import DQNTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.policy import masked_argmax
 from batchrl.training.dqn import autocast, boosted_reward, discount
-from batchrl.training.optim import build_optimizer, soft_update
+from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, detached, eval_mode
 
 
@@ -129,7 +129,7 @@ class DistributionalDQNTrainer:
         self.q_target = copy.deepcopy(self.q_network).requires_grad_(False)
         self.target_fn, self.loss_fn = target_fn, loss_fn
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        self.steps = GradientSteps({"q": build_optimizer(params.optimizer, self.q_network.parameters())},
+        self.steps = GradientSteps({"q": (params.optimizer, self.q_network.parameters())},
                                    params.minibatches_per_step, self.amp_dtype)
         boost = self.rl.reward_boost or {}
         self.reward_boost = torch.tensor([boost.get(a, 0.0) for a in params.actions], device=self.device) \
@@ -167,6 +167,10 @@ class DistributionalDQNTrainer:
         if self.steps(terms["loss"]):
             soft_update(self.q_target, self.q_network, self.rl.target_update_rate)
         return detached(terms)
+
+    def end_epoch(self) -> None:
+        """Step the learning-rate schedules (once per epoch)."""
+        self.steps.end_epoch()
 
     def evaluate(self, batch: Batch) -> dict[str, Tensor]:
         with eval_mode(self.q_network):

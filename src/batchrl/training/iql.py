@@ -22,7 +22,7 @@ from batchrl.data.loader import Batch
 from batchrl.training.actor_losses import exp_advantage_weight, weighted_log_likelihood_loss
 from batchrl.training.algorithm_params import IQLTrainerParameters
 from batchrl.training.dqn import autocast, boosted_reward, discount, q_loss, td_target
-from batchrl.training.optim import build_optimizer, soft_update
+from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, detached, eval_mode
 
 
@@ -45,9 +45,9 @@ class IQLTrainer:
         self.actor = actor.to(self.device)
         self.q_network = self.actor  # the scores that are exported and evaluated
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        self.steps = GradientSteps({"critic": build_optimizer(params.optimizer, self.critic.parameters()),
-                                    "value": build_optimizer(params.value_optimizer, self.value.parameters()),
-                                    "actor": build_optimizer(params.actor_optimizer, self.actor.parameters())},
+        self.steps = GradientSteps({"critic": (params.optimizer, self.critic.parameters()),
+                                    "value": (params.value_optimizer, self.value.parameters()),
+                                    "actor": (params.actor_optimizer, self.actor.parameters())},
                                    params.minibatches_per_step, self.amp_dtype)
         boost = self.rl.reward_boost or {}
         self.reward_boost = torch.tensor([boost.get(a, 0.0) for a in params.actions], device=self.device) \
@@ -81,6 +81,10 @@ class IQLTrainer:
         if self.steps(terms["loss"]):
             soft_update(self.critic_target, self.critic, self.rl.target_update_rate)
         return detached(terms)
+
+    def end_epoch(self) -> None:
+        """Step the learning-rate schedules (once per epoch)."""
+        self.steps.end_epoch()
 
     def evaluate(self, batch: Batch) -> dict[str, Tensor]:
         with eval_mode(self.critic, self.value, self.actor):

@@ -1,22 +1,30 @@
-"""Optimizer stepping shared by the multi-network trainers: gradient accumulation, AMP scaling, eval mode.
+"""Optimizer stepping shared by the multi-network trainers: gradient accumulation, AMP scaling, learning-rate
+schedules, eval mode.
 
-``GradientSteps(loss)`` backpropagates ``loss / k`` each minibatch and, every ``k`` minibatches
+``GradientSteps`` builds one optimizer (and its ``lr_schedulers``) per named parameter group.
+``steps(loss)`` backpropagates ``loss / k`` each minibatch and, every ``k`` minibatches
 (``minibatches_per_step``), steps every optimizer and zeroes their gradients; it returns True then,
-so the trainer knows to move its target networks.
+so the trainer knows to move its target networks. ``end_epoch()`` steps the schedules.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 
+from batchrl.config import OptimizerConfig
+from batchrl.training.optim import build_optimizer, build_schedulers
+
 
 class GradientSteps:
-    def __init__(self, optimizers: dict[str, torch.optim.Optimizer], every: int, amp_dtype: torch.dtype | None):
-        self.optimizers = optimizers
+    def __init__(self, groups: dict[str, tuple[OptimizerConfig, Iterable[nn.Parameter]]], every: int,
+                 amp_dtype: torch.dtype | None):
+        self.optimizers = {name: build_optimizer(config, params) for name, (config, params) in groups.items()}
+        self.schedulers = [scheduler for name, (config, _) in groups.items()
+                           for scheduler in build_schedulers(config, self.optimizers[name])]
         self.every = every
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         self.minibatches = 0
@@ -33,6 +41,10 @@ class GradientSteps:
             optimizer.zero_grad(set_to_none=True)
         return True
 
+    def end_epoch(self) -> None:
+        for scheduler in self.schedulers:
+            scheduler.step()
+
     @property
     def learning_rate(self) -> float:
         """The learning rate of the first optimizer (the one the loop logs)."""
@@ -40,11 +52,14 @@ class GradientSteps:
 
     def state_dict(self) -> dict:
         return {"optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-                "scaler": self.scaler.state_dict(), "minibatches": self.minibatches}
+                "schedulers": [s.state_dict() for s in self.schedulers], "scaler": self.scaler.state_dict(),
+                "minibatches": self.minibatches}
 
     def load_state_dict(self, state: dict) -> None:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
         self.scaler.load_state_dict(state["scaler"])
         self.minibatches = int(state["minibatches"])
 
