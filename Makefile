@@ -26,8 +26,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $@
 
 run: $(STAMP)
-	$(VENV)/bin/batchrl generate --env CartPole-v0 --transitions 30000 --seed 42 --output $(WORKDIR)/logged
-	$(VENV)/bin/batchrl validate --input $(WORKDIR)/logged
+	$(VENV)/bin/batchrl run configs/cartpole_dqn_offline.yaml --workdir $(WORKDIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)

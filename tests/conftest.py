@@ -16,6 +16,15 @@ os.environ.setdefault("BATCHRL_SHUFFLE_PARTITIONS", "4")
 os.environ.setdefault("BATCHRL_SPARK_DRIVER_MEMORY", "2g")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests use small tensors and run two workers on two cores: one intra-op thread each avoids
+    oversubscription (torch's spinning workers made small ops 20-100x slower on a loaded machine)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def spark():
     """A local[2] Spark session shared by the tests of one worker."""

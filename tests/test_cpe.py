@@ -14,16 +14,6 @@ from batchrl.evaluation.cpe import (
     target_policy_probs,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 KEYS = {"raw", "normalized", "ci_low", "ci_high", "normalized_ci_low", "normalized_ci_high", "std_error",
         "units"}
 

@@ -8,16 +8,6 @@ import torch
 from batchrl.evaluation.estimators import one_step
 from batchrl.evaluation.estimators.core import Terms, bootstrap_counts, estimate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Three decisions, two actions (values worked by hand in the comments).
 ACTION = torch.tensor([0, 1, 0])
 REWARD = torch.tensor([1.0, 0.0, 2.0])

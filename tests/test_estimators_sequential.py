@@ -19,13 +19,6 @@ EPISODES = sequential.to_episodes(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 ONES = torch.ones(1, 2, dtype=torch.float64)
 
 

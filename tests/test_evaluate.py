@@ -18,16 +18,6 @@ from batchrl.evaluation.report import format_cpe_table
 from batchrl.evaluation.rollouts import greedy_rollouts
 from batchrl.serving.export import export_model, load_policy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 ACTIONS = ["0", "1"]
 FEATURES = [0, 1, 2, 3]
 

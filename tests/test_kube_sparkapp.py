@@ -186,3 +186,14 @@ def test_spark_job_knows_every_stage_the_cli_sends():
     payload = stage_payload("normalize", "s3://b/timeline", "s3://b/norm.json", options.model_dump(mode="json"))
     parsed = spark_job.parse_payload(build_spark_application(payload, OPTIONS)["spec"]["arguments"][0])
     assert NormalizeOptions(**parsed["options"]) == options
+
+
+def test_prepare_payload_carries_named_uris_and_checks_each(crd):
+    payload = stage_payload("prepare", {"timeline": "s3://b/t", "normalization": "s3://b/n.json"},
+                            {"train": "s3://b/train", "eval": "s3://b/eval"}, {})
+    assert payload["input"] == {"timeline": "s3://b/t", "normalization": "s3://b/n.json"}
+    app = build_spark_application(payload, SparkKubernetesOptions())
+    assert json.loads(app["spec"]["arguments"][0])["output"]["eval"] == "s3://b/eval"
+    with pytest.raises(BatchRLError, match="prepare output.eval"):
+        stage_payload("prepare", {"timeline": "s3://b/t", "normalization": "s3://b/n.json"},
+                      {"train": "s3://b/train", "eval": "/tmp/eval"}, {})

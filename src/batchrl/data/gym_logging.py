@@ -153,7 +153,9 @@ class _Finished:
         return _Finished(self.obs[:n], self.actions[:n], self.rewards[:n], self.probs[:n], END_TRUNCATED)
 
 
-def _make_envs(env_id: str, num_envs: int, max_steps: int | None = None):
+def make_envs(env_id: str, num_envs: int, max_steps: int | None = None):
+    """A vector of ``num_envs`` environments (native vectorized where gymnasium has one), NEXT_STEP
+    autoreset; an unknown id is a BatchRLError."""
     import gymnasium as gym
 
     try:
@@ -200,7 +202,7 @@ def run_episodes(options: GenerateOptions) -> tuple[list[_Finished], list[str] |
     """Run the policy until the budget is met; return finished episodes in order and action names."""
     import gymnasium as gym
 
-    envs = _make_envs(options.env, options.num_envs, options.max_steps)
+    envs = make_envs(options.env, options.num_envs, options.max_steps)
     try:
         policy = _policy(options, envs.single_action_space)
         box = isinstance(envs.single_action_space, gym.spaces.Box)

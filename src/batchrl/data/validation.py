@@ -153,7 +153,8 @@ def validate_logged(df: DataFrame, where: str = "logged table") -> dict[str, Any
     checks = _row_checks(df, kind)
     example_key = F.concat(F.lit("mdp_id="), F.col("mdp_id").cast("string"),
                            F.lit(", sequence_number="), F.col("sequence_number").cast("string"))
-    aggs = [F.count(F.lit(1)).alias("rows"), F.countDistinct("mdp_id").alias("episodes")]
+    aggs = [F.count(F.lit(1)).alias("rows"), F.countDistinct("mdp_id").alias("episodes"),
+            F.min("ds").alias("min_ds"), F.max("ds").alias("max_ds")]
     for i, (_, cond) in enumerate(checks.values()):
         aggs.append(F.sum(F.when(cond, 1).otherwise(0)).alias(f"n{i}"))
         aggs.append(F.first(F.when(cond, example_key), ignorenulls=True).alias(f"e{i}"))
@@ -177,6 +178,7 @@ def validate_logged(df: DataFrame, where: str = "logged table") -> dict[str, Any
             f"logged table fails {len(failures)} check(s):\n    " + "\n    ".join(failures), where=where,
             fix="correct or filter the offending rows (duplicates: or pass --dedup to keep the first of each)")
     return {"rows": int(stats["rows"]), "episodes": int(stats["episodes"]),
+            "min_ds": stats["min_ds"], "max_ds": stats["max_ds"],
             "action_kind": "parametric" if kind.parametric else "discrete"}
 
 

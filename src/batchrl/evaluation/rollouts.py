@@ -57,13 +57,13 @@ def greedy_rollouts(policy: LoadedModel, env_id: str, episodes: int, seed: int, 
     """Play ``episodes`` episodes with the greedy policy; returns undiscounted and discounted returns."""
     import gymnasium as gym
 
-    from batchrl.data.gym_logging import _make_envs
+    from batchrl.data.gym_logging import make_envs
 
     mapping = env_actions(policy.action_names)
     try:
         limit = max_steps or gym.spec(env_id).max_episode_steps
     except gym.error.Error:
-        limit = max_steps  # _make_envs reports the unknown id
+        limit = max_steps  # make_envs reports the unknown id
     if not limit and gym.envs.registration.registry.get(env_id) is not None:
         raise BatchRLError(f"{env_id} has no episode time limit, so a greedy policy may never end an episode",
                            fix="set a time limit (max_steps / --max-steps)")
@@ -71,7 +71,7 @@ def greedy_rollouts(policy: LoadedModel, env_id: str, episodes: int, seed: int, 
     with Progress(episodes, f"evaluate {env_id}", "episodes") as bar:
         for start in range(0, episodes, num_envs):
             count = min(num_envs, episodes - start)
-            envs = _make_envs(env_id, count, max_steps)
+            envs = make_envs(env_id, count, max_steps)
             try:
                 if not isinstance(envs.single_action_space, gym.spaces.Discrete):
                     raise BatchRLError(f"{env_id} has a {type(envs.single_action_space).__name__} action "

@@ -97,18 +97,25 @@ class SparkKubernetesOptions(BaseModel):
         return value.rstrip("/")
 
 
-def stage_payload(stage: str, input_uri: str, output_uri: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The JSON argument of ``spark_job.py``; cluster stages read and write object storage only."""
+def stage_payload(stage: str, input_uri: str | dict[str, str], output_uri: str | dict[str, str],
+                  options: dict[str, Any]) -> dict[str, Any]:
+    """The JSON argument of ``spark_job.py``; cluster stages read and write object storage only.
+
+    ``input_uri``/``output_uri`` are one URI, or named URIs for stages with several (prepare:
+    ``{"timeline", "normalization"}`` in, ``{"train", "eval"}`` out)."""
     if stage not in SPARK_STAGES:
         raise BatchRLError(f"'{stage}' is not a Spark stage", fix=f"use one of {', '.join(SPARK_STAGES)}")
-    for role, uri in (("input", input_uri), ("output", output_uri)):
-        if urlparse(str(uri)).scheme not in ("s3", "s3a"):
-            raise BatchRLError(
-                f"the {role} of a Spark stage on Kubernetes must be an s3:// URI, got '{uri}'",
-                where=f"{stage} {role}",
-                fix="the driver and executors cannot see local paths; use s3://BUCKET/PATH (MinIO, S3, "
-                    "SeaweedFS) or run with --spark-mode local")
-    return {"stage": stage, "input": str(input_uri), "output": str(output_uri), "options": options}
+    for role, value in (("input", input_uri), ("output", output_uri)):
+        named = value.items() if isinstance(value, dict) else [(None, value)]
+        for part, uri in named:
+            if urlparse(str(uri)).scheme not in ("s3", "s3a"):
+                where = f"{stage} {role}" + (f".{part}" if part else "")
+                raise BatchRLError(
+                    f"the {role} of a Spark stage on Kubernetes must be an s3:// URI, got '{uri}'", where=where,
+                    fix="the driver and executors cannot see local paths; use s3://BUCKET/PATH (MinIO, S3, "
+                        "SeaweedFS) or run with --spark-mode local")
+    plain = lambda v: {k: str(u) for k, u in v.items()} if isinstance(v, dict) else str(v)  # noqa: E731
+    return {"stage": stage, "input": plain(input_uri), "output": plain(output_uri), "options": options}
 
 
 def payload_digest(payload: dict[str, Any]) -> str:

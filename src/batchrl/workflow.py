@@ -1,0 +1,134 @@
+"""``batchrl run``: the whole batch-RL workflow from one ReAgent-shaped config, on one machine.
+
+generate (or ``--input`` logged data) -> validate -> timeline -> normalize -> prepare -> train ->
+evaluate, each by calling the same stage function the CLI and the KFP components call. Artifacts
+land under ``workdir`` with fixed names (:data:`ARTIFACTS`); the summary says where each one is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchrl import storage
+from batchrl.config import WorkflowConfig
+from batchrl.errors import BatchRLError
+
+log = logging.getLogger(__name__)
+
+#: Artifact name -> path under the workdir.
+ARTIFACTS = {
+    "logged": "logged",
+    "timeline": "timeline",
+    "normalization": "normalization.json",
+    "train": "training_table/train",
+    "eval": "training_table/eval",
+    "model": "model",
+    "evaluation": "evaluation",
+}
+
+DEFAULT_DS = "2019-01-01"
+DEFAULT_TRANSITIONS = 30_000
+
+
+@dataclass
+class RunOptions:
+    """What ``batchrl run`` may change beside the config."""
+
+    workdir: str
+    input: str | None = None  # logged table to use instead of generating one
+    ds: str = DEFAULT_DS  # the ds written by generate
+    start_ds: str | None = None  # timeline range; None: the range present in the logged table
+    end_ds: str | None = None
+    spark_master: str = "local[*]"
+    device: str | None = None
+    evaluate: bool = True
+    on_stage: Callable[[str, dict[str, Any], float], None] | None = field(default=None, repr=False)
+
+
+def artifact_uris(workdir: str) -> dict[str, str]:
+    base = workdir.rstrip("/")
+    return {name: f"{base}/{path}" for name, path in ARTIFACTS.items()}
+
+
+def _algorithm(config: WorkflowConfig) -> tuple[str, Any]:
+    """The configured algorithm's name and its model section."""
+    for name in type(config.model).model_fields:
+        section = getattr(config.model, name)
+        if section is not None:
+            return name, section
+    raise BatchRLError("config has no model section", fix="add e.g. model: {DiscreteDQN: {...}}")
+
+
+def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
+    """Run every stage in order; return {stage: summary} plus the artifact locations."""
+    from batchrl.data.gym_logging import GenerateOptions, generate
+    from batchrl.data.normalize import NormalizeOptions, normalize
+    from batchrl.data.prepare import PrepareOptions, prepare
+    from batchrl.data.timeline import make_options, timeline
+    from batchrl.data.validation import validate_input
+    from batchrl.evaluation.evaluate import EvaluateOptions, evaluate
+    from batchrl.training.train import train
+
+    uris = artifact_uris(options.workdir)
+    algorithm, model = _algorithm(config)
+    trainer = model.trainer_param
+    results: dict[str, Any] = {"algorithm": algorithm, "artifacts": {}}
+
+    def stage(name: str, fn: Callable[[], dict[str, Any]], artifact: str | None = None) -> dict[str, Any]:
+        start = time.perf_counter()
+        summary = fn()
+        elapsed = time.perf_counter() - start
+        results[name] = summary
+        if artifact:
+            results["artifacts"][name] = uris[artifact]
+        if options.on_stage:
+            options.on_stage(name, summary, elapsed)
+        return summary
+
+    logged = options.input or uris["logged"]
+    if options.input is None:
+        if not config.env_name:
+            raise BatchRLError("the config names no env_name and no --input was given",
+                               fix="set env_name (e.g. CartPole-v0) or pass --input LOGGED_TABLE_URI")
+        stage("generate", lambda: generate(logged, GenerateOptions(
+            env=config.env_name, transitions=config.num_train_transitions or DEFAULT_TRANSITIONS,
+            seed=config.seed, ds=options.ds, max_steps=config.max_steps)), "logged")
+    else:
+        results["artifacts"]["logged"] = logged
+    checked = stage("validate", lambda: validate_input(logged, options.spark_master))
+    timeline_options = make_options({"startDs": options.start_ds or checked["min_ds"],
+                                     "endDs": options.end_ds or checked["max_ds"],
+                                     "addTerminalStateRow": True}, where="batchrl run")
+    stage("timeline", lambda: timeline(logged, uris["timeline"], timeline_options, options.spark_master),
+          "timeline")
+    prep = model.preprocessing_options
+    normalize_options = NormalizeOptions(
+        num_samples=prep.num_samples, max_unique_enum_values=prep.max_unique_enum_values,
+        quantile_size=prep.quantile_size, quantile_k2_threshold=prep.quantile_k2_threshold,
+        skip_box_cox=prep.skip_box_cox, skip_quantiles=prep.skip_quantiles,
+        feature_overrides=prep.feature_overrides or {}, seed=prep.seed if prep.seed is not None else config.seed,
+        **({"stddev_floor": prep.stddev_floor} if prep.stddev_floor is not None else {}))
+    stage("normalize", lambda: normalize(uris["timeline"], uris["normalization"], normalize_options,
+                                         options.spark_master), "normalization")
+    spec = config.input_table_spec
+    prepare_options = PrepareOptions(
+        actions=list(trainer.actions), table_sample=spec.table_sample if spec.table_sample is not None else 90,
+        eval_table_sample=spec.eval_table_sample if spec.eval_table_sample is not None else 10,
+        multi_steps=trainer.rl.multi_steps, gamma=trainer.rl.gamma)
+    stage("prepare", lambda: prepare(uris["timeline"], uris["normalization"], uris["train"], uris["eval"],
+                                     prepare_options, options.spark_master), "train")
+    results["artifacts"]["eval"] = uris["eval"]
+    stage("train", lambda: train(config, uris["train"], uris["eval"], uris["normalization"], uris["model"],
+                                 device=options.device), "model")
+    if options.evaluate:
+        evaluate_options = EvaluateOptions(
+            env=config.env_name, episodes=config.num_eval_episodes or 100, seed=config.seed,
+            passing_score_bar=config.passing_score_bar, max_steps=config.max_steps)
+        stage("evaluate", lambda: evaluate(uris["model"], uris["eval"], uris["evaluation"], evaluate_options),
+              "evaluation")
+    storage.write_json(f"{options.workdir.rstrip('/')}/run_summary.json", results)
+    return results
