@@ -22,6 +22,7 @@ COMMANDS = (
     "normalize",
     "prepare",
     "train",
+    "gym_train",
     "evaluate",
     "run",
     "pipeline",

@@ -1,0 +1,118 @@
+"""TD3 for continuous actions (Fujimoto et al. 2018, "Addressing Function Approximation Error in
+Actor-Critic Methods").
+
+Actions live in [-1, 1]^d (``Batch.action`` float32[B, d]); the actor is deterministic (tanh). Per
+minibatch:
+
+    a'   = clip(mu_T(s') + clip(eps, -c, c), -1, 1),  eps ~ N(0, sigma^2)      target policy smoothing
+    y    = r + gamma * not_terminal * min_i Q_T,i(s', a')                        clipped double Q
+    L_Q  = sum_i mean (Q_i(s, a) - y)^2
+    every ``delayed_policy_update`` critic steps (delayed updates):
+    L_mu = -mean Q_1(s, mu(s));  then all targets: theta_T <- tau theta + (1 - tau) theta_T
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from batchrl.data.loader import Batch
+from batchrl.training.continuous_params import TD3TrainerParameters
+from batchrl.training.optim import build_optimizer, soft_update
+
+
+def smoothed_target_action(target_action: Tensor, noise: Tensor, noise_clip: float) -> Tensor:
+    """clip(mu_T(s') + clip(noise, -c, c), -1, 1); ``noise`` already scaled by sigma."""
+    return (target_action + noise.clamp(-noise_clip, noise_clip)).clamp(-1.0, 1.0)
+
+
+def clipped_double_q_target(reward: Tensor, gamma: float, not_terminal: Tensor, q1_next: Tensor,
+                            q2_next: Tensor) -> Tensor:
+    """y = r + gamma * not_terminal * min(Q1_T(s', a'), Q2_T(s', a'))."""
+    return reward + gamma * not_terminal.float() * torch.minimum(q1_next, q2_next)
+
+
+class TD3Trainer:
+    """Owns the actor, twin critics, their targets and optimizers; ``update(batch)`` does one critic
+    step and, every ``delayed_policy_update`` calls, one actor step and the target updates.
+
+    ``q_network`` is the serving network: the actor (state -> action in [-1, 1]^d).
+    """
+
+    def __init__(self, actor: nn.Module, q1: nn.Module, q2: nn.Module, params: TD3TrainerParameters, *,
+                 device: torch.device | str = "cpu", seed: int = 0):
+        self.device = torch.device(device)
+        self.params, self.gamma, self.tau = params, params.rl.gamma, params.rl.target_update_rate
+        self.actor, self.q1, self.q2 = actor.to(self.device), q1.to(self.device), q2.to(self.device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
+        self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
+        self.actor_optimizer = build_optimizer(params.actor_network_optimizer, self.actor.parameters())
+        self.q_optimizer = build_optimizer(params.q_network_optimizer,
+                                           list(self.q1.parameters()) + list(self.q2.parameters()))
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.updates = 0
+        self._last_actor_loss = torch.zeros((), device=self.device)
+
+    @property
+    def q_network(self) -> nn.Module:
+        return self.actor
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.q_optimizer.param_groups[0]["lr"])
+
+    def _noise(self, like: Tensor, std: float) -> Tensor:
+        return std * torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
+
+    @torch.no_grad()
+    def act(self, state: Tensor, explore: bool) -> Tensor:
+        """mu(s), plus N(0, exploration_noise^2) clipped to [-1, 1] when exploring."""
+        action = self.actor(state)
+        if explore and self.params.exploration_noise > 0:
+            action = (action + self._noise(action, self.params.exploration_noise)).clamp(-1.0, 1.0)
+        return action
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        with torch.no_grad():
+            mu_next = self.actor_target(batch.next_state)
+            next_action = smoothed_target_action(mu_next, self._noise(mu_next, self.params.noise_variance),
+                                                 self.params.noise_clip)
+            target = clipped_double_q_target(batch.reward, self.gamma, batch.not_terminal,
+                                             self.q1_target(batch.next_state, next_action),
+                                             self.q2_target(batch.next_state, next_action))
+        q1, q2 = self.q1(batch.state, batch.action), self.q2(batch.state, batch.action)
+        q_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        self.q_optimizer.zero_grad(set_to_none=True)
+        q_loss.backward()
+        self.q_optimizer.step()
+        self.updates += 1
+        if self.updates % self.params.delayed_policy_update == 0:
+            actor_loss = -self.q1(batch.state, self.actor(batch.state)).mean()
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_optimizer.step()
+            self._last_actor_loss = actor_loss.detach()
+            soft_update(self.actor_target, self.actor, self.tau)
+            soft_update(self.q1_target, self.q1, self.tau)
+            soft_update(self.q2_target, self.q2, self.tau)
+        return {"loss": q_loss.detach(), "q_loss": q_loss.detach(), "actor_loss": self._last_actor_loss,
+                "q_logged": q1.detach().mean()}
+
+    def end_epoch(self) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name).state_dict() for name in (
+            "actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "actor_optimizer", "q_optimizer")
+                } | {"generator": self.generator.get_state(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "actor_optimizer",
+                     "q_optimizer"):
+            getattr(self, name).load_state_dict(state[name])
+        self.generator.set_state(state["generator"])
+        self.updates = int(state["updates"])
