@@ -1,10 +1,10 @@
 """Offline CartPole for every discrete offline-RL algorithm: QR-DQN, C51, BCQ, CRR, IQL.
 
 The same chain as ``benchmarks/offline_cartpole.py`` (whose data preparation and greedy rollouts this
-reuses, sharing its per-seed data under the same work directory): 30,000 random CartPole-v0
+reuses; ``<workdir>/data-seedN`` is prepared when missing, or may link to that benchmark's): 30,000 random CartPole-v0
 transitions -> timeline -> normalize -> prepare -> ``train`` with each shipped config -> 100 greedy
 episodes of ``model.torchscript`` (seeds disjoint from the data's). Prints one JSON line per run and a
-Markdown table; writes ``<workdir>/algorithms_results.json``.
+Markdown table; writes ``<workdir>/algorithms_results-<algorithms>.json``.
 
     .venv/bin/python benchmarks/offline_cartpole_algorithms.py                 # 5 configs x 5 seeds
     .venv/bin/python benchmarks/offline_cartpole_algorithms.py --seeds 0,1 --algorithms qrdqn c51
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--transitions", type=int, default=30000)
     parser.add_argument("--episodes", type=int, default=100, help="greedy evaluation episodes per seed")
-    parser.add_argument("--workdir", default=str(ROOT / "runs" / "offline_cartpole"))
+    parser.add_argument("--workdir", default=str(ROOT / "runs" / "offline_cartpole_algorithms"))
     parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         report[algo] = {"mean_returns": means, "seeds_at_or_above_bar": sum(m >= args.bar for m in means),
                         "seeds": len(means),
                         "median_train_seconds": float(np.median([r["train_seconds"] for r in rows]))}
-    (workdir / "algorithms_results.json").write_text(json.dumps(
+    (workdir / f"algorithms_results-{'-'.join(configs)}.json").write_text(json.dumps(
         {"per_seed": results, "summary": report, "episodes": args.episodes, "bar": args.bar,
          "cpe_models": not args.no_cpe}, indent=2))
     print("\n| algorithm | " + " | ".join(f"seed {s}" for s in seeds) + f" | seeds >= {args.bar:g} | train s (median) |")

@@ -47,6 +47,7 @@ class BCQTrainer:
         self.imitator_steps = GradientSteps(
             {"imitator": (params.imitator_optimizer, self.imitator.parameters())},
             params.minibatches_per_step, self.amp_dtype)
+        self.scores = "bcq_filtered_q_values"  # what q_network returns (export metadata "output")
         self.q_network = BCQScores(self.dqn.q_network, self.imitator, params.drop_threshold)
 
     @property

@@ -55,6 +55,7 @@ class CRRTrainer:
         self.critic = critic.to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor = actor.to(self.device)
+        self.scores = "actor_logits"  # what q_network returns (export metadata "output")
         self.q_network = self.actor  # the scores that are exported and evaluated
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
         self.steps = GradientSteps({"critic": (params.optimizer, self.critic.parameters()),

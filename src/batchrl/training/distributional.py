@@ -126,6 +126,7 @@ class DistributionalDQNTrainer:
         self.device = torch.device(device)
         self.params, self.rl = params, params.rl
         self.q_network = q_network.to(self.device)
+        self.scores = "q_values"  # what q_network returns (export metadata "output")
         self.q_target = copy.deepcopy(self.q_network).requires_grad_(False)
         self.target_fn, self.loss_fn = target_fn, loss_fn
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
