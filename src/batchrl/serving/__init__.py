@@ -1,0 +1,1 @@
+"""Serving: TorchScript export of trained models (spec section 8) and loading them back."""
