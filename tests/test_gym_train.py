@@ -42,6 +42,11 @@ def test_cartpole_dqn_short_run_writes_a_usable_model_dir(tmp_path, cli):
                        "--model", out / "model.torchscript", "--output", tmp_path / "logged")
     assert code == 0, err
     assert storage.read_table(str(tmp_path / "logged")).num_rows == 200
+    # and `batchrl evaluate` reads the model dir like a batch-trained one
+    code, stdout, err = cli("evaluate", "--model", out, "--env", "CartPole-v0", "--episodes", "3",
+                            "--output", tmp_path / "eval")
+    assert code == 0, err
+    assert json.loads(stdout)["gym_score"] > 0
 
 
 def test_below_the_bar_exits_1(tmp_path, cli):

@@ -72,7 +72,8 @@ def test_reagent_shaped_config_and_shipped_configs_load():
     (_minimal(replay_size=5), "unknown key 'replay_size'"),
     (_minimal(use_gpu=True, device="cpu"), "contradicts"),
     (_minimal(train_after_ts=5), "train_after_ts"),
-    ({**_minimal(), "model": {"SAC": {"value_net_builder": {"FullyConnected": {}}}}}, "state-value network"),
+    ({**_minimal(), "model": {"SAC": {"actor_net_builder": {"FullyConnected": {}}}}}, "GaussianFullyConnected"),
+    ({**_minimal(), "model": {"TD3": {"value_net_builder": {"FullyConnected": {}}}}}, "unknown key 'value_net_builder'"),
     ({**_minimal(), "model": {"TD3": {"trainer_param": {"rl": {"maxq_learning": False}}}}}, "maxq_learning"),
 ])
 def test_bad_configs_name_the_problem(bad, message):

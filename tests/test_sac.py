@@ -99,3 +99,28 @@ def test_learned_alpha_moves_toward_the_target_entropy():
         trainer.update(_batch(32, gen))
     # a fresh Gaussian's entropy is far above -5 nats, so alpha must shrink
     assert float(trainer.alpha) < 1.0
+
+
+def test_reagent_offline_sac_model_block_is_accepted_and_trains_with_a_value_network():
+    import yaml
+
+    from batchrl.models.networks import FullyConnected
+    from batchrl.training.continuous_params import SACModel
+
+    block = yaml.safe_load(open("configs/reagent/sac_pendulum_offline.yaml"))["model"]["SAC"]
+    model = SACModel.model_validate(block)
+    assert model.value_net_builder is not None and model.action_float_features == [(0, "0")]
+    assert model.state_options.num_samples == 20000
+    torch.manual_seed(0)
+    params = model.trainer_param.model_copy(update={"rl": model.trainer_param.rl.model_copy(update={"gamma": 0.0})})
+    trainer = SACTrainer(GaussianActor(2, 1, [32], ["relu"]), Critic(2, 1, [32], ["relu"]),
+                         Critic(2, 1, [32], ["relu"]), params, action_dim=1,
+                         value=FullyConnected(2, 1, [32], ["relu"]), seed=0)
+    gen = torch.Generator().manual_seed(0)
+    q_target_before = [p.clone() for p in trainer.q1_target.parameters()]
+    first = trainer.update(_batch(64, gen))
+    for _ in range(150):
+        terms = trainer.update(_batch(64, gen))
+    assert "value_loss" in terms and float(terms["value_loss"]) < float(first["value_loss"])
+    # with V, the target comes from V_T; the Q target copies are not used nor moved
+    assert all(torch.equal(a, b) for a, b in zip(q_target_before, trainer.q1_target.parameters(), strict=True))

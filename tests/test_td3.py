@@ -1,12 +1,19 @@
 """TD3: target policy smoothing, clipped double-Q target, delayed actor/target updates, learning."""
 
+import copy
+
 import pytest
 import torch
 
 from batchrl.data.loader import Batch
 from batchrl.models.continuous import Critic, DeterministicActor
 from batchrl.training.continuous_params import TD3TrainerParameters
-from batchrl.training.td3 import TD3Trainer, clipped_double_q_target, smoothed_target_action
+from batchrl.training.td3 import (
+    TD3Trainer,
+    clipped_double_q_target,
+    smoothed_target_action,
+    td3_bc_actor_loss,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -74,3 +81,42 @@ def test_td3_learns_a_contextual_bandit():
     assert trainer.act(state, explore=False)[:, 0].tolist() == pytest.approx([-0.5, 0.0, 0.6], abs=0.2)
     explored = trainer.act(state, explore=True)
     assert explored.abs().max() <= 1.0 and not torch.equal(explored, trainer.act(state, explore=False))
+
+
+def test_td3_bc_loss_normalizes_q_and_adds_behaviour_cloning():
+    q_actor = torch.tensor([4.0, 8.0])
+    mu = torch.tensor([[0.5], [0.0]])
+    logged = torch.tensor([[0.0], [1.0]])
+    q_logged = torch.tensor([-10.0, 10.0])
+    loss = td3_bc_actor_loss(q_actor, mu, logged, q_logged, bc_alpha=2.5)
+    assert float(loss) == pytest.approx(-(2.5 / 10.0) * 6.0 + (0.25 + 1.0) / 2)
+
+
+def test_td3_bc_stays_near_the_logged_actions():
+    trainer = _trainer(bc_alpha=0.01)  # tiny alpha: mostly behaviour cloning
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        state = torch.rand(64, 2, generator=gen) * 2 - 1
+        batch = _batch(64, gen)
+        batch.state, batch.next_state = state, state
+        batch.action = torch.full((64, 1), -0.6)  # logged behaviour: always -0.6
+        batch.reward = -(batch.action[:, 0] - state[:, 0]).pow(2)
+        trainer.update(batch)
+    greedy = trainer.act(torch.tensor([[0.5, 0.0], [-0.2, 0.1]]), explore=False)[:, 0]
+    assert greedy.tolist() == pytest.approx([-0.6, -0.6], abs=0.15)
+
+
+def test_state_dict_round_trip_continues_identically():
+    gen = torch.Generator().manual_seed(0)
+    batches = [_batch(16, gen) for _ in range(6)]
+    a = _trainer(actor_network_optimizer={"Adam": {"lr": 0.01, "lr_schedulers": [{"StepLR": {"step_size": 1}}]}})
+    for b in batches[:3]:
+        a.update(b)
+    a.end_epoch()
+    b_ = _trainer(actor_network_optimizer={"Adam": {"lr": 0.01, "lr_schedulers": [{"StepLR": {"step_size": 1}}]}})
+    b_.load_state_dict(copy.deepcopy(a.state_dict()))  # as after torch.save/torch.load
+    assert b_.actor_optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
+    for b in batches[3:]:
+        a.update(b)
+        b_.update(b)
+    assert all(torch.equal(x, y) for x, y in zip(a.actor.parameters(), b_.actor.parameters(), strict=True))

@@ -2,9 +2,11 @@
 
 ``model: {SAC: {trainer_param: {...}, actor_net_builder: {GaussianFullyConnected: {...}},
 critic_net_builder: {FullyConnected: {...}}}}`` and ``model: {TD3: {...}}`` with
-``actor_net_builder: {FullyConnected: {...}}``. ReAgent's SAC had an optional state-value network
-(``value_net_builder``, ``value_network_optimizer``); SAC here is the version without it (Haarnoja et
-al. 2018b), so these keys are accepted only as ``null`` and otherwise rejected with that reason.
+``actor_net_builder: {FullyConnected: {...}}``. As in ReAgent, SAC takes an optional state-value
+network (``value_net_builder``, ``value_network_optimizer``; Haarnoja et al. 2018a); without one it is
+the twin-Q version (Haarnoja et al. 2018b). The model keys of ReAgent's offline SAC config
+(``state_preprocessing_options``, ``action_preprocessing_options``, ``action_float_features``) are
+accepted; the online harness reads only the state options.
 """
 
 from __future__ import annotations
@@ -85,14 +87,11 @@ class SACTrainerParameters(_ContinuousTrainerBase):
     entropy_temperature: float = Field(default=0.1, gt=0.0)
     alpha_optimizer: OptimizerConfig | None = None
     target_entropy: float | None = None
-    value_network_optimizer: Any = None
+    value_network_optimizer: OptimizerConfig = Field(default_factory=_adam)  # with value_net_builder
     crr_config: Any = None
 
     @model_validator(mode="after")
-    def _no_value_network(self) -> SACTrainerParameters:
-        if self.value_network_optimizer is not None:
-            raise ValueError("value_network_optimizer: SAC here has no state-value network (the twin-Q "
-                             "version of Haarnoja et al. 2018b); remove it or set it to null")
+    def _no_crr(self) -> SACTrainerParameters:
         if self.crr_config is not None:
             raise ValueError("crr_config is not supported for SAC: remove it or set it to null")
         return self
@@ -101,39 +100,54 @@ class SACTrainerParameters(_ContinuousTrainerBase):
 class TD3TrainerParameters(_ContinuousTrainerBase):
     """TD3 (Fujimoto et al. 2018): target smoothing noise N(0, noise_variance) clipped to
     +-noise_clip (normalized action units), actor and targets updated every ``delayed_policy_update``
-    critic steps; ``exploration_noise`` is the stddev of the online behaviour noise."""
+    critic steps; ``exploration_noise`` is the stddev of the online behaviour noise. ``bc_alpha`` turns
+    it into TD3+BC (Fujimoto & Gu 2021, the paper's value: 2.5): the actor also regresses to the logged
+    actions, for offline data."""
 
     noise_variance: float = Field(default=0.2, ge=0.0)
     noise_clip: float = Field(default=0.5, ge=0.0)
     delayed_policy_update: int = Field(default=2, ge=1)
     exploration_noise: float = Field(default=0.1, ge=0.0)
+    bc_alpha: float | None = Field(default=None, gt=0.0)  # TD3+BC (Fujimoto & Gu 2021) for offline data; 2.5
 
 
 class _ContinuousModelBase(_Strict):
     critic_net_builder: ContinuousNetBuilder = Field(default_factory=_fc)
-    value_net_builder: Any = None
     eval_parameters: Any = None
-    preprocessing_options: PreprocessingOptions = Field(default_factory=PreprocessingOptions)
+    preprocessing_options: PreprocessingOptions | None = None
+    state_preprocessing_options: PreprocessingOptions | None = None  # ReAgent's name of the same block
+    action_preprocessing_options: PreprocessingOptions | None = None  # offline: CONTINUOUS_ACTION bounds
+    action_float_features: list[tuple[int, str]] | None = None  # offline: [[action feature id, name]]
 
     @model_validator(mode="after")
     def _builders(self) -> _ContinuousModelBase:
         if self.critic_net_builder.name != "FullyConnected":
             raise ValueError("critic_net_builder must be FullyConnected")
-        if self.value_net_builder is not None:
-            raise ValueError("value_net_builder: SAC/TD3 here have no state-value network; remove it")
+        if self.preprocessing_options is not None and self.state_preprocessing_options is not None:
+            raise ValueError("give preprocessing_options or state_preprocessing_options, not both")
         if isinstance(self.eval_parameters, dict) and self.eval_parameters.get("calc_cpe_in_training"):
             raise ValueError("eval_parameters.calc_cpe_in_training is not supported for continuous actions")
         return self
 
 
+    @property
+    def state_options(self) -> PreprocessingOptions:
+        return self.preprocessing_options or self.state_preprocessing_options or PreprocessingOptions()
+
+
 class SACModel(_ContinuousModelBase):
+    """``value_net_builder`` (optional): V(s) of Haarnoja et al. 2018a."""
+
     trainer_param: SACTrainerParameters = Field(default_factory=SACTrainerParameters)
     actor_net_builder: ContinuousNetBuilder = Field(default_factory=_gaussian)
+    value_net_builder: ContinuousNetBuilder | None = None
 
     @model_validator(mode="after")
     def _actor(self) -> SACModel:
         if self.actor_net_builder.name != "GaussianFullyConnected":
             raise ValueError("SAC.actor_net_builder must be GaussianFullyConnected")
+        if self.value_net_builder is not None and self.value_net_builder.name != "FullyConnected":
+            raise ValueError("SAC.value_net_builder must be FullyConnected")
         return self
 
 

@@ -32,6 +32,7 @@ from batchrl.data.loader import Batch
 from batchrl.errors import BatchRLError
 from batchrl.models.builders import build_network
 from batchrl.models.continuous import ActionScaler, Critic, DeterministicActor, GaussianActor, ScaledActor
+from batchrl.models.networks import FullyConnected
 from batchrl.preprocessing.identify import IdentifyOptions, identify_feature
 from batchrl.preprocessing.normalization import Normalization, to_json_dict, write_normalization
 from batchrl.preprocessing.preprocessor import Preprocessor
@@ -137,7 +138,8 @@ def explore_discrete(q: np.ndarray, rng: np.random.Generator, *, epsilon: float 
 
 def identify_states(states: np.ndarray, config: GymTrainConfig) -> Normalization:
     """Normalization of every observation index (feature id i = observation index i) from ``states``."""
-    opts = config.model.value.preprocessing_options
+    model = config.model.value
+    opts = model.state_options if config.model.continuous else model.preprocessing_options
     identify = IdentifyOptions(max_unique_enum_values=opts.max_unique_enum_values, quantile_size=opts.quantile_size,
                                quantile_k2_threshold=opts.quantile_k2_threshold, skip_box_cox=opts.skip_box_cox,
                                skip_quantiles=opts.skip_quantiles,
@@ -162,7 +164,12 @@ def build_trainer(config: GymTrainConfig, input_dim: int, action_dim: int, devic
         critics = [Critic(input_dim, action_dim, list(critic_p.sizes), list(critic_p.activations)) for _ in range(2)]
         if name == "SAC":
             actor = GaussianActor(input_dim, action_dim, list(actor_p.sizes), list(actor_p.activations))
-            return SACTrainer(actor, *critics, model.trainer_param, action_dim, device=device, seed=config.seed)
+            value = None
+            if model.value_net_builder is not None:
+                value_p = model.value_net_builder.params
+                value = FullyConnected(input_dim, 1, list(value_p.sizes), list(value_p.activations))
+            return SACTrainer(actor, *critics, model.trainer_param, action_dim, value=value, device=device,
+                              seed=config.seed)
         actor = DeterministicActor(input_dim, action_dim, list(actor_p.sizes), list(actor_p.activations))
         return TD3Trainer(actor, *critics, model.trainer_param, device=device, seed=config.seed)
     if name == "DiscreteDQN":
@@ -416,6 +423,7 @@ def _gym_train(config: GymTrainConfig, output: str, dev: torch.device) -> dict:
                             _check_finite(last_losses, env_steps, output)
                             tensorboard.scalars({f"train/{k}": v for k, v in last_losses.items()}, env_steps)
                 buffer.end_episode()
+                trainer.end_epoch()  # learning-rate schedules: one training episode = one epoch
                 episode_returns.append(total)
                 scalars = {"episode/return": total, "episode/length": float(length)}
                 if epsilon is not None:
@@ -454,6 +462,7 @@ def _gym_train(config: GymTrainConfig, output: str, dev: torch.device) -> dict:
         "eval": {"episodes": len(returns), "mean": mean, "std": float(returns.std()),
                  "min": float(returns.min()), "max": float(returns.max())},
         "passing_score_bar": bar_value, "passed": None if bar_value is None else mean >= bar_value,
+        "gamma": metadata["gamma"], "temperature": metadata["temperature"],
         "action_names": spaces.action_names, "feature_ids": sorted(normalization),
         "train_seconds": round(train_seconds, 2), "seconds": round(time.perf_counter() - started, 2),
         "paths": paths, "config": config.model_dump(mode="json"),

@@ -10,6 +10,12 @@ Per minibatch, with alpha the entropy temperature:
     L_pi     = mean (alpha log pi(a~|s) - min_i Q_i(s, a~)),   a~ ~ pi(.|s) reparameterized
     L_alpha  = -mean log alpha * (log pi(a~|s) + target_entropy)             (when alpha is learned)
     theta_T <- tau theta + (1 - tau) theta_T
+
+With a state-value network V (Haarnoja et al. 2018a, ReAgent's ``value_net_builder``), V_T replaces the
+sampled soft value in the target and V is regressed on it:
+
+    y        = r + gamma * not_terminal * V_T(s')
+    L_V      = mean (V(s) - (min_i Q_i(s, a~) - alpha log pi(a~|s)))^2     (target without gradient)
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from torch import Tensor, nn
 
 from batchrl.data.loader import Batch
 from batchrl.training.continuous_params import SACTrainerParameters
-from batchrl.training.optim import build_optimizer, soft_update
+from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
 
 
 def soft_q_target(reward: Tensor, gamma: float, not_terminal: Tensor, q1_next: Tensor, q2_next: Tensor,
@@ -44,12 +50,17 @@ class SACTrainer:
     """
 
     def __init__(self, actor: nn.Module, q1: nn.Module, q2: nn.Module, params: SACTrainerParameters,
-                 action_dim: int, *, device: torch.device | str = "cpu", seed: int = 0):
+                 action_dim: int, *, value: nn.Module | None = None, device: torch.device | str = "cpu",
+                 seed: int = 0):
         self.device = torch.device(device)
         self.params, self.gamma, self.tau = params, params.rl.gamma, params.rl.target_update_rate
         self.actor, self.q1, self.q2 = actor.to(self.device), q1.to(self.device), q2.to(self.device)
         self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
         self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
+        self.value = value.to(self.device) if value is not None else None
+        self.value_target = copy.deepcopy(self.value).requires_grad_(False) if value is not None else None
+        self.value_optimizer = (build_optimizer(params.value_network_optimizer, self.value.parameters())
+                                if value is not None else None)
         self.actor_optimizer = build_optimizer(params.actor_network_optimizer, self.actor.parameters())
         self.q_optimizer = build_optimizer(params.q_network_optimizer,
                                            list(self.q1.parameters()) + list(self.q2.parameters()))
@@ -59,6 +70,8 @@ class SACTrainer:
                                 if params.alpha_optimizer is not None else None)
         self.target_entropy = params.target_entropy if params.target_entropy is not None else -float(action_dim)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.schedulers = [*build_schedulers(params.q_network_optimizer, self.q_optimizer),
+                           *build_schedulers(params.actor_network_optimizer, self.actor_optimizer)]
 
     @property
     def q_network(self) -> nn.Module:
@@ -80,10 +93,14 @@ class SACTrainer:
     def update(self, batch: Batch) -> dict[str, Tensor]:
         alpha = self.alpha
         with torch.no_grad():
-            next_action, next_log_prob = self.actor.sample(batch.next_state, self.generator)
-            target = soft_q_target(batch.reward, self.gamma, batch.not_terminal,
-                                   self.q1_target(batch.next_state, next_action),
-                                   self.q2_target(batch.next_state, next_action), next_log_prob, alpha)
+            if self.value_target is not None:
+                target = batch.reward + self.gamma * batch.not_terminal.float() * \
+                    self.value_target(batch.next_state).squeeze(1)
+            else:
+                next_action, next_log_prob = self.actor.sample(batch.next_state, self.generator)
+                target = soft_q_target(batch.reward, self.gamma, batch.not_terminal,
+                                       self.q1_target(batch.next_state, next_action),
+                                       self.q2_target(batch.next_state, next_action), next_log_prob, alpha)
         q1, q2 = self.q1(batch.state, batch.action), self.q2(batch.state, batch.action)
         q_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
         self.q_optimizer.zero_grad(set_to_none=True)
@@ -97,6 +114,12 @@ class SACTrainer:
         actor_loss.backward()
         self.actor_optimizer.step()
 
+        if self.value is not None:
+            value_target = (q_new - alpha * log_prob).detach()
+            value_loss = F.mse_loss(self.value(batch.state).squeeze(1), value_target)
+            self.value_optimizer.zero_grad(set_to_none=True)
+            value_loss.backward()
+            self.value_optimizer.step()
         terms = {"loss": q_loss.detach(), "q_loss": q_loss.detach(), "actor_loss": actor_loss.detach(),
                  "entropy": -log_prob.detach().mean(), "alpha": alpha, "q_logged": q1.detach().mean()}
         if self.alpha_optimizer is not None:
@@ -105,12 +128,18 @@ class SACTrainer:
             loss.backward()
             self.alpha_optimizer.step()
             terms["alpha_loss"] = loss.detach()
-        soft_update(self.q1_target, self.q1, self.tau)
-        soft_update(self.q2_target, self.q2, self.tau)
+        if self.value is not None:
+            terms["value_loss"] = value_loss.detach()
+            soft_update(self.value_target, self.value, self.tau)
+        else:
+            soft_update(self.q1_target, self.q1, self.tau)
+            soft_update(self.q2_target, self.q2, self.tau)
         return terms
 
     def end_epoch(self) -> None:
-        pass
+        """Step the learning-rate schedules (``lr_schedulers`` of the critic and actor optimizers)."""
+        for scheduler in self.schedulers:
+            scheduler.step()
 
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "q1": self.q1.state_dict(), "q2": self.q2.state_dict(),
@@ -118,7 +147,10 @@ class SACTrainer:
                 "actor_optimizer": self.actor_optimizer.state_dict(), "q_optimizer": self.q_optimizer.state_dict(),
                 "log_alpha": self.log_alpha.detach().clone(),
                 "alpha_optimizer": self.alpha_optimizer.state_dict() if self.alpha_optimizer else None,
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state(), "schedulers": [x.state_dict() for x in self.schedulers],
+                "value": self.value.state_dict() if self.value is not None else None,
+                "value_target": self.value_target.state_dict() if self.value is not None else None,
+                "value_optimizer": self.value_optimizer.state_dict() if self.value is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         for name in ("actor", "q1", "q2", "q1_target", "q2_target", "actor_optimizer", "q_optimizer"):
@@ -128,3 +160,8 @@ class SACTrainer:
         if self.alpha_optimizer is not None:
             self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
         self.generator.set_state(state["generator"])
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
+        if self.value is not None:
+            for name in ("value", "value_target", "value_optimizer"):
+                getattr(self, name).load_state_dict(state[name])

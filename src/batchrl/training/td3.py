@@ -9,6 +9,9 @@ minibatch:
     L_Q  = sum_i mean (Q_i(s, a) - y)^2
     every ``delayed_policy_update`` critic steps (delayed updates):
     L_mu = -mean Q_1(s, mu(s));  then all targets: theta_T <- tau theta + (1 - tau) theta_T
+
+TD3+BC (Fujimoto & Gu 2021, "A Minimalist Approach to Offline RL", with ``bc_alpha``):
+    L_mu = -lambda mean Q_1(s, mu(s)) + mean ||mu(s) - a||^2,  lambda = bc_alpha / mean |Q_1(s, a)| (no grad)
 """
 
 from __future__ import annotations
@@ -21,12 +24,20 @@ from torch import Tensor, nn
 
 from batchrl.data.loader import Batch
 from batchrl.training.continuous_params import TD3TrainerParameters
-from batchrl.training.optim import build_optimizer, soft_update
+from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
 
 
 def smoothed_target_action(target_action: Tensor, noise: Tensor, noise_clip: float) -> Tensor:
     """clip(mu_T(s') + clip(noise, -c, c), -1, 1); ``noise`` already scaled by sigma."""
     return (target_action + noise.clamp(-noise_clip, noise_clip)).clamp(-1.0, 1.0)
+
+
+def td3_bc_actor_loss(q_of_actor: Tensor, actor_action: Tensor, logged_action: Tensor, q_logged: Tensor,
+                      bc_alpha: float) -> Tensor:
+    """-lambda mean Q(s, mu(s)) + mean over rows of ||mu(s) - a||^2 (summed over action dimensions),
+    lambda = bc_alpha / mean |Q(s, a)| (detached)."""
+    lam = bc_alpha / q_logged.detach().abs().mean().clamp(min=1e-6)
+    return -lam * q_of_actor.mean() + (actor_action - logged_action).pow(2).sum(dim=1).mean()
 
 
 def clipped_double_q_target(reward: Tensor, gamma: float, not_terminal: Tensor, q1_next: Tensor,
@@ -54,6 +65,8 @@ class TD3Trainer:
         self.q_optimizer = build_optimizer(params.q_network_optimizer,
                                            list(self.q1.parameters()) + list(self.q2.parameters()))
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.schedulers = [*build_schedulers(params.q_network_optimizer, self.q_optimizer),
+                           *build_schedulers(params.actor_network_optimizer, self.actor_optimizer)]
         self.updates = 0
         self._last_actor_loss = torch.zeros((), device=self.device)
 
@@ -91,7 +104,11 @@ class TD3Trainer:
         self.q_optimizer.step()
         self.updates += 1
         if self.updates % self.params.delayed_policy_update == 0:
-            actor_loss = -self.q1(batch.state, self.actor(batch.state)).mean()
+            mu = self.actor(batch.state)
+            if self.params.bc_alpha is None:
+                actor_loss = -self.q1(batch.state, mu).mean()
+            else:
+                actor_loss = td3_bc_actor_loss(self.q1(batch.state, mu), mu, batch.action, q1, self.params.bc_alpha)
             self.actor_optimizer.zero_grad(set_to_none=True)
             actor_loss.backward()
             self.actor_optimizer.step()
@@ -103,12 +120,15 @@ class TD3Trainer:
                 "q_logged": q1.detach().mean()}
 
     def end_epoch(self) -> None:
-        pass
+        """Step the learning-rate schedules (``lr_schedulers`` of the critic and actor optimizers)."""
+        for scheduler in self.schedulers:
+            scheduler.step()
 
     def state_dict(self) -> dict:
         return {name: getattr(self, name).state_dict() for name in (
             "actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "actor_optimizer", "q_optimizer")
-                } | {"generator": self.generator.get_state(), "updates": self.updates}
+                } | {"generator": self.generator.get_state(), "updates": self.updates,
+                   "schedulers": [x.state_dict() for x in self.schedulers]}
 
     def load_state_dict(self, state: dict) -> None:
         for name in ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "actor_optimizer",
@@ -116,3 +136,5 @@ class TD3Trainer:
             getattr(self, name).load_state_dict(state[name])
         self.generator.set_state(state["generator"])
         self.updates = int(state["updates"])
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
