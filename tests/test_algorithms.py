@@ -10,16 +10,16 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from batchrl.data.loader import Batch
-from batchrl.models.policy import masked_argmax
-from batchrl.serving.export import script_model
-from batchrl.training.algorithm_params import (
+from batchrl.config import (
     DiscreteBCQModel,
     DiscreteC51DQNModel,
     DiscreteCRRModel,
     DiscreteIQLModel,
     DiscreteQRDQNModel,
 )
+from batchrl.data.loader import Batch
+from batchrl.models.policy import masked_argmax
+from batchrl.serving.export import script_model
 from batchrl.training.algorithms import build_algorithm_trainer
 
 NET = {"FullyConnected": {"sizes": [16], "activations": ["relu"]}}

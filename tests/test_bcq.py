@@ -8,9 +8,8 @@ import pytest
 import torch
 from test_algorithms_support import batch, table_network
 
-from batchrl.config import OptimizerConfig, RLParameters, SGDParameters
+from batchrl.config import BCQTrainerParameters, OptimizerConfig, RLParameters, SGDParameters
 from batchrl.models.heads import FILTERED_SCORE, BCQScores, bcq_allowed
-from batchrl.training.algorithm_params import BCQTrainerParameters
 from batchrl.training.bcq import BCQTrainer, imitator_loss
 
 LOGITS = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))

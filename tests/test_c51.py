@@ -8,8 +8,7 @@ import pytest
 import torch
 from test_algorithms_support import batch, table_network
 
-from batchrl.config import OptimizerConfig, RLParameters, SGDParameters
-from batchrl.training.algorithm_params import C51TrainerParameters
+from batchrl.config import C51TrainerParameters, OptimizerConfig, RLParameters, SGDParameters
 from batchrl.training.c51 import c51_trainer, categorical_network, cross_entropy
 from batchrl.training.distributional import categorical_projection, categorical_support
 

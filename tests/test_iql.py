@@ -8,9 +8,8 @@ import pytest
 import torch
 from test_algorithms_support import batch, table_network
 
-from batchrl.config import OptimizerConfig, RLParameters, SGDParameters
+from batchrl.config import IQLTrainerParameters, OptimizerConfig, RLParameters, SGDParameters
 from batchrl.models.heads import StateValue
-from batchrl.training.algorithm_params import IQLTrainerParameters
 from batchrl.training.iql import IQLTrainer, expectile_loss
 
 

@@ -6,8 +6,7 @@ import pytest
 import torch
 from test_algorithms_support import batch, table_network
 
-from batchrl.config import OptimizerConfig, RLParameters, SGDParameters
-from batchrl.training.algorithm_params import QRDQNTrainerParameters
+from batchrl.config import OptimizerConfig, QRDQNTrainerParameters, RLParameters, SGDParameters
 from batchrl.training.distributional import quantile_huber_loss, quantile_midpoints
 from batchrl.training.qrdqn import qrdqn_trainer, quantile_network
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from batchrl.models.builders import build_network
-from batchrl.models.heads import StateValue
-from batchrl.training.algorithm_params import (
+from batchrl.config import (
     DiscreteBCQModel,
     DiscreteC51DQNModel,
     DiscreteCRRModel,
     DiscreteIQLModel,
     DiscreteQRDQNModel,
 )
+from batchrl.models.builders import build_network
+from batchrl.models.heads import StateValue
 from batchrl.training.bcq import BCQTrainer
 from batchrl.training.c51 import c51_trainer, categorical_network
 from batchrl.training.crr import CRRTrainer

@@ -21,11 +21,11 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
+from batchrl.config import BCQTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.heads import BCQScores, bcq_allowed
 from batchrl.models.policy import effective_mask
 from batchrl.training.actor_losses import masked_log_policy
-from batchrl.training.algorithm_params import BCQTrainerParameters
 from batchrl.training.dqn import DQNTrainer, autocast
 from batchrl.training.steps import GradientSteps, detached, eval_mode
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from batchrl.config import C51TrainerParameters
 from batchrl.models.distributional import AtomNetwork, CategoricalMean
-from batchrl.training.algorithm_params import C51TrainerParameters
 from batchrl.training.distributional import (
     DistributionalDQNTrainer,
     categorical_projection,

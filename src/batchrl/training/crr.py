@@ -18,6 +18,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from batchrl.config import CRRTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.policy import masked_softmax
 from batchrl.training.actor_losses import (
@@ -25,7 +26,6 @@ from batchrl.training.actor_losses import (
     exp_advantage_weight,
     weighted_log_likelihood_loss,
 )
-from batchrl.training.algorithm_params import CRRTrainerParameters
 from batchrl.training.dqn import autocast, boosted_reward, discount, q_loss, td_target
 from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, detached, eval_mode

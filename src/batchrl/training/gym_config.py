@@ -25,20 +25,18 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from batchrl.config import (
+    DiscreteBCQModel,
+    DiscreteC51DQNModel,
     DiscreteCQLModel,
+    DiscreteCRRModel,
     DiscreteDQNModel,
+    DiscreteIQLModel,
+    DiscreteQRDQNModel,
     _exactly_one,
     _Strict,
     validation_error,
 )
 from batchrl.errors import BatchRLError
-from batchrl.training.algorithm_params import (
-    DiscreteBCQModel,
-    DiscreteC51DQNModel,
-    DiscreteCRRModel,
-    DiscreteIQLModel,
-    DiscreteQRDQNModel,
-)
 from batchrl.training.continuous_params import SACModel, TD3Model
 
 CONTINUOUS_ALGORITHMS = ("SAC", "TD3")

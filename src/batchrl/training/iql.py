@@ -18,9 +18,9 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from batchrl.config import IQLTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.training.actor_losses import exp_advantage_weight, weighted_log_likelihood_loss
-from batchrl.training.algorithm_params import IQLTrainerParameters
 from batchrl.training.dqn import autocast, boosted_reward, discount, q_loss, td_target
 from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, detached, eval_mode

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from batchrl.config import QRDQNTrainerParameters
 from batchrl.models.distributional import AtomNetwork, QuantileMean
-from batchrl.training.algorithm_params import QRDQNTrainerParameters
 from batchrl.training.distributional import DistributionalDQNTrainer, quantile_huber_loss, quantile_midpoints
 
 

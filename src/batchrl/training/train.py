@@ -26,13 +26,14 @@ from typing import Any
 import torch
 
 from batchrl import __version__, storage
-from batchrl.config import DiscreteCQLModel, WorkflowConfig
+from batchrl.config import DiscreteCQLModel, DiscreteDQNModel, WorkflowConfig
 from batchrl.data.loader import Batch, DatasetInfo, TransitionLoader, dataset_info, read_eval_batch
 from batchrl.errors import BatchRLError
 from batchrl.models.builders import build_network
 from batchrl.preprocessing.normalization import read_normalization
 from batchrl.preprocessing.preprocessor import Preprocessor
 from batchrl.serving.export import export_model
+from batchrl.training.algorithms import build_algorithm_trainer
 from batchrl.training.checkpoints import (
     list_checkpoints,
     load_checkpoint,
@@ -136,11 +137,14 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
     num_actions = len(params.actions)
 
     torch.manual_seed(config.seed)
-    q_network = build_network(model_config.net_builder, preprocessor.output_dim, num_actions)
     if isinstance(model_config, DiscreteCQLModel):
+        q_network = build_network(model_config.net_builder, preprocessor.output_dim, num_actions)
         trainer = cql_trainer(q_network, model_config.trainer_param, device=dev, amp_dtype=amp)
-    else:
+    elif isinstance(model_config, DiscreteDQNModel):
+        q_network = build_network(model_config.net_builder, preprocessor.output_dim, num_actions)
         trainer = DQNTrainer(q_network, params, device=dev, amp_dtype=amp)
+    else:  # QR-DQN, C51, BCQ, CRR, IQL (docs/algorithms.md)
+        trainer = build_algorithm_trainer(model_config, preprocessor.output_dim, device=dev, amp_dtype=amp)
     calc_cpe = model_config.evaluation.calc_cpe_in_training
     cpe = None
     if calc_cpe:
@@ -207,7 +211,7 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
     paths = {"model": f"{output}/{MODEL_FILE}", "checkpoints": f"{output}/checkpoints",
              "tensorboard": f"{output}/tensorboard", "summary": f"{output}/{SUMMARY_FILE}"}
     export_model(paths["model"], preprocessor, trainer.q_network, params.actions, info.feature_ids, norm_json,
-                 {**metadata, "output": "q_values"})
+                 {**metadata, "output": getattr(trainer, "scores", "q_values")})
     if cpe is not None:
         paths["reward_model"] = f"{output}/{REWARD_MODEL_FILE}"
         paths["q_value_model"] = f"{output}/{VALUE_MODEL_FILE}"
