@@ -4,7 +4,7 @@ Per (config, seed): one ``gym_train`` run in its own process (one torch thread e
 evaluation of the exported policy (the config's ``num_eval_episodes``), training wall time and
 environment steps (prefill included). Writes the table (algorithm, env, mean +- std over seeds of the
 final evaluation's mean, per-seed means, bar, seeds passing, wall time, environment steps) to
-``benchmarks/gym_suite.json`` and, with ``--readme``, into the gym-suite section of
+``benchmarks/gym_suite.json`` (merged: a run replaces only its configs' rows) and, with ``--readme``, into the gym-suite section of
 ``benchmarks/README.md`` (between the ``gym-suite`` markers).
 
     .venv/bin/python benchmarks/gym_suite.py                              # every config, seeds 0 1 2
@@ -44,17 +44,21 @@ def run_one(config: str, seed: int, workdir: str) -> dict:
 
 
 def table(results: dict[str, list[dict]]) -> str:
+    """Markdown rows per config (algorithm, env and bar read from the config file)."""
+    from batchrl.training.gym_config import load_gym_config
+
     lines = ["| config | algorithm | env | eval mean +- std over seeds | per seed | bar | passing | "
              "wall time per run (s) | env steps per run |", "|---|---|---|---|---|---|---|---|---|"]
     for config, runs in results.items():
+        cfg = load_gym_config(config)
         means = np.array([r["eval"]["mean"] for r in runs])
-        bar = runs[0]["passing_score_bar"]
         passing = sum(bool(r["passed"]) for r in runs)
         seconds = np.array([r["seconds"] for r in runs])
         steps = np.array([r["env_steps"] for r in runs])
-        lines.append(f"| {pathlib.Path(config).name} | {runs[0]['algorithm']} | {runs[0]['env']} | "
+        lines.append(f"| {pathlib.Path(config).name} | {cfg.model.name} | {cfg.env} | "
                      f"{means.mean():.1f} +- {means.std():.1f} | {', '.join(f'{m:.1f}' for m in means)} | "
-                     f">= {bar:g} | {passing}/{len(runs)} | {seconds.mean():.0f} | {steps.mean():.0f} |")
+                     f">= {cfg.passing_score_bar:g} | {passing}/{len(runs)} | {seconds.mean():.0f} | "
+                     f"{steps.mean():.0f} |")
     return "\n".join(lines)
 
 
@@ -74,15 +78,22 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each uses one core)")
     parser.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
+    parser.add_argument("--fresh", action="store_true", help="drop earlier results in benchmarks/gym_suite.json "
+                        "(by default a run replaces only its configs' rows)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gym-suite-") as workdir, ThreadPoolExecutor(args.jobs) as pool:
         futures = {(c, s): pool.submit(run_one, c, s, workdir) for c in args.configs for s in args.seeds}
         results = {c: [futures[c, s].result() for s in args.seeds] for c in args.configs}
-    text = table(results)
+    store = ROOT / "benchmarks" / "gym_suite.json"
+    earlier = json.loads(store.read_text()) if store.exists() and not args.fresh else {}
+    merged = {str(pathlib.Path(k).relative_to(ROOT)) if pathlib.Path(k).is_absolute() else k: v
+              for k, v in earlier.items()}
+    merged.update({str(pathlib.Path(c).resolve().relative_to(ROOT)): [
+        {k: r[k] for k in ("seed", "eval", "seconds", "env_steps", "updates", "passed")} for r in runs]
+        for c, runs in results.items()})
+    store.write_text(json.dumps(merged, indent=2) + "\n")
+    text = table({str(ROOT / c): runs for c, runs in sorted(merged.items())})
     print(text)
-    (ROOT / "benchmarks" / "gym_suite.json").write_text(json.dumps(
-        {c: [{k: r[k] for k in ("seed", "eval", "seconds", "env_steps", "updates", "passed")} for r in runs]
-         for c, runs in results.items()}, indent=2))
     if args.readme:
         write_readme(text)
     return 0
