@@ -63,7 +63,8 @@ def test_state_normalization_is_identified_per_observation_index():
 def test_reagent_shaped_config_and_shipped_configs_load():
     config = parse_gym_config(_minimal(env={"Gym": {"env_name": "CartPole-v1"}}, use_gpu=False, minibatch_size=64))
     assert config.env == "CartPole-v1" and config.resolved_device == "cpu" and config.batch_size == 64
-    for name in ("cartpole_v0_dqn", "cartpole_v1_dqn", "pendulum_sac", "pendulum_td3"):
+    for name in ("cartpole_v0_dqn", "cartpole_v1_dqn", "cartpole_v0_qrdqn", "cartpole_v0_c51", "pendulum_sac",
+                 "pendulum_td3"):
         loaded = load_gym_config(f"configs/gym/{name}.yaml")
         assert loaded.passing_score_bar is not None
 
