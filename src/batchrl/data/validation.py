@@ -46,7 +46,7 @@ def read_logged(spark: SparkSession, uri: str) -> DataFrame:
             col = F.col(name)
             if isinstance(dtype, T.MapType):  # JSON objects arrive as structs with string keys
                 col = F.from_json(F.to_json(col), T.MapType(T.StringType(), dtype.valueType))
-                col = F.transform_keys(col, lambda k, _: k.cast("bigint"))
+                col = _cast_keys(col, dtype.keyType)
             else:
                 col = col.cast(dtype)
             df = df.withColumn(name, col)
@@ -57,6 +57,12 @@ def read_logged(spark: SparkSession, uri: str) -> DataFrame:
     except Exception as exc:  # Spark raises AnalysisException / Py4J errors for unreadable files
         raise BatchRLError(f"could not read the logged table as Parquet: {str(exc).splitlines()[0]}",
                            where=uri, fix="check the dataset is Parquet and not corrupt") from exc
+
+
+def _cast_keys(col: Column, key_type) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.transform_keys(col, lambda k, _: k.cast(key_type))
 
 
 @dataclass(frozen=True)
