@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q -c requirements.lock -e '.[$(EXTRAS)]'
 	@touch $@
 
+# One intra-op torch thread: the networks are small, and two threads on two busy cores were ~10x slower.
 run: $(STAMP)
-	$(VENV)/bin/batchrl run configs/cartpole_dqn_offline.yaml --workdir $(WORKDIR)
+	OMP_NUM_THREADS=1 $(VENV)/bin/batchrl run configs/cartpole_dqn_offline.yaml --workdir $(WORKDIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
