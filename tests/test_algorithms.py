@@ -114,6 +114,7 @@ def test_trainer_contract(name):
     ("DiscreteQRDQN", {"trainer_param": {**TRAINER, "num_atom": 5}}, "num_atom"),
     ("DiscreteCRR", {"trainer_param": {**TRAINER, "double_q_learning": True}}, "does not use double_q_learning"),
     ("DiscreteIQL", {"trainer_param": {**TRAINER, "expectile": 1.0}}, "expectile"),
+    ("DiscreteIQL", {"trainer_param": {**TRAINER, "rl": {"maxq_learning": False}}}, "no SARSA mode"),
     ("DiscreteBCQ", {"trainer_param": {**TRAINER, "drop_threshold": 0.0}}, "drop_threshold"),
     ("DiscreteCRR", {"net_builder": NET}, "critic_net_builder or net_builder"),
 ])

@@ -218,12 +218,11 @@ def _adam(lr: float = 0.001) -> OptimizerConfig:
     return OptimizerConfig(Adam=AdamParameters(lr=lr))
 
 
-def _reject_unused(params: DQNTrainerParameters, algorithm: str, unused: tuple[str, ...]) -> None:
-    given = [name for name in unused if name in params.model_fields_set]
-    if given:
-        raise ValueError(f"{algorithm} does not use {', '.join(given)}: remove it")
-    if "maxq_learning" in params.rl.model_fields_set and not params.rl.maxq_learning \
-            and algorithm in ("DiscreteCRR", "DiscreteIQL"):
+def _reject_unused(params: DQNTrainerParameters, algorithm: str) -> None:
+    """CRR and IQL bootstrap from their policy or V(s'): double Q and SARSA do not apply."""
+    if "double_q_learning" in params.model_fields_set:
+        raise ValueError(f"{algorithm} does not use double_q_learning: remove it")
+    if not params.rl.maxq_learning:
         raise ValueError(f"{algorithm} has no SARSA mode: remove rl.maxq_learning")
 
 
@@ -284,7 +283,7 @@ class CRRTrainerParameters(DQNTrainerParameters):
 
     @model_validator(mode="after")
     def _unused(self) -> CRRTrainerParameters:
-        _reject_unused(self, "DiscreteCRR", ("double_q_learning",))
+        _reject_unused(self, "DiscreteCRR")
         return self
 
 
@@ -304,7 +303,7 @@ class IQLTrainerParameters(DQNTrainerParameters):
 
     @model_validator(mode="after")
     def _unused(self) -> IQLTrainerParameters:
-        _reject_unused(self, "DiscreteIQL", ("double_q_learning",))
+        _reject_unused(self, "DiscreteIQL")
         return self
 
 
