@@ -131,3 +131,13 @@ def test_paper_defaults():
     iql = DiscreteIQLModel.model_validate({"trainer_param": {"actions": [0, 1]}}).trainer_param
     assert (qr.num_atoms, c51.num_atoms, c51.qmin, c51.qmax) == (51, 51, -100.0, 200.0)
     assert bcq.drop_threshold == 0.3 and (iql.expectile, iql.beta) == (0.7, 3.0)
+
+
+@pytest.mark.parametrize("algo", ["qrdqn", "c51", "bcq", "crr", "iql"])
+def test_shipped_cartpole_configs_load(algo):
+    from pathlib import Path
+
+    from batchrl.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / f"cartpole_{algo}_offline.yaml")
+    assert config.model.value.trainer_param.actions == ["0", "1"] and config.num_epochs == 40
