@@ -24,9 +24,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _artifact_line(name: str, summary: dict[str, Any], elapsed: float) -> None:
-    keys = ("rows", "episodes", "output_rows", "features", "train_rows", "eval_rows", "epochs", "gym_score")
-    facts = ", ".join(f"{k}={summary[k]}" for k in keys if isinstance(summary.get(k), int | float | str))
+    """One line per finished stage: its time and its headline numbers."""
+    flat = dict(summary)
+    for split in ("train", "eval"):
+        if isinstance(summary.get(split), dict) and "num_rows" in summary[split]:
+            flat[f"{split}_rows"] = summary[split]["num_rows"]
+    keys = ("rows", "episodes", "output_rows", "features", "train_rows", "eval_rows", "dropped_truncated",
+            "epochs", "transitions_per_s", "eval_td_loss", "gym_score")
+    facts = ", ".join(f"{k}={_short(flat[k])}" for k in keys if isinstance(flat.get(k), int | float | str))
     print(f"[{elapsed:6.1f}s] {name:<9} {facts}", flush=True)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def run(args: argparse.Namespace) -> int:

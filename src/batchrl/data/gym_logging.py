@@ -11,6 +11,7 @@ the logged action (for Box action spaces, its density).
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -169,7 +170,9 @@ def make_envs(env_id: str, num_envs: int, max_steps: int | None = None):
         "vector_kwargs": {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}}
     if max_steps:
         kwargs["max_episode_steps"] = max_steps
-    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **kwargs)
+    with warnings.catch_warnings():  # older versions (CartPole-v0) are chosen on purpose, e.g. for ReAgent parity
+        warnings.filterwarnings("ignore", message=".*is out of date.*")
+        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **kwargs)
 
 
 def _policy(options: GenerateOptions, action_space) -> LoggingPolicy:
