@@ -13,6 +13,7 @@ are written whole: a local rename, or one S3 PUT.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import uuid
@@ -157,8 +158,20 @@ def read_bytes(uri: str) -> bytes:
         raise _wrap_io("read", loc, exc) from exc
 
 
+def json_safe(obj: Any) -> Any:
+    """A copy fit for strict JSON: non-finite floats (NaN, inf) become None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(uri: str, obj: Any) -> None:
-    write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """Write ``obj`` as indented JSON; non-finite floats are written as null."""
+    write_bytes(uri, (json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
 
 def read_json(uri: str) -> Any:

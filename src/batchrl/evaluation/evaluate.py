@@ -12,7 +12,6 @@ sequential estimators use FQE's Q as their value model. Each fallback is recorde
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
@@ -66,16 +65,6 @@ class EvaluateOptions(BaseModel):
     num_envs: int = Field(default=16, ge=1, le=1024)
     max_steps: int | None = Field(default=None, gt=0)
 
-
-def _finite(obj: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _optional_model(uri: str) -> LoadedModel | None:
@@ -219,7 +208,7 @@ def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions
             notes.append("passing_score_bar applies to gym returns; no env given, so it was not checked")
     metrics.update(passing_score_bar=options.passing_score_bar, passed=passed,
                    seconds=round(time.perf_counter() - started, 2))
-    metrics = _finite(metrics)
+    metrics = storage.json_safe(metrics)
     markdown = report.render_markdown(metrics)
     html = report.render_html(metrics, training.get("per_epoch") or [])
     storage.write_json(f"{output}/{METRICS_FILE}", metrics)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -107,16 +106,6 @@ def preprocess_fn(preprocessor: Preprocessor):
 
     return transform
 
-
-def _finite(obj: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def train(config: WorkflowConfig, train: str, eval: str, normalization: str, output: str,
@@ -236,8 +225,8 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
         "config": config.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    storage.write_json(paths["summary"], _finite(summary))
+    storage.write_json(paths["summary"], summary)
     log.info("train: wrote %s (%d epochs)", output, state.epoch)
     short = {k: summary[k] for k in ("algorithm", "device", "epochs", "final_losses", "eval_td_loss",
                                      "transitions_per_s", "paths", "resumed_from")}
-    return _finite({"output": output, **short, "cpe": final.get("cpe", {})})
+    return storage.json_safe({"output": output, **short, "cpe": final.get("cpe", {})})
