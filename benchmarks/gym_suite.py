@@ -4,7 +4,7 @@ Per (config, seed): one ``gym_train`` run in its own process (one torch thread e
 evaluation of the exported policy (the config's ``num_eval_episodes``), training wall time and
 environment steps (prefill included). Writes the table (algorithm, env, mean +- std over seeds of the
 final evaluation's mean, per-seed means, bar, seeds passing, wall time, environment steps) to
-``benchmarks/gym_suite.json`` (merged: a run replaces only its configs' rows) and, with ``--readme``, into the gym-suite section of
+``benchmarks/gym_suite.json`` (merged: a run replaces only its (config, seed) results) and, with ``--readme``, into the gym-suite section of
 ``benchmarks/README.md`` (between the ``gym-suite`` markers).
 
     .venv/bin/python benchmarks/gym_suite.py                              # every config, seeds 0 1 2
@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each uses one core)")
     parser.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
     parser.add_argument("--fresh", action="store_true", help="drop earlier results in benchmarks/gym_suite.json "
-                        "(by default a run replaces only its configs' rows)")
+                        "(by default a run replaces only its (config, seed) results)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gym-suite-") as workdir, ThreadPoolExecutor(args.jobs) as pool:
         futures = {(c, s): pool.submit(run_one, c, s, workdir) for c in args.configs for s in args.seeds}
@@ -88,9 +88,11 @@ def main() -> int:
     earlier = json.loads(store.read_text()) if store.exists() and not args.fresh else {}
     merged = {str(pathlib.Path(k).relative_to(ROOT)) if pathlib.Path(k).is_absolute() else k: v
               for k, v in earlier.items()}
-    merged.update({str(pathlib.Path(c).resolve().relative_to(ROOT)): [
-        {k: r[k] for k in ("seed", "eval", "seconds", "env_steps", "updates", "passed")} for r in runs]
-        for c, runs in results.items()})
+    for c, runs in results.items():
+        key = str(pathlib.Path(c).resolve().relative_to(ROOT))
+        new = [{k: r[k] for k in ("seed", "eval", "seconds", "env_steps", "updates", "passed")} for r in runs]
+        kept = [r for r in merged.get(key, []) if r["seed"] not in {n["seed"] for n in new}]
+        merged[key] = sorted(kept + new, key=lambda r: r["seed"])
     store.write_text(json.dumps(merged, indent=2) + "\n")
     text = table({str(ROOT / c): runs for c, runs in sorted(merged.items())})
     print(text)
