@@ -24,49 +24,18 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from batchrl.config import (
-    DiscreteBCQModel,
-    DiscreteC51DQNModel,
-    DiscreteCQLModel,
-    DiscreteCRRModel,
-    DiscreteDQNModel,
-    DiscreteIQLModel,
-    DiscreteQRDQNModel,
-    _exactly_one,
-    _Strict,
-    validation_error,
-)
+from batchrl.config import ModelConfig, _exactly_one, _Strict, validation_error
 from batchrl.errors import BatchRLError
 from batchrl.training.continuous_params import SACModel, TD3Model
 
 CONTINUOUS_ALGORITHMS = ("SAC", "TD3")
 
 
-class GymModelConfig(_Strict):
+class GymModelConfig(ModelConfig):
     """Exactly one algorithm: the discrete batch-training models, or SAC / TD3."""
 
-    DiscreteDQN: DiscreteDQNModel | None = None
-    DiscreteCQL: DiscreteCQLModel | None = None
-    DiscreteQRDQN: DiscreteQRDQNModel | None = None
-    DiscreteC51DQN: DiscreteC51DQNModel | None = None
-    DiscreteBCQ: DiscreteBCQModel | None = None
-    DiscreteCRR: DiscreteCRRModel | None = None
-    DiscreteIQL: DiscreteIQLModel | None = None
     SAC: SACModel | None = None
     TD3: TD3Model | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> GymModelConfig:
-        _exactly_one(self, "model")
-        return self
-
-    @property
-    def name(self) -> str:
-        return _exactly_one(self, "model")
-
-    @property
-    def value(self) -> Any:
-        return getattr(self, self.name)
 
     @property
     def continuous(self) -> bool:
