@@ -8,10 +8,10 @@ from batchrl.commands._common import print_summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train DQN / CQL on prepared tables; write checkpoints, TensorBoard "
-                       "events and model.torchscript",
-                       description="Train the model a workflow config names (model: {DiscreteDQN: ...} or "
-                       "{DiscreteCQL: ...}) on a prepared training table, evaluate on the eval table every "
+    p = sub.add_parser("train", help="train an offline agent (DQN, CQL, QR-DQN, C51, BCQ, CRR, IQL) on "
+                       "prepared tables; write checkpoints, TensorBoard events and model.torchscript",
+                       description="Train the model a workflow config names (model: {DiscreteDQN | DiscreteCQL | "
+                       "DiscreteQRDQN | DiscreteC51DQN | DiscreteBCQ | DiscreteCRR | DiscreteIQL: ...}) on a prepared training table, evaluate on the eval table every "
                        "epoch (TD loss, Q-values, CPE), and write the model directory: model.torchscript, "
                        "training_summary.json, checkpoints/, tensorboard/.")
     p.add_argument("--config", required=True, help="workflow config (YAML, ReAgent's shape)")
