@@ -26,7 +26,7 @@ from batchrl.training.actor_losses import (
     exp_advantage_weight,
     weighted_log_likelihood_loss,
 )
-from batchrl.training.dqn import autocast, boosted_reward, discount, q_loss, td_target
+from batchrl.training.dqn import autocast, boosted_reward, discount, q_loss, reward_boost_vector, td_target
 from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, detached, eval_mode
 
@@ -61,9 +61,7 @@ class CRRTrainer:
         self.steps = GradientSteps({"critic": (params.optimizer, self.critic.parameters()),
                                     "actor": (params.actor_optimizer, self.actor.parameters())},
                                    params.minibatches_per_step, self.amp_dtype)
-        boost = self.rl.reward_boost or {}
-        self.reward_boost = torch.tensor([boost.get(a, 0.0) for a in params.actions], device=self.device) \
-            if boost else None
+        self.reward_boost = reward_boost_vector(self.rl, params.actions, self.device)
 
     @property
     def learning_rate(self) -> float:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from batchrl.config import DQNTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.policy import masked_argmax
-from batchrl.training.dqn import autocast, boosted_reward, discount
+from batchrl.training.dqn import autocast, boosted_reward, discount, reward_boost_vector
 from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, detached, eval_mode
 
@@ -132,9 +132,7 @@ class DistributionalDQNTrainer:
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
         self.steps = GradientSteps({"q": (params.optimizer, self.q_network.parameters())},
                                    params.minibatches_per_step, self.amp_dtype)
-        boost = self.rl.reward_boost or {}
-        self.reward_boost = torch.tensor([boost.get(a, 0.0) for a in params.actions], device=self.device) \
-            if boost else None
+        self.reward_boost = reward_boost_vector(self.rl, params.actions, self.device)
 
     @property
     def learning_rate(self) -> float:

@@ -49,6 +49,12 @@ def discount(rl: RLParameters, step: Tensor, time_diff: Tensor) -> Tensor:
     return torch.pow(torch.tensor(rl.gamma, dtype=torch.float64, device=step.device), exponent).float()
 
 
+def reward_boost_vector(rl: RLParameters, actions: list[str], device: torch.device) -> Tensor | None:
+    """``rl.reward_boost`` (action name -> boost) as a float [A] tensor in action order; None if unset."""
+    boost = rl.reward_boost or {}
+    return torch.tensor([boost.get(a, 0.0) for a in actions], device=device) if boost else None
+
+
 def boosted_reward(reward: Tensor, action: Tensor, boost: Tensor | None) -> Tensor:
     """r + boost[a] (``boost`` float [A], or None for no boost)."""
     return reward if boost is None else reward + boost[action]
@@ -115,9 +121,7 @@ class DQNTrainer:
         self.penalty, self.penalty_name, self.penalty_weight = penalty, penalty_name, penalty_weight
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        boost = self.rl.reward_boost or {}
-        self.reward_boost = torch.tensor([boost.get(a, 0.0) for a in params.actions], device=self.device) \
-            if boost else None
+        self.reward_boost = reward_boost_vector(self.rl, params.actions, self.device)
         self._minibatches = 0
 
     @property
