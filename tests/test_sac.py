@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
+from batchrl.config import SACTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.continuous import Critic, GaussianActor
-from batchrl.training.continuous_params import SACTrainerParameters
 from batchrl.training.sac import SACTrainer, alpha_loss, soft_q_target
 
 
@@ -104,8 +104,8 @@ def test_learned_alpha_moves_toward_the_target_entropy():
 def test_reagent_offline_sac_model_block_is_accepted_and_trains_with_a_value_network():
     import yaml
 
+    from batchrl.config import SACModel
     from batchrl.models.networks import FullyConnected
-    from batchrl.training.continuous_params import SACModel
 
     block = yaml.safe_load(open("configs/reagent/sac_pendulum_offline.yaml"))["model"]["SAC"]
     model = SACModel.model_validate(block)

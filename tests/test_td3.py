@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
+from batchrl.config import TD3TrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.continuous import Critic, DeterministicActor
-from batchrl.training.continuous_params import TD3TrainerParameters
 from batchrl.training.td3 import (
     TD3Trainer,
     clipped_double_q_target,

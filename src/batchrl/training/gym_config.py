@@ -26,20 +26,6 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from batchrl.config import ModelConfig, _exactly_one, _Strict, validation_error
 from batchrl.errors import BatchRLError
-from batchrl.training.continuous_params import SACModel, TD3Model
-
-CONTINUOUS_ALGORITHMS = ("SAC", "TD3")
-
-
-class GymModelConfig(ModelConfig):
-    """Exactly one algorithm: the discrete batch-training models, or SAC / TD3."""
-
-    SAC: SACModel | None = None
-    TD3: TD3Model | None = None
-
-    @property
-    def continuous(self) -> bool:
-        return self.name in CONTINUOUS_ALGORITHMS
 
 
 class EpsilonGreedy(_Strict):
@@ -73,7 +59,7 @@ class ExplorationConfig(_Strict):
 
 class GymTrainConfig(_Strict):
     env: str
-    model: GymModelConfig
+    model: ModelConfig
     replay_memory_size: int = Field(default=100000, ge=1)
     train_after_ts: int = Field(default=1000, ge=20)
     train_every_ts: int = Field(default=1, ge=1)

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from batchrl.config import SACTrainerParameters
 from batchrl.data.loader import Batch
-from batchrl.training.continuous_params import SACTrainerParameters
 from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
 
 

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from batchrl.config import TD3TrainerParameters
 from batchrl.data.loader import Batch
-from batchrl.training.continuous_params import TD3TrainerParameters
 from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
 
 

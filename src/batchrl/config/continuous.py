@@ -15,19 +15,15 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from batchrl.config import (
-    AdamParameters,
+from batchrl.config.base import (
     FullyConnectedParameters,
     OptimizerConfig,
     PreprocessingOptions,
     RLParameters,
+    _adam,
     _exactly_one,
     _Strict,
 )
-
-
-def _adam(lr: float = 0.001) -> OptimizerConfig:
-    return OptimizerConfig(Adam=AdamParameters(lr=lr))
 
 
 def _continuous_rl() -> RLParameters:

@@ -1,0 +1,164 @@
+"""The workflow file (``batchrl run``, ``batchrl train``): ReAgent's keys (spec section 6).
+
+ReAgent's ``discrete_dqn_cartpole_offline.yaml`` and ``sac_pendulum_offline.yaml`` are accepted unchanged. Single-key mappings name a
+choice, as in ReAgent: ``model: {DiscreteDQN: {...}}``, ``optimizer: {Adam: {...}}``,
+``net_builder: {FullyConnected: {...}}``, ``publisher: {FileSystemPublisher: {}}``. Every mapping
+rejects unknown keys; :func:`load_config` turns a validation failure into a :class:`BatchRLError` that
+names the key, where it is, and the keys that are allowed there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from batchrl.config.base import _exactly_one, _Strict, validation_error
+from batchrl.config.continuous import SACModel, TD3Model
+from batchrl.config.discrete import (
+    DiscreteBCQModel,
+    DiscreteC51DQNModel,
+    DiscreteCQLModel,
+    DiscreteCRRModel,
+    DiscreteDQNModel,
+    DiscreteIQLModel,
+    DiscreteQRDQNModel,
+)
+from batchrl.errors import BatchRLError
+
+#: Algorithms whose actions are continuous vectors (the rest choose among discrete actions).
+CONTINUOUS_ALGORITHMS = ("SAC", "TD3")
+AnyModel = (DiscreteDQNModel | DiscreteCQLModel | DiscreteQRDQNModel | DiscreteC51DQNModel | DiscreteBCQModel
+            | DiscreteCRRModel | DiscreteIQLModel | SACModel | TD3Model)
+
+
+class ModelConfig(_Strict):
+    DiscreteDQN: DiscreteDQNModel | None = None
+    DiscreteCQL: DiscreteCQLModel | None = None
+    DiscreteQRDQN: DiscreteQRDQNModel | None = None
+    DiscreteC51DQN: DiscreteC51DQNModel | None = None
+    DiscreteBCQ: DiscreteBCQModel | None = None
+    DiscreteCRR: DiscreteCRRModel | None = None
+    DiscreteIQL: DiscreteIQLModel | None = None
+    SAC: SACModel | None = None
+    TD3: TD3Model | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ModelConfig:
+        _exactly_one(self, "model")
+        return self
+
+    @property
+    def name(self) -> str:
+        return _exactly_one(self, "model")
+
+    @property
+    def value(self) -> AnyModel:
+        return getattr(self, self.name)
+
+    @property
+    def continuous(self) -> bool:
+        return self.name in CONTINUOUS_ALGORITHMS
+
+
+# ---------------------------------------------------------------- workflow
+
+
+class InputTableSpec(_Strict):
+    """Train/eval split by a stable hash of mdp_id into [0, 100] (spec section 3)."""
+
+    table_name: str | None = None
+    table_sample: float | None = Field(default=None, ge=0, le=100)
+    eval_table_sample: float | None = Field(default=None, ge=0, le=100)
+
+
+class FileSystemPublisherParameters(_Strict):
+    pass
+
+
+class PublisherConfig(_Strict):
+    FileSystemPublisher: FileSystemPublisherParameters | None = None
+    NoPublishing: FileSystemPublisherParameters | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> PublisherConfig:
+        _exactly_one(self, "publisher")
+        return self
+
+
+class ReaderOptions(_Strict):
+    """ReAgent's ``reader_options``: ``minibatch_size`` is the training batch size when given."""
+
+    minibatch_size: int | None = Field(default=None, ge=1)
+
+
+class WorkflowConfig(_Strict):
+    """A whole workflow file: ReAgent's keys plus ``device`` and ``checkpoint_every``.
+
+    ``max_steps`` caps the episodes ``batchrl run`` generates and evaluates, as ReAgent's
+    ``run_episode`` did: on top of the environment's own time limit, never beyond it.
+    """
+
+    env_name: str | None = None
+    model_path: str | None = None
+    pkl_path: str | None = None
+    input_table_spec: InputTableSpec = Field(default_factory=InputTableSpec)
+    model: ModelConfig
+    num_train_transitions: int | None = Field(default=None, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    seed: int = 42
+    num_epochs: int = Field(default=1, ge=1)
+    publisher: PublisherConfig | None = None
+    num_eval_episodes: int | None = Field(default=None, ge=1)
+    passing_score_bar: float | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    checkpoint_every: int = Field(default=1, ge=1)  # epochs between checkpoints (the last is always kept)
+    reader_options: ReaderOptions | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N (got {value!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _one_batch_size(self) -> WorkflowConfig:
+        params = self.model.value.trainer_param
+        reader = self.reader_options.minibatch_size if self.reader_options else None
+        if reader is not None and "minibatch_size" in params.model_fields_set and reader != params.minibatch_size:
+            raise ValueError(f"reader_options.minibatch_size {reader} contradicts trainer_param.minibatch_size "
+                             f"{params.minibatch_size}: give one of them")
+        return self
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per training minibatch: ``reader_options.minibatch_size``, else the trainer's."""
+        reader = self.reader_options.minibatch_size if self.reader_options else None
+        return reader or self.model.value.trainer_param.minibatch_size
+
+
+def parse_config(data: Any, where: str = "config") -> WorkflowConfig:
+    """Validate a parsed YAML/JSON mapping into a :class:`WorkflowConfig`."""
+    if not isinstance(data, dict):
+        raise BatchRLError("invalid config: the top level must be a mapping", where=where,
+                           fix="start from configs/cartpole_dqn_offline.yaml")
+    try:
+        return WorkflowConfig.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, where, WorkflowConfig) from None
+
+
+def load_config(path: str | Path) -> WorkflowConfig:
+    """Read and validate a workflow config (YAML or JSON; local path or any storage URI)."""
+    from batchrl import storage
+
+    text = storage.read_bytes(str(path)).decode()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BatchRLError(f"config is not valid YAML: {exc}", where=str(path),
+                           fix="correct the syntax") from None
+    return parse_config(data, where=str(path))
