@@ -40,12 +40,16 @@ def _normalize(payload: dict[str, Any], master: str | None) -> dict:
 
 
 def _prepare(payload: dict[str, Any], master: str | None) -> dict:
-    """``input``: {"timeline": URI, "normalization": URI}; ``output``: {"train": URI, "eval": URI}."""
+    """``input``: {"timeline": URI, "normalization": URI, "action_normalization": URI (continuous actions)};
+    ``output``: {"train": URI, "eval": URI}."""
     from batchrl.data.prepare import make_options, prepare
 
     options = make_options(payload.get("options") or {}, where="spark_job options")
+    inputs = payload.get("input")
+    action_normalization = inputs.get("action_normalization") if isinstance(inputs, dict) else None
     return prepare(_uri(payload, "input", "timeline"), _uri(payload, "input", "normalization"),
-                   _uri(payload, "output", "train"), _uri(payload, "output", "eval"), options, spark_master=master)
+                   _uri(payload, "output", "train"), _uri(payload, "output", "eval"), options, spark_master=master,
+                   action_normalization=action_normalization or None)
 
 
 def _uri(payload: dict[str, Any], key: str, part: str | None = None) -> str:

@@ -3,6 +3,8 @@
 generate (or ``--input`` logged data) -> validate -> timeline -> normalize -> prepare -> train ->
 evaluate, each by calling the same stage function the CLI and the KFP components call. Artifacts
 land under ``workdir`` with fixed names (:data:`ARTIFACTS`); the summary says where each one is.
+Continuous-action models (SAC, TD3) add ``normalize_actions``: the CONTINUOUS_ACTION bounds of the
+logged actions, which ``prepare`` and the exported actor use.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchrl import storage
-from batchrl.config import WorkflowConfig
+from batchrl.config import PreprocessingOptions, WorkflowConfig
 from batchrl.errors import BatchRLError
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ ARTIFACTS = {
     "logged": "logged",
     "timeline": "timeline",
     "normalization": "normalization.json",
+    "action_normalization": "action_normalization.json",
     "train": "training_table/train",
     "eval": "training_table/eval",
     "model": "model",
@@ -54,19 +57,32 @@ def artifact_uris(workdir: str) -> dict[str, str]:
     return {name: f"{base}/{path}" for name, path in ARTIFACTS.items()}
 
 
-def _algorithm(config: WorkflowConfig) -> tuple[str, Any]:
-    """The configured algorithm's name and its model section."""
-    for name in type(config.model).model_fields:
-        section = getattr(config.model, name)
-        if section is not None:
-            return name, section
-    raise BatchRLError("config has no model section", fix="add e.g. model: {DiscreteDQN: {...}}")
+def episode_limit(env_id: str, max_steps: int | None) -> int | None:
+    """ReAgent's ``max_steps``: a cap on top of the environment's own time limit, never beyond it."""
+    import gymnasium as gym
+
+    try:
+        own = gym.spec(env_id).max_episode_steps
+    except gym.error.Error:
+        return max_steps  # generate reports the unknown id
+    return min(own, max_steps) if own and max_steps else (max_steps or None)
+
+
+def _normalize_options(prep: PreprocessingOptions, seed: int, **extra: Any):
+    from batchrl.data.normalize import NormalizeOptions
+
+    return NormalizeOptions(
+        num_samples=prep.num_samples, max_unique_enum_values=prep.max_unique_enum_values,
+        quantile_size=prep.quantile_size, quantile_k2_threshold=prep.quantile_k2_threshold,
+        skip_box_cox=prep.skip_box_cox, skip_quantiles=prep.skip_quantiles,
+        feature_overrides=prep.feature_overrides or {}, seed=prep.seed if prep.seed is not None else seed,
+        **({"stddev_floor": prep.stddev_floor} if prep.stddev_floor is not None else {}), **extra)
 
 
 def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
     """Run every stage in order; return {stage: summary} plus the artifact locations."""
     from batchrl.data.gym_logging import GenerateOptions, generate
-    from batchrl.data.normalize import NormalizeOptions, normalize
+    from batchrl.data.normalize import normalize
     from batchrl.data.prepare import PrepareOptions, prepare
     from batchrl.data.timeline import make_options, timeline
     from batchrl.data.validation import validate_input
@@ -74,9 +90,10 @@ def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
     from batchrl.training.train import train
 
     uris = artifact_uris(options.workdir)
-    algorithm, model = _algorithm(config)
+    model, continuous = config.model.value, config.model.continuous
     trainer = model.trainer_param
-    results: dict[str, Any] = {"algorithm": algorithm, "artifacts": {}}
+    results: dict[str, Any] = {"algorithm": config.model.name, "artifacts": {}}
+    max_steps = episode_limit(config.env_name, config.max_steps) if config.env_name else config.max_steps
 
     def stage(name: str, fn: Callable[[], dict[str, Any]], artifact: str | None = None) -> dict[str, Any]:
         start = time.perf_counter()
@@ -96,7 +113,7 @@ def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
                                fix="set env_name (e.g. CartPole-v0) or pass --input LOGGED_TABLE_URI")
         stage("generate", lambda: generate(logged, GenerateOptions(
             env=config.env_name, transitions=config.num_train_transitions or DEFAULT_TRANSITIONS,
-            seed=config.seed, ds=options.ds, max_steps=config.max_steps)), "logged")
+            seed=config.seed, ds=options.ds, max_steps=max_steps)), "logged")
     else:
         results["artifacts"]["logged"] = logged
     checked = stage("validate", lambda: validate_input(logged, options.spark_master))
@@ -105,29 +122,32 @@ def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
                                      "addTerminalStateRow": True}, where="batchrl run")
     stage("timeline", lambda: timeline(logged, uris["timeline"], timeline_options, options.spark_master),
           "timeline")
-    prep = model.preprocessing_options
-    normalize_options = NormalizeOptions(
-        num_samples=prep.num_samples, max_unique_enum_values=prep.max_unique_enum_values,
-        quantile_size=prep.quantile_size, quantile_k2_threshold=prep.quantile_k2_threshold,
-        skip_box_cox=prep.skip_box_cox, skip_quantiles=prep.skip_quantiles,
-        feature_overrides=prep.feature_overrides or {}, seed=prep.seed if prep.seed is not None else config.seed,
-        **({"stddev_floor": prep.stddev_floor} if prep.stddev_floor is not None else {}))
-    stage("normalize", lambda: normalize(uris["timeline"], uris["normalization"], normalize_options,
+    state_options = _normalize_options(model.state_options if continuous else model.preprocessing_options,
+                                       config.seed)
+    stage("normalize", lambda: normalize(uris["timeline"], uris["normalization"], state_options,
                                          options.spark_master), "normalization")
+    action_normalization = None
+    if continuous:
+        action_normalization = uris["action_normalization"]
+        action_options = _normalize_options(model.action_preprocessing_options or PreprocessingOptions(),
+                                            config.seed, column="action", feature_type="CONTINUOUS_ACTION")
+        stage("normalize_actions", lambda: normalize(uris["timeline"], action_normalization, action_options,
+                                                     options.spark_master), "action_normalization")
     spec = config.input_table_spec
     prepare_options = PrepareOptions(
-        actions=list(trainer.actions), table_sample=spec.table_sample if spec.table_sample is not None else 90,
+        actions=None if continuous else list(trainer.actions),
+        table_sample=spec.table_sample if spec.table_sample is not None else 90,
         eval_table_sample=spec.eval_table_sample if spec.eval_table_sample is not None else 10,
         multi_steps=trainer.rl.multi_steps, gamma=trainer.rl.gamma)
     stage("prepare", lambda: prepare(uris["timeline"], uris["normalization"], uris["train"], uris["eval"],
-                                     prepare_options, options.spark_master), "train")
+                                     prepare_options, options.spark_master, action_normalization), "train")
     results["artifacts"]["eval"] = uris["eval"]
     stage("train", lambda: train(config, uris["train"], uris["eval"], uris["normalization"], uris["model"],
                                  device=options.device), "model")
     if options.evaluate:
         evaluate_options = EvaluateOptions(
             env=config.env_name, episodes=config.num_eval_episodes or 100, seed=config.seed,
-            passing_score_bar=config.passing_score_bar, max_steps=config.max_steps)
+            passing_score_bar=config.passing_score_bar, max_steps=max_steps)
         stage("evaluate", lambda: evaluate(uris["model"], uris["eval"], uris["evaluation"], evaluate_options),
               "evaluation")
     storage.write_json(f"{options.workdir.rstrip('/')}/run_summary.json", results)

@@ -9,12 +9,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="build the dense train/eval training tables from a timeline table",
                        description="Compute rewards (custom SQL, multi-step discounted sums), split episodes "
                        "into train and eval by a stable hash of mdp_id, turn sparse features into dense "
-                       "vectors over the normalization's feature ids and actions into indices and masks, and "
+                       "vectors over the normalization's feature ids and actions into indices and masks (continuous "
+                       "actions into vectors), and "
                        "write two Parquet datasets with the feature ids and action names in their metadata.")
     p.add_argument("--input", required=True, help="timeline table URI")
     p.add_argument("--normalization", required=True, help="normalization JSON (from `batchrl normalize`)")
     p.add_argument("--output-train", required=True, help="train table URI")
     p.add_argument("--output-eval", required=True, help="eval table URI")
+    p.add_argument("--action-normalization", help="continuous (map) actions: the CONTINUOUS_ACTION normalization "
+                   "of the action column (`batchrl normalize --column action --feature-type CONTINUOUS_ACTION`)")
     p.add_argument("--actions", help="discrete action names in index order, comma-separated (default: the "
                    "sorted distinct logged actions)")
     p.add_argument("--table-sample", type=float, help="percent of episodes in train (default 90)")
@@ -38,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
         eval_table_sample=args.eval_table_sample, split_seed=args.split_seed, multi_steps=args.multi_steps,
         gamma=args.gamma, custom_reward_expression=args.custom_reward_expression)
     print_summary(prepare(args.input, args.normalization, args.output_train, args.output_eval, options,
-                          spark_master=args.spark_master))
+                          spark_master=args.spark_master, action_normalization=args.action_normalization))
     return 0

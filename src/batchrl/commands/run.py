@@ -32,7 +32,7 @@ def _artifact_line(name: str, summary: dict[str, Any], elapsed: float) -> None:
     keys = ("rows", "episodes", "output_rows", "features", "train_rows", "eval_rows", "dropped_truncated",
             "epochs", "transitions_per_s", "eval_td_loss", "gym_score")
     facts = ", ".join(f"{k}={_short(flat[k])}" for k in keys if isinstance(flat.get(k), int | float | str))
-    print(f"[{elapsed:6.1f}s] {name:<9} {facts}", flush=True)
+    print(f"[{elapsed:6.1f}s] {name:<17} {facts}", flush=True)
 
 
 def _short(value: Any) -> str:
@@ -51,17 +51,18 @@ def run(args: argparse.Namespace) -> int:
         on_stage=_artifact_line))
     print("\nartifacts:")
     for name, uri in results["artifacts"].items():
-        print(f"  {name:<13} {uri}")
+        print(f"  {name:<17} {uri}")
     evaluation = results.get("evaluate")
     if not evaluation:
         return 0
-    print(f"  {'report':<13} {evaluation['report_html']}")
+    print(f"  {'report':<17} {evaluation['report_html']}")
     gym = evaluation.get("gym")
     if gym:
         print(f"\ngym score ({config.env_name}, {gym.get('episodes')} greedy episodes): "
               f"mean {gym['mean_return']:.1f} +- {gym.get('std_return', float('nan')):.1f}")
-    print("\ncounterfactual policy evaluation (eval table):")
-    print(format_cpe_table(evaluation))
+    if not config.model.continuous:
+        print("\ncounterfactual policy evaluation (eval table):")
+        print(format_cpe_table(evaluation))
     if evaluation.get("passed") is False:
         print(f"\nFAILED: mean return below the passing score bar {evaluation['passing_score_bar']}")
         return 1

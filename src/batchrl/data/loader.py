@@ -39,8 +39,8 @@ TRAIN_COLUMNS = (
     "next_state_features_presence", "action", "next_action", "possible_actions_mask",
     "possible_next_actions_mask", "not_terminal", "action_probability", "step", "time_diff",
 )
-#: Extra columns for evaluation (CPE needs episodes in sequence order).
-EVAL_COLUMNS = (*TRAIN_COLUMNS, "mdp_id", "sequence_number")
+#: Extra column of tables with continuous actions.
+CONTINUOUS_COLUMNS = ("action_presence",)
 
 
 @dataclass
@@ -53,8 +53,8 @@ class Batch:
     state_presence: torch.Tensor | None
     next_state: torch.Tensor
     next_state_presence: torch.Tensor | None
-    action: torch.Tensor  # long [B]
-    next_action: torch.Tensor  # long [B]; num_actions = no next action
+    action: torch.Tensor  # long [B]; continuous: float32 [B, d] (raw, then in [-1, 1] after the transform)
+    next_action: torch.Tensor  # long [B]; num_actions = no next action; continuous: float32 [B, d] raw
     reward: torch.Tensor  # float32 [B]
     possible_actions_mask: torch.Tensor  # bool [B, A]
     possible_next_actions_mask: torch.Tensor  # bool [B, A]
@@ -64,6 +64,7 @@ class Batch:
     time_diff: torch.Tensor  # long [B]
     episode: torch.Tensor | None = None  # long [B], eval only: episode index (by mdp_id)
     sequence_number: torch.Tensor | None = None  # long [B], eval only
+    action_presence: torch.Tensor | None = None  # float32 [B, d], continuous actions until the transform
 
     def __len__(self) -> int:
         return int(self.reward.shape[0])
@@ -123,15 +124,26 @@ def _vector(table: pa.Table, name: str, dtype: np.dtype, where: str) -> np.ndarr
 
 
 def table_to_batch(table: pa.Table, num_features: int, num_actions: int, where: str = "training table",
-                   episode_ids: bool = False) -> Batch:
-    """Convert prepared-table rows to a CPU :class:`Batch`; rows without a logged action are dropped."""
+                   episode_ids: bool = False, continuous: bool = False) -> Batch:
+    """Convert prepared-table rows to a CPU :class:`Batch`; rows without a logged action are dropped.
+    ``continuous``: actions are vectors of ``num_actions`` action features (with presence)."""
     t = torch.from_numpy
-    action = _vector(table, "action", np.int64, where)
-    nxt = _vector(table, "next_action", np.int64, where)
-    for name, values in (("action", action), ("next_action", nxt)):
-        if len(values) and (values.min() < 0 or values.max() > num_actions):
-            raise BatchRLError(f"column '{name}' has action indices outside 0..{num_actions}", where=where,
-                               fix="rerun `batchrl prepare` with the action list of the dataset metadata")
+    action_presence = None
+    if continuous:
+        action = _matrix(table, "action", num_actions, np.float32, where)
+        nxt = _matrix(table, "next_action", num_actions, np.float32, where)
+        action_presence = t(_matrix(table, "action_presence", num_actions, np.float32, where))
+        if not (np.isfinite(action).all() and np.isfinite(nxt).all()):
+            raise BatchRLError("non-finite action values", where=where,
+                               fix="rerun `batchrl validate` on the logged data and `batchrl prepare`")
+    else:
+        action = _vector(table, "action", np.int64, where)
+        nxt = _vector(table, "next_action", np.int64, where)
+        for name, values in (("action", action), ("next_action", nxt)):
+            if len(values) and (values.min() < 0 or values.max() > num_actions):
+                raise BatchRLError(f"column '{name}' has action indices outside 0..{num_actions}", where=where,
+                                   fix="rerun `batchrl prepare` with the action list of the dataset metadata")
+    masks = 0 if continuous else num_actions
     batch = Batch(
         state=t(_matrix(table, "state_features", num_features, np.float32, where)),
         state_presence=t(_matrix(table, "state_features_presence", num_features, np.float32, where)),
@@ -140,12 +152,13 @@ def table_to_batch(table: pa.Table, num_features: int, num_actions: int, where: 
         action=t(action),
         next_action=t(nxt),
         reward=t(_vector(table, "reward", np.float32, where)),
-        possible_actions_mask=t(_matrix(table, "possible_actions_mask", num_actions, np.bool_, where)),
-        possible_next_actions_mask=t(_matrix(table, "possible_next_actions_mask", num_actions, np.bool_, where)),
+        possible_actions_mask=t(_matrix(table, "possible_actions_mask", masks, np.bool_, where)),
+        possible_next_actions_mask=t(_matrix(table, "possible_next_actions_mask", masks, np.bool_, where)),
         not_terminal=t(_vector(table, "not_terminal", np.bool_, where)),
         action_probability=t(_vector(table, "action_probability", np.float32, where)),
         step=t(_vector(table, "step", np.int64, where)),
         time_diff=t(_vector(table, "time_diff", np.int64, where)),
+        action_presence=action_presence,
     )
     if episode_ids:
         codes = pc.dictionary_encode(_column(table, "mdp_id", where)).indices  # first-appearance order
@@ -154,7 +167,7 @@ def table_to_batch(table: pa.Table, num_features: int, num_actions: int, where: 
     if not np.isfinite(batch.reward.numpy()).all() or not np.isfinite(batch.state.numpy()).all():
         raise BatchRLError("non-finite reward or state values", where=where,
                            fix="rerun `batchrl validate` on the logged data and `batchrl prepare`")
-    no_action = batch.action == num_actions
+    no_action = ~batch.action_presence.bool().any(dim=1) if continuous else batch.action == num_actions
     if bool(no_action.any()):
         log.info("%s: dropping %d rows without a logged action", where, int(no_action.sum()))
         batch = batch.index(~no_action)
@@ -170,8 +183,10 @@ class DatasetInfo:
 
     uri: str
     feature_ids: list[int]
-    action_names: list[str]
+    action_names: list[str]  # continuous: the action feature ids as strings
     metric_names: list[str]
+    continuous: bool = False
+    action_normalization: dict | None = None  # continuous: CONTINUOUS_ACTION normalization JSON
 
     @property
     def num_features(self) -> int:
@@ -179,7 +194,13 @@ class DatasetInfo:
 
     @property
     def num_actions(self) -> int:
+        """Discrete: the number of actions; continuous: the action dimensions."""
         return len(self.action_names)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns the trainers read."""
+        return TRAIN_COLUMNS + (CONTINUOUS_COLUMNS if self.continuous else ())
 
 
 def dataset_info(uri: str) -> DatasetInfo:
@@ -188,16 +209,22 @@ def dataset_info(uri: str) -> DatasetInfo:
     if missing:
         raise BatchRLError(f"training table metadata lacks {', '.join(missing)}", where=uri,
                            fix="pass a table written by `batchrl prepare` (discrete actions)")
+    continuous = meta.get("action_kind") == "continuous"
+    if continuous and not meta.get("action_normalization"):
+        raise BatchRLError("continuous-action table metadata lacks action_normalization", where=uri,
+                           fix="rerun `batchrl prepare` with --action-normalization")
     return DatasetInfo(uri, [int(i) for i in meta["feature_ids"]], [str(a) for a in meta["action_names"]],
-                       [str(m) for m in meta.get("metric_names") or []])
+                       [str(m) for m in meta.get("metric_names") or []], continuous,
+                       meta.get("action_normalization") if continuous else None)
 
 
 def read_eval_batch(uri: str, info: DatasetInfo | None = None) -> Batch:
     """The whole table as one CPU batch, rows ordered by (mdp_id, sequence_number), with episode ids."""
     info = info or dataset_info(uri)
-    table = storage.read_table(uri, columns=list(EVAL_COLUMNS))
+    table = storage.read_table(uri, columns=[*info.columns, "mdp_id", "sequence_number"])
     table = table.sort_by([("mdp_id", "ascending"), ("sequence_number", "ascending")])
-    return table_to_batch(table, info.num_features, info.num_actions, where=uri, episode_ids=True)
+    return table_to_batch(table, info.num_features, info.num_actions, where=uri, episode_ids=True,
+                          continuous=info.continuous)
 
 
 def default_resident_budget(device: torch.device) -> int:
@@ -263,9 +290,10 @@ class TransitionLoader:
         tables = []
         for path, index, _ in groups:
             with self._fs.open_input_file(path) as fh:
-                tables.append(pq.ParquetFile(fh).read_row_group(index, columns=list(TRAIN_COLUMNS)))
+                tables.append(pq.ParquetFile(fh).read_row_group(index, columns=list(self.info.columns)))
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        return table_to_batch(table, self.info.num_features, self.info.num_actions, where=self.uri)
+        return table_to_batch(table, self.info.num_features, self.info.num_actions, where=self.uri,
+                              continuous=self.info.continuous)
 
     def _deliver(self, batch: Batch, transformed: bool) -> Batch:
         if batch.reward.device != self.device:

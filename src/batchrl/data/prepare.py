@@ -13,7 +13,9 @@ Per timeline row, with Spark (DataFrame API and SQL higher-order functions, no P
 4. sparse -> dense over the normalization's feature ids (ascending): values (missing -> 0) and presence;
 5. discrete actions -> index into the action list (unknown or "" -> len(actions));
    ``not_terminal`` = the next action is a real action; possible (next) actions -> boolean masks;
-6. the columns of :data:`batchrl.data.schema.TRAINING_COLUMNS`, rows ordered by (mdp_id, sequence_number).
+   continuous (map) actions -> dense vectors over the action normalization's feature ids (raw values,
+   scaled by the trainer), ``not_terminal`` = the next action map is not empty, empty masks;
+6. the columns of :func:`batchrl.data.schema.training_columns`, rows ordered by (mdp_id, sequence_number).
 
 Truncation: a row without a next action whose ``end_reason`` is ``truncated`` (a time limit, not a
 terminal state) has no next state and cannot be trained as terminal: it is dropped and counted.
@@ -31,9 +33,9 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchrl import storage
-from batchrl.data.schema import END_TRUNCATED, TRAINING_COLUMNS
+from batchrl.data.schema import END_TRUNCATED, training_columns
 from batchrl.errors import BatchRLError
-from batchrl.preprocessing.normalization import read_normalization
+from batchrl.preprocessing.normalization import FeatureType, read_normalization
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -87,8 +89,9 @@ class PrepareOptions(BaseModel):
 # ---------------------------------------------------------------- checks
 
 
-def _check_input(df: DataFrame, options: PrepareOptions, where: str) -> bool:
-    """Check the timeline table's columns; return whether it is multi-step (array rewards)."""
+def _check_input(df: DataFrame, options: PrepareOptions, where: str) -> tuple[bool, bool]:
+    """Check the timeline table's columns; return whether it is multi-step (array rewards) and whether
+    its actions are continuous (maps)."""
     from pyspark.sql import types as T
 
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -96,9 +99,15 @@ def _check_input(df: DataFrame, options: PrepareOptions, where: str) -> bool:
         raise BatchRLError(f"the timeline table has no column(s) {missing}", where=where,
                            fix="pass the output of `batchrl timeline`")
     schema = {f.name: f.dataType for f in df.schema.fields}
-    if not isinstance(schema["action"], T.StringType):
-        raise BatchRLError(f"action is {schema['action'].simpleString()}: prepare supports discrete (string) "
-                           "actions", where=where, fix="use a timeline of discrete-action data")
+    action = schema["action"]
+    continuous = isinstance(action, T.MapType) and isinstance(action.keyType, T.LongType | T.IntegerType)
+    if not continuous and not isinstance(action, T.StringType):
+        raise BatchRLError(f"action is {action.simpleString()}: prepare supports discrete (string) and "
+                           "continuous (map<bigint,double>) actions", where=where,
+                           fix="log actions as names (strings) or as maps {action feature id: value}")
+    if continuous and options.actions is not None:
+        raise BatchRLError("--actions names discrete actions, but this timeline's actions are maps (continuous)",
+                           where=where, fix="drop --actions; pass --action-normalization instead")
     multi = isinstance(schema["reward"], T.ArrayType)
     if multi and options.multi_steps is None:
         raise BatchRLError("the timeline is multi-step (reward is an array) but no --multi-steps was given",
@@ -106,7 +115,22 @@ def _check_input(df: DataFrame, options: PrepareOptions, where: str) -> bool:
     if not multi and options.multi_steps is not None:
         raise BatchRLError(f"--multi-steps {options.multi_steps} needs a multi-step timeline (reward arrays)",
                            where=where, fix="rebuild the timeline with steps K, or drop --multi-steps")
-    return multi
+    return multi, continuous
+
+
+def action_features(uri: str | None, where: str) -> list[int]:
+    """The feature ids of a continuous-action normalization; every one must be CONTINUOUS_ACTION."""
+    fix = ("run `batchrl normalize --column action --feature-type CONTINUOUS_ACTION` on the timeline and pass "
+           "its output as --action-normalization")
+    if uri is None:
+        raise BatchRLError("the timeline's actions are maps (continuous) but no action normalization was given",
+                           where=where, fix=fix)
+    params = read_normalization(uri)
+    wrong = {i: p.feature_type.value for i, p in params.items() if p.feature_type != FeatureType.CONTINUOUS_ACTION}
+    if wrong or not params:
+        raise BatchRLError(f"continuous actions need CONTINUOUS_ACTION features (their [min, max] bounds); got "
+                           f"{wrong or 'no features'}", where=uri, fix=fix)
+    return sorted(params)
 
 
 def _names(df: DataFrame, multi: bool, need_actions: bool) -> tuple[list[str] | None, list[str]]:
@@ -173,8 +197,9 @@ def _split_hash(mdp_id: Column, seed: int) -> Column:
 
 
 def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int], actions: list[str],
-                  metric_names: list[str], multi: bool) -> DataFrame:
-    """Timeline rows -> training rows (TRAINING_COLUMNS plus ``_split``, ``_truncated``, ``_prob_null``)."""
+                  metric_names: list[str], multi: bool, action_ids: list[int] | None = None) -> DataFrame:
+    """Timeline rows -> training rows (``training_columns`` plus ``_split``, ``_truncated``,
+    ``_prob_null``, ``_no_action``). ``action_ids``: the action feature ids of continuous (map) actions."""
     from pyspark.sql import functions as F
 
     custom = None
@@ -209,8 +234,27 @@ def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int]
     else:
         reward = col("reward")
 
-    next_action = F.coalesce(at_step("next_action"), F.lit(""))
-    missing_next = next_action == ""
+    if action_ids is None:
+        next_name = F.coalesce(at_step("next_action"), F.lit(""))
+        next_index = _action_index(next_name, actions)
+        missing_next = next_name == ""
+        action = _action_index(col("action"), actions)
+        action_columns = {
+            "action": action, "next_action": next_index,
+            "possible_actions_mask": _mask(col("possible_actions") if "possible_actions" in cols else None,
+                                           actions),
+            "possible_next_actions_mask": _mask(at_step("possible_next_actions")
+                                                if "possible_next_actions" in cols else None, actions)}
+        no_action = action == F.lit(len(actions))
+    else:
+        missing_next = F.coalesce(F.size(at_step("next_action")), F.lit(0)) <= 0
+        action, action_presence = _dense(col("action"), action_ids)
+        next_vector, next_presence_ = _dense(at_step("next_action"), action_ids)
+        no_mask = F.array().cast("array<boolean>")
+        action_columns = {"action": action, "action_presence": action_presence, "next_action": next_vector,
+                          "next_action_presence": next_presence_, "possible_actions_mask": no_mask,
+                          "possible_next_actions_mask": no_mask}
+        no_action = ~F.exists(action_presence, lambda present: present)
     truncated = F.coalesce(col("end_reason") == F.lit(END_TRUNCATED), F.lit(False)) \
         if "end_reason" in cols else F.lit(False)
     state, state_presence = _dense(col("state_features"), feature_ids)
@@ -220,19 +264,14 @@ def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int]
     else:
         metrics, metrics_presence = F.array().cast("array<float>"), F.array().cast("array<boolean>")
     ordinal = "sequence_number_ordinal" if "sequence_number_ordinal" in cols else "sequence_number"
-    next_index = _action_index(next_action, actions)
     out = {
         "reward": reward.cast("float"),
         "state_features": state,
         "state_features_presence": state_presence,
         "next_state_features": next_state,
         "next_state_features_presence": next_presence,
-        "action": _action_index(col("action"), actions),
-        "next_action": next_index,
-        "possible_actions_mask": _mask(col("possible_actions") if "possible_actions" in cols else None, actions),
-        "possible_next_actions_mask": _mask(at_step("possible_next_actions")
-                                            if "possible_next_actions" in cols else None, actions),
-        "not_terminal": next_index < F.lit(len(actions)),
+        **action_columns,
+        "not_terminal": next_index < F.lit(len(actions)) if action_ids is None else ~missing_next,
         "action_probability": F.coalesce(col("action_probability"), F.lit(1.0)).cast("float"),
         "mdp_id": col("mdp_id").cast("string"),
         "sequence_number": col(ordinal).cast("bigint"),
@@ -244,7 +283,7 @@ def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int]
     return df.select(*[value.alias(name) for name, value in out.items()],
                      _split_hash(col("mdp_id"), options.split_seed).alias("_split"),
                      (missing_next & truncated).alias("_truncated"),
-                     col("action_probability").isNull().alias("_prob_null"))
+                     col("action_probability").isNull().alias("_prob_null"), no_action.alias("_no_action"))
 
 
 def _metric_columns(metrics: Column, names: list[str]) -> tuple[Column, Column]:
@@ -260,8 +299,8 @@ def _metric_columns(metrics: Column, names: list[str]) -> tuple[Column, Column]:
 # ---------------------------------------------------------------- the stage
 
 
-def training_spark_schema():
-    """TRAINING_COLUMNS as a Spark schema (nullable lists of nullable elements, like Arrow's defaults)."""
+def training_spark_schema(continuous: bool = False):
+    """``training_columns`` as a Spark schema (nullable lists of nullable elements, like Arrow's defaults)."""
     from pyspark.sql import types as T
 
     scalar = {pa.float32(): T.FloatType(), pa.int64(): T.LongType(), pa.bool_(): T.BooleanType(),
@@ -272,10 +311,11 @@ def training_spark_schema():
             return T.ArrayType(spark_type(dtype.value_type), containsNull=True)
         return scalar[dtype]
 
-    return T.StructType([T.StructField(name, spark_type(dtype), True) for name, dtype in TRAINING_COLUMNS.items()])
+    return T.StructType([T.StructField(name, spark_type(dtype), True)
+                         for name, dtype in training_columns(continuous).items()])
 
 
-def _part_stats(rows: DataFrame, parts: dict[str, Column], num_actions: int) -> tuple[dict[str, Any],
+def _part_stats(rows: DataFrame, parts: dict[str, Column]) -> tuple[dict[str, Any],
                                                                                         dict[str, dict[str, Any]]]:
     """One job: input counts (rows, truncated, null propensities, unknown actions) and per-part stats."""
     from pyspark.sql import functions as F
@@ -289,7 +329,7 @@ def _part_stats(rows: DataFrame, parts: dict[str, Column], num_actions: int) -> 
         F.sum((~F.col("not_terminal")).cast("long")).alias("terminal"),
         F.sum(F.col("_truncated").cast("long")).alias("truncated"),
         F.sum(F.col("_prob_null").cast("long")).alias("prob_null"),
-        F.sum((F.col("action") == num_actions).cast("long")).alias("unknown"),
+        F.sum(F.col("_no_action").cast("long")).alias("unknown"),
         F.sum((~F.exists("state_features_presence", lambda present: present)).cast("long")).alias("featureless"),
     ).collect()
     by_part = {r["_part"]: r for r in grouped}
@@ -307,12 +347,16 @@ def _part_stats(rows: DataFrame, parts: dict[str, Column], num_actions: int) -> 
 
 
 def prepare(input: str, normalization: str, output_train: str, output_eval: str, options: PrepareOptions,
-            spark_master: str = "local[*]") -> dict:
+            spark_master: str = "local[*]", action_normalization: str | None = None) -> dict:
     """Write the train and eval training tables of the timeline table at ``input``.
 
     Feature ids (the order of the dense vectors) are the normalization's; the dataset metadata of both
-    outputs records ``feature_ids``, ``action_names``, ``metric_names``, ``num_rows``, ``gamma``,
-    ``multi_steps`` and the split ranges. Both outputs are committed only when both are written.
+    outputs records ``feature_ids``, ``action_kind``, ``action_names``, ``metric_names``, ``num_rows``,
+    ``gamma``, ``multi_steps`` and the split ranges. Continuous (map) actions need
+    ``action_normalization`` (CONTINUOUS_ACTION bounds); its feature ids order the action vectors, the
+    action names are those ids as strings, and the metadata keeps the normalization itself
+    (``action_feature_ids``, ``action_normalization``) for the trainer. Both outputs are committed only
+    when both are written.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.utils import AnalysisException
@@ -327,13 +371,20 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
     storage.require_committed(input)
     spark = get_spark(spark_master)
     df = spark.read.parquet(storage.spark_path(input))
-    multi = _check_input(df, options, input)
-    inferred, metric_names = _names(df, multi, need_actions=options.actions is None)
-    actions = list(options.actions) if options.actions is not None else inferred
+    multi, continuous = _check_input(df, options, input)
+    action_ids = action_features(action_normalization, input) if continuous else None
+    if not continuous and action_normalization is not None:
+        raise BatchRLError("--action-normalization applies to continuous (map) actions; this timeline's actions "
+                           "are discrete (strings)", where=input, fix="drop --action-normalization")
+    inferred, metric_names = _names(df, multi, need_actions=not continuous and options.actions is None)
+    if continuous:
+        actions = [str(i) for i in action_ids]
+    else:
+        actions = list(options.actions) if options.actions is not None else inferred
     train_range = [0.0, options.table_sample]
     eval_range = [100.0 - options.eval_table_sample, 100.0]
     try:
-        rows = training_rows(df, options, feature_ids, actions, metric_names, multi)
+        rows = training_rows(df, options, feature_ids, actions, metric_names, multi, action_ids)
     except AnalysisException as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         expr = options.custom_reward_expression
@@ -341,7 +392,7 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
                            fix="check --custom-reward-expression (a SQL expression over the timeline columns)"
                            if expr else "pass the output of `batchrl timeline`") from None
     conditions = {"train": F.col("_split") < options.table_sample, "eval": F.col("_split") >= eval_range[0]}
-    counts, results = _part_stats(rows, conditions, len(actions))
+    counts, results = _part_stats(rows, conditions)
     if counts["rows"] and counts["featureless"] == counts["rows"]:
         raise BatchRLError(f"no row has any of the normalization's feature ids {feature_ids[:20]} in "
                            "state_features", where=f"{input} with {normalization}",
@@ -352,11 +403,15 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
     if counts["prob_null"]:
         log.warning("%d rows have no action_probability; 1.0 was used (CPE needs real propensities)",
                     counts["prob_null"])
-    if counts["unknown"]:
+    if counts["unknown"] and continuous:
+        log.warning("%d rows have none of the action features %s (they are not trained on)", counts["unknown"],
+                    action_ids)
+    elif counts["unknown"]:
         log.warning("%d rows have a logged action outside %s (action index %d)", counts["unknown"], actions,
                     len(actions))
     common = {
         "feature_ids": feature_ids,
+        "action_kind": "continuous" if continuous else "discrete",
         "action_names": actions,
         "metric_names": metric_names,
         "gamma": options.gamma,
@@ -366,9 +421,11 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
         "custom_reward_expression": options.custom_reward_expression,
         "input": input,
         "normalization": normalization,
+        **({"action_feature_ids": action_ids, "action_normalization": storage.read_json(action_normalization),
+            "action_normalization_uri": action_normalization} if continuous else {}),
     }
     outputs = {"train": (output_train, train_range), "eval": (output_eval, eval_range)}
-    spark_schema = training_spark_schema()
+    spark_schema = training_spark_schema(continuous)
     writers: dict[str, storage.DatasetWriter] = {}
     try:
         for name, (uri, _) in outputs.items():
@@ -396,7 +453,8 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
         "rows_without_features": counts["featureless"],
         "train": results["train"],
         "eval": results["eval"],
-        **{k: common[k] for k in ("feature_ids", "action_names", "metric_names", "gamma", "multi_steps")},
+        **{k: common[k] for k in ("feature_ids", "action_kind", "action_names", "metric_names", "gamma",
+                                  "multi_steps")},
         "table_sample": options.table_sample,
         "eval_table_sample": options.eval_table_sample,
         "elapsed_s": round(time.perf_counter() - started, 3),

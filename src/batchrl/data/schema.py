@@ -78,3 +78,17 @@ TRAINING_COLUMNS = {
     "metrics": pa.list_(pa.float32()),
     "metrics_presence": pa.list_(pa.bool_()),
 }
+
+#: The same table for continuous (map) actions: ``action``/``next_action`` are raw action vectors over
+#: the dataset metadata's ``action_feature_ids`` (missing -> 0, with presence; an empty next action is a
+#: terminal row) and the possible-action masks are empty lists.
+CONTINUOUS_TRAINING_COLUMNS = {
+    column: dtype for name, typ in TRAINING_COLUMNS.items()
+    for column, dtype in ([(name, pa.list_(pa.float32())), (f"{name}_presence", pa.list_(pa.bool_()))]
+                          if name in ("action", "next_action") else [(name, typ)])
+}
+
+
+def training_columns(continuous: bool) -> dict[str, pa.DataType]:
+    """The columns of a prepared table with discrete (index) or continuous (vector) actions."""
+    return CONTINUOUS_TRAINING_COLUMNS if continuous else TRAINING_COLUMNS

@@ -196,7 +196,10 @@ def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions
         "training": {key: training.get(key) for key in ("algorithm", "epochs", "final_losses", "eval_td_loss",
                                                         "train_rows", "eval_rows") if key in training},
     }
-    if eval is not None:
+    if eval is not None and policy.continuous:
+        notes.append("the model's actions are continuous: the CPE estimators here need discrete actions "
+                     "(target-policy probabilities), so no CPE was computed")
+    elif eval is not None:
         metrics["cpe"] = counterfactual_evaluation(model_dir, policy, eval, options, gamma, temperature, notes)
     if options.env is not None:
         metrics["gym"] = gym_evaluation(policy, options, gamma)

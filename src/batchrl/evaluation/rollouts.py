@@ -3,9 +3,10 @@
 Episodes run in vectors of environments (gymnasium's native vector env where one exists, e.g.
 CartPole), ``num_envs`` at a time; each environment of a vector plays exactly one episode, so the
 episodes are not biased toward short ones. The vector holding episodes k.. is reset with seed
-``seed + k``, so the same seed and ``num_envs`` give the same returns. Observation index i is feature id i; the action is the
-argmax of the Q-values over the possible actions (an environment's ``info["action_mask"]`` when it
-provides one).
+````seed + k``, so the same seed and ``num_envs`` give the same returns. Observation index i is feature
+id i. Discrete actions: the argmax of the Q-values over the possible actions (an environment's
+``info["action_mask"]`` when it provides one). Continuous actions: the exported actor's output, already
+in the environment's units.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def greedy_rollouts(policy: LoadedModel, env_id: str, episodes: int, seed: int, 
 
     from batchrl.data.gym_logging import make_envs
 
-    mapping = env_actions(policy.action_names)
+    continuous = policy.continuous
+    mapping = None if continuous else env_actions(policy.action_names)
+    space = gym.spaces.Box if continuous else gym.spaces.Discrete
     try:
         limit = max_steps or gym.spec(env_id).max_episode_steps
     except gym.error.Error:
@@ -73,10 +76,11 @@ def greedy_rollouts(policy: LoadedModel, env_id: str, episodes: int, seed: int, 
             count = min(num_envs, episodes - start)
             envs = make_envs(env_id, count, max_steps)
             try:
-                if not isinstance(envs.single_action_space, gym.spaces.Discrete):
+                if not isinstance(envs.single_action_space, space):
+                    kind = "continuous" if continuous else "discrete"
                     raise BatchRLError(f"{env_id} has a {type(envs.single_action_space).__name__} action "
-                                       "space; greedy evaluation needs discrete actions",
-                                       fix="evaluate discrete-action models in discrete-action environments")
+                                       f"space; this model's actions are {kind}",
+                                       fix=f"evaluate {kind}-action models in {kind}-action environments")
                 obs, info = envs.reset(seed=seed + start)
                 flat = np.asarray(obs, dtype=np.float32).reshape(count, -1)
                 columns = _observation_columns(policy.feature_ids, flat.shape[1], env_id)
@@ -85,12 +89,7 @@ def greedy_rollouts(policy: LoadedModel, env_id: str, episodes: int, seed: int, 
                 steps = np.zeros(count, dtype=np.int64)
                 running = np.ones(count, dtype=bool)
                 while running.any():
-                    q = policy.outputs(flat[:, columns])
-                    mask = torch.ones_like(q, dtype=torch.bool)
-                    if "action_mask" in info:
-                        env_mask = np.asarray(info["action_mask"], dtype=bool).reshape(count, -1)
-                        mask = torch.from_numpy(env_mask[:, mapping - int(envs.single_action_space.start)])
-                    actions = mapping[masked_argmax(q, mask).numpy()]
+                    actions = _actions(policy.outputs(flat[:, columns]), info, mapping, envs.single_action_space)
                     obs, reward, terminated, truncated, info = envs.step(actions)
                     total[running] += reward[running]
                     disc_total[running] += gamma ** steps[running] * reward[running]
@@ -107,3 +106,16 @@ def greedy_rollouts(policy: LoadedModel, env_id: str, episodes: int, seed: int, 
     result = Rollouts(np.concatenate(returns), np.concatenate(discounted), np.concatenate(lengths))
     log.info("%s: mean return %.2f over %d greedy episodes", env_id, float(result.returns.mean()), episodes)
     return result
+
+
+def _actions(out: torch.Tensor, info: dict, mapping: np.ndarray | None, action_space) -> np.ndarray:
+    """The environments' actions from the model's outputs: continuous ones as they are (shaped like the
+    action space), discrete ones by argmax over the possible actions."""
+    count = out.shape[0]
+    if mapping is None:
+        return out.numpy().astype(action_space.dtype).reshape(count, *action_space.shape)
+    mask = torch.ones_like(out, dtype=torch.bool)
+    if "action_mask" in info:
+        env_mask = np.asarray(info["action_mask"], dtype=bool).reshape(count, -1)
+        mask = torch.from_numpy(env_mask[:, mapping - int(action_space.start)])
+    return mapping[masked_argmax(out, mask).numpy()]

@@ -84,6 +84,11 @@ class LoadedModel:
     def feature_ids(self) -> list[int]:
         return [int(i) for i in self.metadata["feature_ids"]]
 
+    @property
+    def continuous(self) -> bool:
+        """Whether the model outputs continuous actions (in the environment's units) instead of scores."""
+        return self.metadata.get("action_space") == "continuous"
+
     def outputs(self, values: np.ndarray | torch.Tensor, presence: np.ndarray | torch.Tensor | None = None
                 ) -> torch.Tensor:
         """The module's [B, A] output for dense ``values`` [B, F] (presence: all present by default)."""

@@ -31,13 +31,13 @@ from batchrl import __version__, storage
 from batchrl.data.loader import Batch
 from batchrl.errors import BatchRLError
 from batchrl.models.builders import build_network
-from batchrl.models.continuous import ActionScaler, Critic, DeterministicActor, GaussianActor, ScaledActor
-from batchrl.models.networks import FullyConnected
+from batchrl.models.continuous import ActionScaler
 from batchrl.preprocessing.identify import IdentifyOptions, identify_feature
 from batchrl.preprocessing.normalization import Normalization, to_json_dict, write_normalization
 from batchrl.preprocessing.preprocessor import Preprocessor
 from batchrl.progress import Progress
-from batchrl.serving.export import LoadedModel, export_model, load_policy
+from batchrl.serving.export import export_model, load_policy
+from batchrl.training.continuous import build_continuous_trainer, export_actor
 from batchrl.training.gym_config import GymTrainConfig
 from batchrl.training.loop import TensorBoardLog
 
@@ -156,22 +156,8 @@ def identify_states(states: np.ndarray, config: GymTrainConfig) -> Normalization
 def build_trainer(config: GymTrainConfig, input_dim: int, action_dim: int, device: torch.device):
     """The configured trainer with fresh networks (torch seeded by the caller)."""
     model, name = config.model.value, config.model.name
-    if name == "SAC" or name == "TD3":
-        from batchrl.training.sac import SACTrainer
-        from batchrl.training.td3 import TD3Trainer
-
-        actor_p, critic_p = model.actor_net_builder.params, model.critic_net_builder.params
-        critics = [Critic(input_dim, action_dim, list(critic_p.sizes), list(critic_p.activations)) for _ in range(2)]
-        if name == "SAC":
-            actor = GaussianActor(input_dim, action_dim, list(actor_p.sizes), list(actor_p.activations))
-            value = None
-            if model.value_net_builder is not None:
-                value_p = model.value_net_builder.params
-                value = FullyConnected(input_dim, 1, list(value_p.sizes), list(value_p.activations))
-            return SACTrainer(actor, *critics, model.trainer_param, action_dim, value=value, device=device,
-                              seed=config.seed)
-        actor = DeterministicActor(input_dim, action_dim, list(actor_p.sizes), list(actor_p.activations))
-        return TD3Trainer(actor, *critics, model.trainer_param, device=device, seed=config.seed)
+    if config.model.continuous:
+        return build_continuous_trainer(model, input_dim, action_dim, device=device, seed=config.seed)
     if name == "DiscreteDQN":
         from batchrl.training.dqn import DQNTrainer
 
@@ -201,47 +187,19 @@ def export_policy(uri: str, config: GymTrainConfig, trainer, preprocessor: Prepr
     feature_ids = sorted(normalization)
     norm_json = to_json_dict(normalization)
     if config.model.continuous:
-        low, high = action_space.low.reshape(-1).tolist(), action_space.high.reshape(-1).tolist()
-        network = ScaledActor(trainer.actor, ActionScaler(low, high))
-        export_model(uri, preprocessor, network, action_names, feature_ids, norm_json,
-                     {**metadata, "output": "actions", "action_space": "continuous", "action_low": low,
-                      "action_high": high})
+        export_actor(uri, preprocessor, trainer.actor, action_space.low.reshape(-1).tolist(),
+                     action_space.high.reshape(-1).tolist(), action_names, feature_ids, norm_json, metadata)
     else:
         export_model(uri, preprocessor, trainer.q_network, action_names, feature_ids, norm_json,
                      {**metadata, "output": "q_values", "action_space": "discrete"})
 
 
-def continuous_rollouts(policy: LoadedModel, env_id: str, episodes: int, seed: int,
-                        max_steps: int | None = None) -> np.ndarray:
-    """Returns of ``episodes`` episodes of an exported continuous policy (episode k reset with seed + k)."""
-    env = make_env(env_id, max_steps)
-    returns = []
-    try:
-        with Progress(episodes, f"evaluate {env_id}", "episodes") as bar:
-            for k in range(episodes):
-                obs, _ = env.reset(seed=seed + k)
-                total, done = 0.0, False
-                while not done:
-                    action = policy.outputs(np.asarray(obs, dtype=np.float32).reshape(1, -1))[0].numpy()
-                    obs, reward, terminated, truncated, _ = env.step(action.reshape(env.action_space.shape))
-                    total += float(reward)
-                    done = terminated or truncated
-                returns.append(total)
-                bar.update(1)
-    finally:
-        env.close()
-    return np.asarray(returns)
-
-
 def evaluate_policy(uri: str, config: GymTrainConfig) -> np.ndarray:
     """Greedy returns of the exported policy at ``uri`` over ``num_eval_episodes`` episodes."""
-    policy = load_policy(uri)
-    seed = config.seed + EVAL_SEED_OFFSET
-    if config.model.continuous:
-        return continuous_rollouts(policy, config.env, config.num_eval_episodes, seed, config.max_steps)
     from batchrl.evaluation.rollouts import greedy_rollouts
 
-    return greedy_rollouts(policy, config.env, config.num_eval_episodes, seed, max_steps=config.max_steps).returns
+    return greedy_rollouts(load_policy(uri), config.env, config.num_eval_episodes, config.seed + EVAL_SEED_OFFSET,
+                           max_steps=config.max_steps).returns
 
 
 # ---------------------------------------------------------------- the harness

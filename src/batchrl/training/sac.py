@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from batchrl.config import SACTrainerParameters
 from batchrl.data.loader import Batch
+from batchrl.training.continuous import critic_evaluation
 from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
 
 
@@ -90,17 +91,24 @@ class SACTrainer:
         """Actions in [-1, 1]^d: a sample of pi(.|s) when exploring, else tanh(mean)."""
         return self.actor.sample(state, self.generator)[0] if explore else self.actor(state)
 
+    @torch.no_grad()
+    def td_target(self, batch: Batch) -> Tensor:
+        """The critics' regression target y [B] (soft target, or V_T(s') with a value network)."""
+        if self.value_target is not None:
+            return batch.reward + self.gamma * batch.not_terminal.float() * \
+                self.value_target(batch.next_state).squeeze(1)
+        next_action, next_log_prob = self.actor.sample(batch.next_state, self.generator)
+        return soft_q_target(batch.reward, self.gamma, batch.not_terminal,
+                             self.q1_target(batch.next_state, next_action),
+                             self.q2_target(batch.next_state, next_action), next_log_prob, self.alpha)
+
+    def evaluate(self, batch: Batch) -> dict[str, Tensor]:
+        """Critic and policy terms on held-out data, without training."""
+        return critic_evaluation(self, batch, self.td_target(batch))
+
     def update(self, batch: Batch) -> dict[str, Tensor]:
         alpha = self.alpha
-        with torch.no_grad():
-            if self.value_target is not None:
-                target = batch.reward + self.gamma * batch.not_terminal.float() * \
-                    self.value_target(batch.next_state).squeeze(1)
-            else:
-                next_action, next_log_prob = self.actor.sample(batch.next_state, self.generator)
-                target = soft_q_target(batch.reward, self.gamma, batch.not_terminal,
-                                       self.q1_target(batch.next_state, next_action),
-                                       self.q2_target(batch.next_state, next_action), next_log_prob, alpha)
+        target = self.td_target(batch)
         q1, q2 = self.q1(batch.state, batch.action), self.q2(batch.state, batch.action)
         q_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
         self.q_optimizer.zero_grad(set_to_none=True)

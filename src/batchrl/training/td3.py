@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from batchrl.config import TD3TrainerParameters
 from batchrl.data.loader import Batch
+from batchrl.training.continuous import critic_evaluation
 from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
 
 
@@ -89,14 +90,22 @@ class TD3Trainer:
             action = (action + self._noise(action, self.params.exploration_noise)).clamp(-1.0, 1.0)
         return action
 
+    @torch.no_grad()
+    def td_target(self, batch: Batch) -> Tensor:
+        """The critics' regression target y [B] (clipped double Q at the smoothed target action)."""
+        mu_next = self.actor_target(batch.next_state)
+        next_action = smoothed_target_action(mu_next, self._noise(mu_next, self.params.noise_variance),
+                                             self.params.noise_clip)
+        return clipped_double_q_target(batch.reward, self.gamma, batch.not_terminal,
+                                       self.q1_target(batch.next_state, next_action),
+                                       self.q2_target(batch.next_state, next_action))
+
+    def evaluate(self, batch: Batch) -> dict[str, Tensor]:
+        """Critic and policy terms on held-out data, without training."""
+        return critic_evaluation(self, batch, self.td_target(batch))
+
     def update(self, batch: Batch) -> dict[str, Tensor]:
-        with torch.no_grad():
-            mu_next = self.actor_target(batch.next_state)
-            next_action = smoothed_target_action(mu_next, self._noise(mu_next, self.params.noise_variance),
-                                                 self.params.noise_clip)
-            target = clipped_double_q_target(batch.reward, self.gamma, batch.not_terminal,
-                                             self.q1_target(batch.next_state, next_action),
-                                             self.q2_target(batch.next_state, next_action))
+        target = self.td_target(batch)
         q1, q2 = self.q1(batch.state, batch.action), self.q2(batch.state, batch.action)
         q_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
         self.q_optimizer.zero_grad(set_to_none=True)

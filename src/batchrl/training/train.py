@@ -3,6 +3,7 @@
 Model directory (local or s3://)::
 
     model.torchscript          (values, presence) -> (action names, Q-values)   spec section 8
+                               continuous actions (SAC, TD3): -> (action names, actions in the logged units)
     reward_model.torchscript   same signature, r_hat(s, .)     } when eval_parameters.calc_cpe_in_training
     q_value_model.torchscript  same signature, Q_hat(s, .)     }
     training_summary.json      config, per-epoch metrics (incl. CPE), final metrics, gamma, temperature
@@ -19,7 +20,8 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -29,7 +31,7 @@ from batchrl.config import DiscreteCQLModel, DiscreteDQNModel, WorkflowConfig
 from batchrl.data.loader import Batch, DatasetInfo, TransitionLoader, dataset_info, read_eval_batch
 from batchrl.errors import BatchRLError
 from batchrl.models.builders import build_network
-from batchrl.preprocessing.normalization import read_normalization
+from batchrl.preprocessing.normalization import from_json_dict, read_normalization
 from batchrl.preprocessing.preprocessor import Preprocessor
 from batchrl.serving.export import export_model
 from batchrl.training.algorithms import build_algorithm_trainer
@@ -40,6 +42,7 @@ from batchrl.training.checkpoints import (
     rng_state,
     save_checkpoint,
 )
+from batchrl.training.continuous import build_continuous_trainer, continuous_epoch_metrics, export_actor
 from batchrl.training.cpe_models import CPETrainer
 from batchrl.training.cql import cql_trainer
 from batchrl.training.dqn import DQNTrainer
@@ -85,47 +88,62 @@ def config_fingerprint(config: WorkflowConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _check_tables(actions: list[str], train: DatasetInfo, eval_: DatasetInfo) -> None:
-    if train.action_names != actions:
-        raise BatchRLError(f"the config's actions {actions} differ from the training table's {train.action_names}",
-                           where=train.uri, fix="set trainer_param.actions to the actions the table was "
-                           "prepared with (same order)")
-    if eval_.action_names != train.action_names or eval_.feature_ids != train.feature_ids:
+def _check_tables(config: WorkflowConfig, train: DatasetInfo, eval_: DatasetInfo) -> None:
+    model = config.model.value
+    if config.model.continuous != train.continuous:
+        kinds = ("discrete", "continuous")
+        raise BatchRLError(f"{config.model.name} trains on {kinds[config.model.continuous]} actions but the "
+                           f"training table's actions are {kinds[train.continuous]}", where=train.uri,
+                           fix="use SAC or TD3 for continuous (map) actions and a discrete algorithm otherwise")
+    if train.continuous:
+        expected = [str(i) for i, _ in model.action_float_features or []]
+        if expected and expected != train.action_names:
+            raise BatchRLError(f"action_float_features ids {expected} differ from the training table's action "
+                               f"feature ids {train.action_names}", where=train.uri,
+                               fix="list the action normalization's feature ids in action_float_features")
+    elif train.action_names != model.trainer_param.actions:
+        raise BatchRLError(f"the config's actions {model.trainer_param.actions} differ from the training table's "
+                           f"{train.action_names}", where=train.uri, fix="set trainer_param.actions to the actions "
+                           "the table was prepared with (same order)")
+    if (eval_.action_names != train.action_names or eval_.feature_ids != train.feature_ids
+            or eval_.continuous != train.continuous):
         raise BatchRLError("the eval table's feature ids or actions differ from the training table's",
                            where=eval_.uri, fix="prepare both tables in one `batchrl prepare` run")
 
 
-def preprocess_fn(preprocessor: Preprocessor):
-    """Batch -> Batch with states replaced by the network input (run on the batch's device)."""
+def preprocess_fn(preprocessor: Preprocessor, action_preprocessor: Preprocessor | None = None):
+    """Batch -> Batch with states replaced by the network input (run on the batch's device); with an
+    ``action_preprocessor``, continuous actions scaled to [-1, 1] as well."""
 
     @torch.no_grad()
     def transform(batch: Batch) -> Batch:
-        return replace(batch, state=preprocessor(batch.state, batch.state_presence), state_presence=None,
-                       next_state=preprocessor(batch.next_state, batch.next_state_presence),
-                       next_state_presence=None)
+        batch = replace(batch, state=preprocessor(batch.state, batch.state_presence), state_presence=None,
+                        next_state=preprocessor(batch.next_state, batch.next_state_presence),
+                        next_state_presence=None)
+        if action_preprocessor is not None:
+            batch = replace(batch, action=action_preprocessor(batch.action, batch.action_presence),
+                            action_presence=None)
+        return batch
 
     return transform
 
 
+@dataclass
+class _Setup:
+    """What differs between discrete and continuous training; the rest of :func:`train` is shared."""
 
-def train(config: WorkflowConfig, train: str, eval: str, normalization: str, output: str,
-          device: str | None = None, resume: bool = False) -> dict:
-    """Train the configured model on ``train``, evaluate on ``eval`` each epoch, write ``output``."""
-    started = time.perf_counter()
-    output = output.rstrip("/")
+    trainer: Any
+    cpe: CPETrainer | None
+    transform: Callable[[Batch], Batch]
+    evaluate: Callable[[Batch, int], dict[str, Any]]  # (eval batch, epoch) -> metrics
+    export: Callable[[str, dict[str, Any]], dict[str, str]]  # (output, metadata) -> {artifact: uri}
+
+
+def _discrete_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Preprocessor, norm_json: dict,
+                    dev: torch.device, amp: torch.dtype | None) -> _Setup:
     model_config = config.model.value
     params = model_config.trainer_param
-    algorithm = config.model.name
-    dev = resolve_device(device or config.device)
-    amp = amp_dtype(dev)
-    info, eval_info = dataset_info(train), dataset_info(eval)
-    _check_tables(params.actions, info, eval_info)
-    norm_json = storage.read_json(normalization)
-    preprocessor = Preprocessor(read_normalization(normalization), info.feature_ids).to(dev)
-    transform = preprocess_fn(preprocessor)
     num_actions = len(params.actions)
-
-    torch.manual_seed(config.seed)
     if isinstance(model_config, DiscreteCQLModel):
         q_network = build_network(model_config.net_builder, preprocessor.output_dim, num_actions)
         trainer = cql_trainer(q_network, model_config.trainer_param, device=dev, amp_dtype=amp)
@@ -134,19 +152,84 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
         trainer = DQNTrainer(q_network, params, device=dev, amp_dtype=amp)
     else:  # QR-DQN, C51, BCQ, CRR, IQL (docs/algorithms.md)
         trainer = build_algorithm_trainer(model_config, preprocessor.output_dim, device=dev, amp_dtype=amp)
-    calc_cpe = model_config.evaluation.calc_cpe_in_training
     cpe = None
-    if calc_cpe:
+    if model_config.evaluation.calc_cpe_in_training:
         cpe = CPETrainer(build_network(model_config.cpe_net_builder, preprocessor.output_dim, num_actions),
                          build_network(model_config.cpe_net_builder, preprocessor.output_dim, num_actions),
                          trainer.q_network, params, device=dev, amp_dtype=amp)
+
+    def evaluate(eval_batch: Batch, epoch: int) -> dict[str, Any]:
+        return epoch_metrics(trainer, cpe, eval_batch, params.actions, gamma=params.rl.gamma,
+                             temperature=params.rl.temperature, seed=config.seed,
+                             bootstrap=CPE_BOOTSTRAP if epoch == config.num_epochs else 0)
+
+    def export(output: str, metadata: dict[str, Any]) -> dict[str, str]:
+        paths = {"model": f"{output}/{MODEL_FILE}"}
+        export_model(paths["model"], preprocessor, trainer.q_network, params.actions, info.feature_ids, norm_json,
+                     {**metadata, "output": getattr(trainer, "scores", "q_values"), "action_space": "discrete"})
+        if cpe is not None:
+            paths["reward_model"] = f"{output}/{REWARD_MODEL_FILE}"
+            paths["q_value_model"] = f"{output}/{VALUE_MODEL_FILE}"
+            export_model(paths["reward_model"], preprocessor, cpe.reward_network, params.actions, info.feature_ids,
+                         norm_json, {**metadata, "output": "reward"})
+            export_model(paths["q_value_model"], preprocessor, cpe.value_network, params.actions,
+                         info.feature_ids, norm_json, {**metadata, "output": "cpe_q_values"})
+        return paths
+
+    return _Setup(trainer, cpe, preprocess_fn(preprocessor), evaluate, export)
+
+
+def _continuous_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Preprocessor, norm_json: dict,
+                      dev: torch.device) -> _Setup:
+    """SAC / TD3 on a continuous-action table: actions scaled to [-1, 1] by their CONTINUOUS_ACTION
+    normalization (from the table's metadata); the exported actor maps back to [min, max]."""
+    action_normalization = from_json_dict(info.action_normalization, where=f"{info.uri} action_normalization")
+    action_ids = [int(a) for a in info.action_names]
+    action_preprocessor = Preprocessor(action_normalization, action_ids).to(dev)
+    trainer = build_continuous_trainer(config.model.value, preprocessor.output_dim, len(action_ids), device=dev,
+                                       seed=config.seed)
+    low = [float(action_normalization[i].min_value) for i in action_ids]
+    high = [float(action_normalization[i].max_value) for i in action_ids]
+
+    def export(output: str, metadata: dict[str, Any]) -> dict[str, str]:
+        uri = f"{output}/{MODEL_FILE}"
+        export_actor(uri, preprocessor, trainer.actor, low, high, info.action_names, info.feature_ids, norm_json,
+                     {**metadata, "action_normalization": info.action_normalization})
+        return {"model": uri}
+
+    return _Setup(trainer, None, preprocess_fn(preprocessor, action_preprocessor),
+                  lambda eval_batch, epoch: continuous_epoch_metrics(trainer, eval_batch, info.action_names),
+                  export)
+
+
+def train(config: WorkflowConfig, train: str, eval: str, normalization: str, output: str,
+          device: str | None = None, resume: bool = False) -> dict:
+    """Train the configured model on ``train``, evaluate on ``eval`` each epoch, write ``output``."""
+    started = time.perf_counter()
+    output = output.rstrip("/")
+    params = config.model.value.trainer_param
+    algorithm = config.model.name
+    dev = resolve_device(device or config.device)
+    amp = amp_dtype(dev)
+    info, eval_info = dataset_info(train), dataset_info(eval)
+    _check_tables(config, info, eval_info)
+    norm_json = storage.read_json(normalization)
+    preprocessor = Preprocessor(read_normalization(normalization), info.feature_ids).to(dev)
+
+    torch.manual_seed(config.seed)
+    if config.model.continuous:
+        amp = None  # the actor-critic trainers run in float32
+        setup = _continuous_setup(config, info, preprocessor, norm_json, dev)
+    else:
+        setup = _discrete_setup(config, info, preprocessor, norm_json, dev, amp)
+    trainer, cpe = setup.trainer, setup.cpe
     trainers = [trainer] + ([cpe] if cpe else [])
 
-    loader = TransitionLoader(train, params.minibatch_size, seed=config.seed, device=dev, transform=transform)
-    eval_batch = transform(read_eval_batch(eval, eval_info).to(dev))
+    loader = TransitionLoader(train, config.batch_size, seed=config.seed, device=dev, transform=setup.transform)
+    eval_batch = setup.transform(read_eval_batch(eval, eval_info).to(dev))
     log.info("train: %s on %s, %d training rows (%s), %d eval rows, %d features -> %d inputs, actions %s",
              algorithm, dev, loader.num_rows, "resident" if loader.resident else "streaming", len(eval_batch),
-             info.num_features, preprocessor.output_dim, params.actions)
+             info.num_features, preprocessor.output_dim, info.action_names)
 
     fingerprint = config_fingerprint(config)
     state, resumed_from = LoopState(), None
@@ -181,9 +264,7 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
             "fingerprint": fingerprint, "algorithm": algorithm})
 
     def evaluate(epoch: int) -> dict[str, Any]:
-        return epoch_metrics(trainer, cpe, eval_batch, params.actions, gamma=params.rl.gamma,
-                             temperature=params.rl.temperature, seed=config.seed,
-                             bootstrap=CPE_BOOTSTRAP if epoch == config.num_epochs else 0)
+        return setup.evaluate(eval_batch, epoch)
 
     tensorboard = TensorBoardLog(output, purge_step=state.global_step + 1 if resumed_from else None)
     loop = TrainingLoop(trainers=trainers, loader=loader, evaluate=evaluate, save=save,
@@ -197,17 +278,8 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
     metadata = {"algorithm": algorithm, "gamma": params.rl.gamma, "temperature": params.rl.temperature,
                 "softmax_policy": params.rl.softmax_policy, "epochs": state.epoch, "seed": config.seed,
                 "batchrl_version": __version__}
-    paths = {"model": f"{output}/{MODEL_FILE}", "checkpoints": f"{output}/checkpoints",
+    paths = {**setup.export(output, metadata), "checkpoints": f"{output}/checkpoints",
              "tensorboard": f"{output}/tensorboard", "summary": f"{output}/{SUMMARY_FILE}"}
-    export_model(paths["model"], preprocessor, trainer.q_network, params.actions, info.feature_ids, norm_json,
-                 {**metadata, "output": getattr(trainer, "scores", "q_values")})
-    if cpe is not None:
-        paths["reward_model"] = f"{output}/{REWARD_MODEL_FILE}"
-        paths["q_value_model"] = f"{output}/{VALUE_MODEL_FILE}"
-        export_model(paths["reward_model"], preprocessor, cpe.reward_network, params.actions, info.feature_ids,
-                     norm_json, {**metadata, "output": "reward"})
-        export_model(paths["q_value_model"], preprocessor, cpe.value_network, params.actions, info.feature_ids,
-                     norm_json, {**metadata, "output": "cpe_q_values"})
 
     final = state.history[-1] if state.history else {}
     rate = loop.train_rows / loop.train_seconds if loop.train_seconds > 0 else None
@@ -218,8 +290,9 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
         "final": final, "per_epoch": state.history,
         "transitions_per_s": round(rate, 1) if rate else None,
         "train_rows": loader.num_rows, "eval_rows": len(eval_batch), "resident": loader.resident,
-        "gamma": params.rl.gamma, "temperature": params.rl.temperature, "cpe_in_training": calc_cpe,
-        "feature_ids": info.feature_ids, "action_names": params.actions,
+        "gamma": params.rl.gamma, "temperature": params.rl.temperature, "cpe_in_training": cpe is not None,
+        "feature_ids": info.feature_ids, "action_names": info.action_names,
+        "action_space": "continuous" if info.continuous else "discrete",
         "inputs": {"train": train, "eval": eval, "normalization": normalization},
         "resumed_from": resumed_from, "paths": paths,
         "config": config.model_dump(mode="json"),
