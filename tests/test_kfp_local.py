@@ -43,8 +43,8 @@ def test_the_compiled_pipeline_runs_locally_with_every_artifact(tmp_path, cli):
     result = json.loads(out)
     assert Path(result["run_dir"]).parent == tmp_path / "root"
     tasks = result["tasks"]
-    assert set(tasks) == {"generate", "timeline", "normalize", "prepare", "gpu-request", "train", "evaluate",
-                          "publish"}
+    assert set(tasks) == {"generate", "timeline", "normalize", "normalize-actions", "prepare", "gpu-request",
+                          "train", "evaluate", "publish"}
 
     def artifact(task: str, name: str, written: bool = True) -> tuple[str, dict]:
         found = tasks[task]["artifacts"][name]
@@ -58,6 +58,8 @@ def test_the_compiled_pipeline_runs_locally_with_every_artifact(tmp_path, cli):
     timeline_rows = meta["output_rows"]
     uri, meta = artifact("normalize", "normalization")
     assert [int(f) for f in meta["feature_ids"]] == [0, 1, 2, 3] and sorted(storage.read_json(uri)) == ["0", "1", "2", "3"]
+    uri, meta = artifact("normalize-actions", "action_normalization")
+    assert meta["action_kind"] == "discrete" and storage.read_json(uri) == {}  # string actions: nothing to scale
     rows = 0
     for name in ("train_table", "eval_table"):
         uri, meta = artifact("prepare", name)

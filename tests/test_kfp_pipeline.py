@@ -63,7 +63,8 @@ def test_training_requests_a_gpu_sized_by_the_probe(documents):
         assert platform[name]["tolerations"] == [{"tolerationJson": {"componentInputParameter": "gpu_tolerations"}}]
         assert platform[name]["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "gpu_node_selector"}}
         assert executor["container"]["image"] == DEFAULT_IMAGES.trainer
-    for step in ("generate", "timeline", "normalize", "prepare", "evaluate", "publish", "gpu-request"):
+    for step in ("generate", "timeline", "normalize", "normalize-actions", "prepare", "evaluate", "publish",
+                 "gpu-request"):
         for executor in _executors(spec, step).values():
             assert "accelerator" not in executor["container"].get("resources", {})
             assert executor["container"]["image"] == DEFAULT_IMAGES.runtime
@@ -101,14 +102,15 @@ def test_requests_retries_and_caching(documents):
     tasks = _tasks(spec)
     steps = {key: task for key, task in tasks.items() if task["componentRef"]["name"].startswith("comp-")
              and "executorLabel" in spec["components"][task["componentRef"]["name"]]}
-    assert len(steps) == 15  # generate + 2 x (timeline, normalize, prepare, gpu_request, train, evaluate, publish)
+    # generate + 2 x (timeline, normalize, normalize_actions, prepare, gpu_request, train, evaluate, publish)
+    assert len(steps) == 17
     for key, task in steps.items():
         assert task["retryPolicy"]["maxRetryCount"] == RETRY.attempts, key
         assert task["retryPolicy"]["backoffFactor"] == RETRY.factor, key
     cached = {key.split("/")[1] for key, task in steps.items() if task["cachingOptions"].get("enableCache")}
     uncached = {key.split("/")[1] for key, task in steps.items() if not task["cachingOptions"].get("enableCache")}
     # the timeline of generated data is cached; the one reading whatever input_uri holds now is not
-    assert cached == {"generate", "timeline", "normalize", "prepare", "train", "evaluate"}
+    assert cached == {"generate", "timeline", "normalize", "normalize-actions", "prepare", "train", "evaluate"}
     assert uncached == {"timeline-2", "gpu-request", "publish"}
 
 
@@ -119,11 +121,12 @@ def test_branches_and_the_publish_gate(documents):
     assert "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true" in conditions
 
 
-@pytest.mark.parametrize("name", ["generate", "timeline", "normalize", "prepare", "train", "evaluate"])
+@pytest.mark.parametrize("name", ["generate", "timeline", "normalize", "normalize_actions", "prepare", "train",
+                                  "evaluate"])
 def test_checked_in_components_load(name):
     component = components.load_component_from_file(
         str(PIPELINE.parents[1] / "components" / name / "component.yaml"))
-    assert component.name == name
+    assert component.name == name.replace("_", "-")
     outputs = component.component_spec.outputs or {}
     assert outputs, f"{name} has no outputs"
     assert all(o.type.startswith("system.") or o.type in ("Float", "Boolean") for o in outputs.values())

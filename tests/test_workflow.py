@@ -31,7 +31,7 @@ def test_run_writes_every_artifact_and_prints_scores(tmp_path, cli, spark):
     code, out, err = cli("run", _tiny_config(tmp_path), "--workdir", workdir)
     assert code == 0, err
     for name in ARTIFACTS:
-        assert (workdir / ARTIFACTS[name]).exists() == (name != "action_normalization"), name  # discrete actions
+        assert (workdir / ARTIFACTS[name]).exists(), name
     assert (workdir / "model" / "model.torchscript").exists()
     assert (workdir / "evaluation" / "report.html").exists()
     summary = json.loads((workdir / "run_summary.json").read_text())
@@ -41,6 +41,7 @@ def test_run_writes_every_artifact_and_prints_scores(tmp_path, cli, spark):
     assert "gym score (CartPole-v0, 4 greedy episodes)" in out
     assert "WDR" in out and "artifacts:" in out
     assert storage.read_metadata(str(workdir / ARTIFACTS["train"]))["action_names"] == ["0", "1"]
+    assert summary["normalize_actions"]["action_kind"] == "discrete"  # an empty action normalization
 
 
 def test_run_with_bad_config_key_exits_2(tmp_path, cli):

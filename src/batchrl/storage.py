@@ -294,6 +294,19 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
         raise _wrap_io("read", loc, exc) from exc
 
 
+def read_schema(uri: str) -> pa.Schema:
+    """The Arrow schema of a committed Parquet dataset, from its first file's footer (no data is read)."""
+    loc = require_committed(uri)
+    files = data_files(loc)
+    if not files:
+        raise BatchRLError(f"dataset has no Parquet files: {uri}", fix="rerun the stage that produces it")
+    try:
+        return pq.read_schema(files[0], filesystem=loc.fs)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BatchRLError(f"corrupt or unreadable Parquet data: {exc}", where=uri,
+                           fix="regenerate the dataset") from exc
+
+
 def read_metadata(uri: str) -> dict[str, Any]:
     """The JSON metadata stored with a dataset by :func:`write_table` (empty if none)."""
     loc = require_committed(uri).child(METADATA_FILE)

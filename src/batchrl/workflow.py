@@ -3,8 +3,8 @@
 generate (or ``--input`` logged data) -> validate -> timeline -> normalize -> prepare -> train ->
 evaluate, each by calling the same stage function the CLI and the KFP components call. Artifacts
 land under ``workdir`` with fixed names (:data:`ARTIFACTS`); the summary says where each one is.
-Continuous-action models (SAC, TD3) add ``normalize_actions``: the CONTINUOUS_ACTION bounds of the
-logged actions, which ``prepare`` and the exported actor use.
+``normalize_actions`` finds the CONTINUOUS_ACTION bounds of continuous (map) actions, which ``prepare``
+and the exported actor use (for discrete actions it writes an empty normalization).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _normalize_options(prep: PreprocessingOptions, seed: int, **extra: Any):
 def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
     """Run every stage in order; return {stage: summary} plus the artifact locations."""
     from batchrl.data.gym_logging import GenerateOptions, generate
-    from batchrl.data.normalize import normalize
+    from batchrl.data.normalize import normalize, normalize_actions
     from batchrl.data.prepare import PrepareOptions, prepare
     from batchrl.data.timeline import make_options, timeline
     from batchrl.data.validation import validate_input
@@ -126,13 +126,11 @@ def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
                                        config.seed)
     stage("normalize", lambda: normalize(uris["timeline"], uris["normalization"], state_options,
                                          options.spark_master), "normalization")
-    action_normalization = None
-    if continuous:
-        action_normalization = uris["action_normalization"]
-        action_options = _normalize_options(model.action_preprocessing_options or PreprocessingOptions(),
-                                            config.seed, column="action", feature_type="CONTINUOUS_ACTION")
-        stage("normalize_actions", lambda: normalize(uris["timeline"], action_normalization, action_options,
-                                                     options.spark_master), "action_normalization")
+    action_prep = (model.action_preprocessing_options if continuous else None) or PreprocessingOptions()
+    action_options = _normalize_options(action_prep, config.seed)
+    stage("normalize_actions", lambda: normalize_actions(uris["timeline"], uris["action_normalization"],
+                                                         action_options, options.spark_master),
+          "action_normalization")
     spec = config.input_table_spec
     prepare_options = PrepareOptions(
         actions=None if continuous else list(trainer.actions),
@@ -140,7 +138,7 @@ def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
         eval_table_sample=spec.eval_table_sample if spec.eval_table_sample is not None else 10,
         multi_steps=trainer.rl.multi_steps, gamma=trainer.rl.gamma)
     stage("prepare", lambda: prepare(uris["timeline"], uris["normalization"], uris["train"], uris["eval"],
-                                     prepare_options, options.spark_master, action_normalization), "train")
+                                     prepare_options, options.spark_master, uris["action_normalization"]), "train")
     results["artifacts"]["eval"] = uris["eval"]
     stage("train", lambda: train(config, uris["train"], uris["eval"], uris["normalization"], uris["model"],
                                  device=options.device), "model")

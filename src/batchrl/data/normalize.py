@@ -19,6 +19,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 from pydantic import Field, ValidationError
 
 from batchrl import storage
@@ -181,6 +182,23 @@ def normalize(input: str, output: str, options: NormalizeOptions, spark_master: 
         "num_samples": options.num_samples,
         "seed": options.seed,
     }
+
+
+def has_continuous_actions(timeline: str) -> bool:
+    """Whether the timeline table's ``action`` column holds maps (continuous actions); from its schema."""
+    schema = storage.read_schema(timeline)
+    return "action" in schema.names and pa.types.is_map(schema.field("action").type)
+
+
+def normalize_actions(input: str, output: str, options: NormalizeOptions, spark_master: str = "local[*]") -> dict:
+    """The CONTINUOUS_ACTION bounds of the timeline's continuous (map) actions, which ``prepare`` and the
+    exported actor use. Discrete (string) actions have nothing to normalize: an empty normalization is
+    written (without Spark), so that one pipeline shape serves both kinds of actions."""
+    options = options.model_copy(update={"column": "action", "feature_type": FeatureType.CONTINUOUS_ACTION})
+    if not has_continuous_actions(input):
+        write_normalization(output, {})
+        return {"output": output, "column": "action", "action_kind": "discrete", "features": 0, "feature_ids": []}
+    return {**normalize(input, output, options, spark_master), "action_kind": "continuous"}
 
 
 def make_options(values: dict[str, Any], where: str) -> NormalizeOptions:

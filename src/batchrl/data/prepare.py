@@ -373,7 +373,7 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
     df = spark.read.parquet(storage.spark_path(input))
     multi, continuous = _check_input(df, options, input)
     action_ids = action_features(action_normalization, input) if continuous else None
-    if not continuous and action_normalization is not None:
+    if not continuous and action_normalization is not None and read_normalization(action_normalization):
         raise BatchRLError("--action-normalization applies to continuous (map) actions; this timeline's actions "
                            "are discrete (strings)", where=input, fix="drop --action-normalization")
     inferred, metric_names = _names(df, multi, need_actions=not continuous and options.actions is None)

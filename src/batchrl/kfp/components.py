@@ -61,7 +61,7 @@ def timeline(
     add_terminal_state_row: bool,
     logged: Input[Dataset] = None,
     input_uri: str = "",
-    include_possible_actions: bool = True,
+    include_possible_actions: Optional[bool] = None,
     outlier_episode_length_percentile: Optional[float] = None,
     percentile_function: str = "percentile_approx",
     reward_columns: Optional[list] = None,
@@ -78,6 +78,7 @@ def timeline(
 ):
     """Build the timeline table with Spark (``batchrl timeline``) from ``logged`` or from ``input_uri``.
 
+    ``include_possible_actions`` None: when the logged table has them (continuous-action logs have none);
     ``time_window_limit`` -1 = no limit; ``steps`` 0 = one-step rows. ``spark_mode`` ``kubernetes``
     runs the Spark work as a SparkApplication (``spark_kubernetes``: its options) on the artifacts' URIs.
     """
@@ -160,11 +161,45 @@ def normalize(
                                             "num_samples", "seed"))
 
 
+def normalize_actions(
+    timeline_table: Input[Dataset],
+    action_normalization: Output[Artifact],
+    num_samples: int = 100000,
+    seed: int = 0,
+    spark_master: str = "local[*]",
+    spark_conf: Optional[dict] = None,
+    spark_mode: str = "local",
+    spark_kubernetes: Optional[dict] = None,
+    s3_endpoint: str = "",
+):
+    """CONTINUOUS_ACTION bounds of continuous (map) actions; an empty normalization for discrete ones,
+    found from the timeline's schema without Spark. ``spark_mode`` ``kubernetes``: as ``normalize``."""
+    from batchrl.data import normalize as normalize_stage
+    from batchrl.kfp import runtime
+
+    runtime.setup(s3_endpoint)
+    options = runtime.options(normalize_stage.NormalizeOptions, "normalize_actions", column="action",
+                              feature_type="CONTINUOUS_ACTION", num_samples=num_samples, seed=seed)
+    kubernetes = runtime.check_spark_mode(spark_mode, "normalize_actions")
+    continuous = normalize_stage.has_continuous_actions(timeline_table.path)
+    if continuous and kubernetes:
+        output = runtime.object_uri(action_normalization)
+        runtime.run_on_kubernetes("normalize", runtime.object_uri(timeline_table), output, options, spark_kubernetes)
+        summary = {**runtime.normalization_summary(output), "column": "action", "action_kind": "continuous"}
+    else:
+        if continuous:
+            runtime.start_spark(spark_master, spark_conf)
+        summary = normalize_stage.normalize_actions(timeline_table.path, action_normalization.path, options,
+                                                    spark_master=spark_master)
+    runtime.record(action_normalization, summary, ("column", "action_kind", "features", "feature_ids"))
+
+
 def prepare(
     timeline_table: Input[Dataset],
     normalization: Input[Artifact],
     train_table: Output[Dataset],
     eval_table: Output[Dataset],
+    action_normalization: Input[Artifact] = None,
     actions: Optional[list] = None,
     table_sample: float = 90.0,
     eval_table_sample: float = 10.0,
@@ -180,32 +215,41 @@ def prepare(
 ):
     """Build the dense train and eval tables (``batchrl prepare``), split by a stable hash of mdp_id.
 
-    ``actions`` None: the sorted logged actions; ``multi_steps`` 0: one-step rewards. ``spark_mode``
-    ``kubernetes``: as a SparkApplication, like ``timeline``.
+    ``actions`` None or []: the sorted logged actions (continuous actions: ignored, their ids come from
+    ``action_normalization``); ``multi_steps`` 0: one-step rewards. ``spark_mode`` ``kubernetes``: as a
+    SparkApplication, like ``timeline``.
     """
     from batchrl.data import prepare as prepare_stage
+    from batchrl.data.normalize import has_continuous_actions
     from batchrl.kfp import runtime
 
     runtime.setup(s3_endpoint)
-    options = runtime.options(prepare_stage.PrepareOptions, "prepare", actions=actions, table_sample=table_sample,
+    if has_continuous_actions(timeline_table.path):
+        actions = None
+    options = runtime.options(prepare_stage.PrepareOptions, "prepare", actions=actions or None,
+                              table_sample=table_sample,
                               eval_table_sample=eval_table_sample, multi_steps=multi_steps or None, gamma=gamma,
                               custom_reward_expression=custom_reward_expression, split_seed=split_seed)
     if runtime.check_spark_mode(spark_mode, "prepare"):
         from batchrl import storage
 
         outputs = {"train": runtime.object_uri(train_table), "eval": runtime.object_uri(eval_table)}
-        runtime.run_on_kubernetes("prepare", {"timeline": runtime.object_uri(timeline_table),
-                                              "normalization": runtime.object_uri(normalization)},
-                                  outputs, options, spark_kubernetes)
+        inputs = {"timeline": runtime.object_uri(timeline_table), "normalization": runtime.object_uri(normalization)}
+        if action_normalization is not None:
+            inputs["action_normalization"] = runtime.object_uri(action_normalization)
+        runtime.run_on_kubernetes("prepare", inputs, outputs, options, spark_kubernetes)
         parts = {part: storage.read_metadata(uri) for part, uri in outputs.items()}
         summary = {**parts["train"], **parts}
     else:
         runtime.start_spark(spark_master, spark_conf)
         summary = prepare_stage.prepare(timeline_table.path, normalization.path, train_table.path,
-                                        eval_table.path, options, spark_master=spark_master)
+                                        eval_table.path, options, spark_master=spark_master,
+                                        action_normalization=action_normalization.path
+                                        if action_normalization is not None else None)
     for table, part in ((train_table, "train"), (eval_table, "eval")):
         runtime.record(table, {**summary, **summary[part]}, ("num_rows", "episodes", "reward_mean", "terminal_rows",
-                                                            "feature_ids", "action_names", "metric_names"))
+                                                            "feature_ids", "action_kind", "action_names",
+                                                            "metric_names"))
 
 
 # ---------------------------------------------------------------- training
@@ -228,7 +272,7 @@ def train(
     """Train the configured agent (``batchrl train``): CUDA when the pod has a GPU, else CPU.
 
     ``num_epochs``, ``algorithm``, ``seed``, ``actions`` and ``device`` override ``workflow_config``
-    (0, "", -1, None and None keep its values).
+    (0, "", -1, None or [] and None keep its values; continuous-action models take no ``actions``).
     """
     from batchrl import storage
     from batchrl.kfp import runtime
@@ -237,7 +281,7 @@ def train(
     runtime.setup(s3_endpoint)
     config = runtime.workflow_config(workflow_config, "train component workflow_config", num_epochs=num_epochs or None,
                                      algorithm=algorithm or None, seed=None if seed < 0 else seed,
-                                     actions=actions)
+                                     actions=actions or None)
     summary = train_stage.train(config, train_table.path, eval_table.path, normalization.path, model.path,
                                 device=device)
     details = storage.read_json(summary["paths"]["summary"])
@@ -344,6 +388,7 @@ STEPS: dict[str, tuple[Callable, str]] = {
     "generate": (generate, "runtime"),
     "timeline": (timeline, "runtime"),
     "normalize": (normalize, "runtime"),
+    "normalize_actions": (normalize_actions, "runtime"),
     "prepare": (prepare, "runtime"),
     "train": (train, "trainer"),
     "evaluate": (evaluate, "runtime"),

@@ -3,8 +3,11 @@
 ::
 
     gym data:    generate -> timeline ─┐
-    logged data:            timeline ─┴─> normalize -> prepare -> train -> evaluate -> [score >= bar] publish
-                                                      gpu_request ─┘
+    logged data:            timeline ─┴─> normalize ──────────> prepare -> train -> evaluate -> [score >= bar] publish
+                                          normalize_actions ─┘     gpu_request ─┘
+
+``normalize_actions`` finds the bounds of continuous (map) actions (SAC/TD3 configs); for discrete
+actions it only reads the timeline's schema and writes an empty normalization.
 
 ``input_uri`` empty: logged data is generated in the ``env`` gym environment (seeded, cached); else
 the timeline reads the logged table at ``input_uri`` (not cached: the data behind a URI may change).
@@ -46,6 +49,7 @@ RESOURCES = {
     "generate": Resources(cpu="1", memory="2Gi"),
     "timeline": Resources(cpu="2", memory="6Gi"),
     "normalize": Resources(cpu="2", memory="6Gi"),
+    "normalize_actions": Resources(cpu="2", memory="6Gi"),
     "prepare": Resources(cpu="2", memory="6Gi"),
     "gpu_request": Resources(cpu="100m", memory="256Mi"),
     "train": Resources(cpu="4", memory="8Gi"),
@@ -66,7 +70,7 @@ class Retry:
 
 RETRY = Retry()
 #: Steps whose result depends only on their inputs and seeds; the others always run.
-CACHED = {"generate", "normalize", "prepare", "train", "evaluate"}
+CACHED = {"generate", "normalize", "normalize_actions", "prepare", "train", "evaluate"}
 
 
 def configure(task: dsl.PipelineTask, step: str, secret: str | None) -> dsl.PipelineTask:
@@ -134,8 +138,13 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
         normalize = ops["normalize"](timeline_table=timeline_table, num_samples=num_samples, seed=data_seed,
                                      **spark)
         configure(normalize, "normalize", object_store_secret)
+        normalize_actions = ops["normalize_actions"](timeline_table=timeline_table, num_samples=num_samples,
+                                                     seed=data_seed, **spark)
+        configure(normalize_actions, "normalize_actions", object_store_secret)
         prepare = ops["prepare"](timeline_table=timeline_table,
-                                 normalization=normalize.outputs["normalization"], actions=actions,
+                                 normalization=normalize.outputs["normalization"],
+                                 action_normalization=normalize_actions.outputs["action_normalization"],
+                                 actions=actions,
                                  table_sample=table_sample, eval_table_sample=eval_table_sample, **spark)
         configure(prepare, "prepare", object_store_secret)
 
@@ -160,7 +169,8 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
             configure(publish, "publish", object_store_secret)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Batch (offline) RL, ReAgent's workflow: logged data -> "
-                  "timeline -> normalization -> training tables -> DQN/CQL training -> CPE and gym evaluation "
+                  "timeline -> normalization -> training tables -> training (DQN, CQL, ..., SAC, TD3) -> CPE and gym "
+                  "evaluation "
                   "-> publish when it passes")
     def batch_rl(
         env: str = "CartPole-v0",

@@ -102,7 +102,7 @@ def stage_payload(stage: str, input_uri: str | dict[str, str], output_uri: str |
     """The JSON argument of ``spark_job.py``; cluster stages read and write object storage only.
 
     ``input_uri``/``output_uri`` are one URI, or named URIs for stages with several (prepare:
-    ``{"timeline", "normalization"}`` in, ``{"train", "eval"}`` out)."""
+    ``{"timeline", "normalization", "action_normalization" (optional)}`` in, ``{"train", "eval"}`` out)."""
     if stage not in SPARK_STAGES:
         raise BatchRLError(f"'{stage}' is not a Spark stage", fix=f"use one of {', '.join(SPARK_STAGES)}")
     for role, value in (("input", input_uri), ("output", output_uri)):
