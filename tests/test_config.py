@@ -129,3 +129,12 @@ def test_not_yaml_and_not_a_mapping(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(BatchRLError, match="mapping"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in pathlib.Path("configs").glob("*.yaml")) +
+                         sorted(str(p) for p in pathlib.Path("configs/reagent").glob("*.yaml")))
+def test_every_shipped_workflow_config_loads(path):
+    config = load_config(path)
+    assert config.env_name and config.num_epochs >= 1
+    continuous = config.model.continuous
+    assert continuous == ("pendulum" in path)  # the Pendulum configs are the continuous-action ones

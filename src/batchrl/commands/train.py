@@ -1,4 +1,4 @@
-"""`batchrl train`: train a DQN-family model on prepared tables and export it."""
+"""`batchrl train`: train an offline agent (discrete or continuous actions) on prepared tables and export it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from batchrl.commands._common import print_summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train an offline agent (DQN, CQL, QR-DQN, C51, BCQ, CRR, IQL) on "
-                       "prepared tables; write checkpoints, TensorBoard events and model.torchscript",
+    p = sub.add_parser("train", help="train an offline agent (DQN, CQL, QR-DQN, C51, BCQ, CRR, IQL; SAC, TD3 "
+                       "for continuous actions) on prepared tables; write checkpoints, TensorBoard events and "
+                       "model.torchscript",
                        description="Train the model a workflow config names (model: {DiscreteDQN | DiscreteCQL | "
-                       "DiscreteQRDQN | DiscreteC51DQN | DiscreteBCQ | DiscreteCRR | DiscreteIQL: ...}) on a prepared training table, evaluate on the eval table every "
-                       "epoch (TD loss, Q-values, CPE), and write the model directory: model.torchscript, "
+                       "DiscreteQRDQN | DiscreteC51DQN | DiscreteBCQ | DiscreteCRR | DiscreteIQL | SAC | TD3: ...}) "
+                       "on a prepared training table, evaluate on the eval table every epoch (TD loss, Q-values, "
+                       "CPE for discrete actions), and write the model directory: model.torchscript, "
                        "training_summary.json, checkpoints/, tensorboard/.")
     p.add_argument("--config", required=True, help="workflow config (YAML, ReAgent's shape)")
     p.add_argument("--train", required=True, help="prepared training table URI")
