@@ -24,6 +24,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from seed_table import print_seed_table, seed_report  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = [str(ROOT / "configs" / "cartpole_dqn_offline.yaml"),
                    str(ROOT / "configs" / "cartpole_cql_offline.yaml")]
@@ -150,20 +153,10 @@ def main(argv: list[str] | None = None) -> int:
                    "data_seconds": round(data_s, 1)}
             results[name].append(row)
             print(json.dumps({"config": name, **row}), flush=True)
-    report = {}
-    for name, rows in results.items():
-        means = [r["mean_return"] for r in rows]
-        report[name] = {"mean_returns": means, "seeds_at_or_above_bar": sum(m >= args.bar for m in means),
-                        "seeds": len(means), "median_transitions_per_s": float(np.median(
-                            [r["transitions_per_s"] for r in rows]))}
+    report = seed_report(results, args.bar, "transitions_per_s")
     (workdir / f"results-{'-'.join(configs)}.json").write_text(json.dumps({"per_seed": results, "summary": report,
                                                       "episodes": args.episodes, "bar": args.bar}, indent=2))
-    print("\n| config | " + " | ".join(f"seed {s}" for s in seeds) + " | seeds >= bar | training transitions/s |")
-    print("|---|" + "---|" * (len(seeds) + 2))
-    for name, summary in report.items():
-        cells = " | ".join(f"{m:.1f}" for m in summary["mean_returns"])
-        print(f"| {name} | {cells} | {summary['seeds_at_or_above_bar']}/{summary['seeds']} | "
-              f"{summary['median_transitions_per_s']:,.0f} |")
+    print_seed_table(report, seeds, args.bar, "transitions_per_s", "training transitions/s")
     return 0
 
 

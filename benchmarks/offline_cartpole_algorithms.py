@@ -26,10 +26,9 @@ import pathlib
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from offline_cartpole import greedy_returns, prepare_data  # noqa: E402
+from seed_table import print_seed_table, seed_report  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ALGORITHMS = ("qrdqn", "c51", "bcq", "crr", "iql")
@@ -90,21 +89,11 @@ def main(argv: list[str] | None = None) -> int:
                    "train_seconds": round(train_s, 1)}
             results[algo].append(row)
             print(json.dumps({"algorithm": algo, **row}), flush=True)
-    report = {}
-    for algo, rows in results.items():
-        means = [r["mean_return"] for r in rows]
-        report[algo] = {"mean_returns": means, "seeds_at_or_above_bar": sum(m >= args.bar for m in means),
-                        "seeds": len(means),
-                        "median_train_seconds": float(np.median([r["train_seconds"] for r in rows]))}
+    report = seed_report(results, args.bar, "train_seconds")
     (workdir / f"algorithms_results-{'-'.join(configs)}.json").write_text(json.dumps(
         {"per_seed": results, "summary": report, "episodes": args.episodes, "bar": args.bar,
          "cpe_models": not args.no_cpe}, indent=2))
-    print("\n| algorithm | " + " | ".join(f"seed {s}" for s in seeds) + f" | seeds >= {args.bar:g} | train s (median) |")
-    print("|---|" + "---|" * (len(seeds) + 2))
-    for algo, summary in report.items():
-        cells = " | ".join(f"{m:.1f}" for m in summary["mean_returns"])
-        print(f"| {algo} | {cells} | {summary['seeds_at_or_above_bar']}/{summary['seeds']} | "
-              f"{summary['median_train_seconds']:.0f} |")
+    print_seed_table(report, seeds, args.bar, "train_seconds", "train s (median)", label="algorithm")
     return 0
 
 

@@ -21,7 +21,8 @@ import pathlib
 import sys
 import time
 
-import numpy as np
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from seed_table import print_seed_table, seed_report  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ("configs/pendulum_sac_offline.yaml", "configs/pendulum_td3_offline.yaml",
@@ -99,21 +100,11 @@ def main(argv: list[str] | None = None) -> int:
                    "transitions_per_s": summary["transitions_per_s"], "train_seconds": round(train_s, 1)}
             results[name].append(row)
             print(json.dumps({"config": name, **row}), flush=True)
-    report = {}
-    for name, rows in results.items():
-        means = [r["mean_return"] for r in rows]
-        report[name] = {"mean_returns": means, "seeds_at_or_above_bar": sum(m >= args.bar for m in means),
-                        "seeds": len(means), "median_train_seconds": float(np.median([r["train_seconds"]
-                                                                                       for r in rows]))}
+    report = seed_report(results, args.bar, "train_seconds")
     (workdir / f"results-{'-'.join(names)}.json").write_text(json.dumps(
         {"per_seed": results, "summary": report, "episodes": args.episodes, "bar": args.bar,
          "transitions": args.transitions}, indent=2))
-    print("\n| config | " + " | ".join(f"seed {s}" for s in args.seeds) + f" | seeds >= {args.bar:g} | train s (median) |")
-    print("|---|" + "---|" * (len(args.seeds) + 2))
-    for name, summary in report.items():
-        cells = " | ".join(f"{m:.1f}" for m in summary["mean_returns"])
-        print(f"| {name} | {cells} | {summary['seeds_at_or_above_bar']}/{summary['seeds']} | "
-              f"{summary['median_train_seconds']:.0f} |")
+    print_seed_table(report, args.seeds, args.bar, "train_seconds", "train s (median)")
     return 0
 
 
