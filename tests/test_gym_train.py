@@ -77,3 +77,32 @@ def test_wrong_action_kind_is_a_user_error(tmp_path, cli):
     code, _, err = cli("gym-train", config, "--output", tmp_path / "m")
     assert code == 2 and "needs continuous actions" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_keep_best_exports_the_best_checked_policy_without_changing_training(tmp_path, cli):
+    from batchrl.training.online import CHECK_SEED_OFFSET, greedy_check
+
+    common = {"train_after_ts": 100, "num_train_episodes": 6, "num_eval_episodes": 2, "passing_score_bar": None}
+    plain = _config(tmp_path, "cartpole_v0_dqn", **common)
+    code, stdout, err = cli("gym-train", plain, "--output", tmp_path / "plain")
+    assert code == 0, err
+    without = json.loads(stdout)
+    (tmp_path / "kb").mkdir()
+    checked = _config(tmp_path / "kb", "cartpole_v0_dqn", **common, keep_best={"every_episodes": 2, "episodes": 3})
+    code, stdout, err = cli("gym-train", checked, "--output", tmp_path / "best")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    best = summary["keep_best"]
+    assert [c["episode"] for c in best["checks"]] == [2, 4, 6] and best["check_env_steps"] > 0
+    top = max(c["mean_return"] for c in best["checks"])
+    assert best["mean_return"] == top
+    assert best["episode"] == max(c["episode"] for c in best["checks"] if c["mean_return"] == top)
+    # the checks only watch: training saw the same episodes as without them
+    saved = json.loads((tmp_path / "plain" / "training_summary.json").read_text())
+    assert json.loads((tmp_path / "best" / "training_summary.json").read_text())["train_returns"] == \
+        saved["train_returns"] and without["keep_best"] is None
+    # and the exported policy is the checked one: replaying the check gives its mean return
+    policy = load_policy(str(tmp_path / "best" / "model.torchscript"))
+    mean, _ = greedy_check("CartPole-v0", None, lambda obs: int(policy.greedy_actions(obs.reshape(1, -1))[0]), 3,
+                           summary["seed"] + CHECK_SEED_OFFSET)
+    assert mean == pytest.approx(best["mean_return"])

@@ -16,6 +16,9 @@ Keys (ReAgent's names; ``env: {Gym: {env_name: ...}}`` is accepted as well as a 
     seed, max_steps             seed of everything; episode time limit (default: the env's own)
     exploration                 discrete actions: ``{epsilon_greedy: {start, end, decay_steps}}`` or
                                 ``{softmax: {temperature}}``; SAC/TD3 explore by their own policy
+    keep_best                   optional ``{every_episodes, episodes}``: every ``every_episodes`` training
+                                episodes, play ``episodes`` greedy episodes (seeds disjoint from training
+                                and from the final evaluation); the policy with the best mean is exported
 """
 
 from __future__ import annotations
@@ -57,6 +60,14 @@ class ExplorationConfig(_Strict):
         return _exactly_one(self, "exploration")
 
 
+class KeepBest(_Strict):
+    """Model selection in the simulator: greedy checks during training; the best checked policy (the later
+    one on ties) is the one exported and evaluated."""
+
+    every_episodes: int = Field(default=10, ge=1)
+    episodes: int = Field(default=10, ge=1)
+
+
 class GymTrainConfig(_Strict):
     env: str
     model: ModelConfig
@@ -72,6 +83,7 @@ class GymTrainConfig(_Strict):
     seed: int = 42
     max_steps: int | None = Field(default=None, ge=1)
     exploration: ExplorationConfig = Field(default_factory=lambda: ExplorationConfig(epsilon_greedy=EpsilonGreedy()))
+    keep_best: KeepBest | None = None
 
     @field_validator("env", mode="before")
     @classmethod

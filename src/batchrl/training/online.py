@@ -9,7 +9,8 @@ The shape of ReAgent's gym tests:
    discrete actions; the algorithm's own noise for SAC/TD3); every ``train_every_ts`` environment
    steps one minibatch drawn uniformly from the buffer goes to the trainer's ``update`` (the same
    trainers as batch training, fed :class:`~batchrl.data.loader.Batch` es);
-3. the policy is exported (``model.torchscript``, spec section 8; continuous actions: see
+3. with ``keep_best``, greedy checks during step 2 select the policy to export (the last one
+   otherwise); the policy is exported (``model.torchscript``, spec section 8; continuous actions: see
    :func:`export_policy`) and played greedily for ``num_eval_episodes`` episodes; the summary says
    whether the mean return reaches ``passing_score_bar``.
 
@@ -19,6 +20,7 @@ environment terminated.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -50,6 +52,8 @@ NORMALIZATION_FILE = "normalization.json"
 LOG_EVERY_UPDATES = 100
 #: Evaluation episodes are seeded from seed + EVAL_SEED_OFFSET, away from the training episodes' seeds.
 EVAL_SEED_OFFSET = 1_000_000
+#: The greedy checks of ``keep_best`` are seeded from seed + CHECK_SEED_OFFSET (the same seeds every check).
+CHECK_SEED_OFFSET = 2_000_000
 
 
 # ---------------------------------------------------------------- replay buffer
@@ -202,6 +206,22 @@ def evaluate_policy(uri: str, config: GymTrainConfig) -> np.ndarray:
                            max_steps=config.max_steps).returns
 
 
+def greedy_check(env_id: str, max_steps: int | None, act, episodes: int, seed: int) -> tuple[float, int]:
+    """(mean return, environment steps) of ``episodes`` episodes of ``act`` (observation -> env action)."""
+    env = make_env(env_id, max_steps)
+    total, steps = 0.0, 0
+    try:
+        for k in range(episodes):
+            obs, _ = env.reset(seed=seed + k)
+            done = False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(act(obs))
+                total, steps, done = total + float(reward), steps + 1, bool(terminated or truncated)
+    finally:
+        env.close()
+    return total / episodes, steps
+
+
 # ---------------------------------------------------------------- the harness
 
 
@@ -336,6 +356,18 @@ def _gym_train(config: GymTrainConfig, output: str, dev: torch.device) -> dict:
         values = torch.as_tensor(np.ravel(observation), dtype=torch.float32, device=dev).unsqueeze(0)
         return preprocessor(values, torch.ones_like(values))
 
+    @torch.no_grad()
+    def greedy(observation: np.ndarray):
+        x = network_input(observation)
+        if spaces.discrete:
+            return to_env(int(trainer.q_network(x).float().argmax(dim=1)[0]))
+        return to_env(trainer.act(x, explore=False)[0].cpu().numpy())
+
+    keep_best = config.keep_best
+    checks: list[dict[str, float]] = []
+    best: tuple[int, float, dict] | None = None  # (episode, mean return, serving network state)
+    check_steps = 0
+
     exploration = config.exploration
     tensorboard = TensorBoardLog(output)
     episode_returns: list[float] = []
@@ -388,12 +420,23 @@ def _gym_train(config: GymTrainConfig, output: str, dev: torch.device) -> dict:
                     scalars["exploration/epsilon"] = epsilon
                 tensorboard.scalars(scalars, env_steps)
                 bar.update(1)
+                if keep_best is not None and (episode + 1) % keep_best.every_episodes == 0:
+                    mean, steps = greedy_check(config.env, config.max_steps, greedy, keep_best.episodes,
+                                               config.seed + CHECK_SEED_OFFSET)
+                    check_steps += steps
+                    checks.append({"episode": episode + 1, "mean_return": mean})
+                    tensorboard.scalars({"check/mean_return": mean}, env_steps)
+                    if best is None or mean >= best[1]:  # ties: the later policy, trained longer
+                        best = (episode + 1, mean, copy.deepcopy(trainer.q_network.state_dict()))
                 if (episode + 1) % 10 == 0:
                     log.info("episode %d/%d: return %.1f (mean of last 10: %.1f), %d env steps, %d updates",
                              episode + 1, config.num_train_episodes, total, float(np.mean(episode_returns[-10:])),
                              env_steps, updates)
     finally:
         env.close()
+    if best is not None:
+        trainer.q_network.load_state_dict(best[2])
+        log.info("keep_best: exporting the policy of episode %d (mean greedy check return %.2f)", best[0], best[1])
 
     # 3. export and greedy evaluation of the exported policy
     metadata = {"algorithm": config.model.name, "env": config.env, "seed": config.seed, "online": True,
@@ -417,6 +460,8 @@ def _gym_train(config: GymTrainConfig, output: str, dev: torch.device) -> dict:
         "updates": updates, "minibatch_size": config.batch_size,
         "train_returns_last_10": float(np.mean(episode_returns[-10:])) if episode_returns else None,
         "train_returns": episode_returns, "final_losses": last_losses,
+        "keep_best": None if best is None else {"episode": best[0], "mean_return": best[1], "checks": checks,
+                                                 "check_env_steps": check_steps},
         "eval": {"episodes": len(returns), "mean": mean, "std": float(returns.std()),
                  "min": float(returns.min()), "max": float(returns.max())},
         "passing_score_bar": bar_value, "passed": None if bar_value is None else mean >= bar_value,
