@@ -203,3 +203,12 @@ def test_streaming_path_trains_like_resident(tmp_path, data, monkeypatch):
     written = json.loads((tmp_path / "streamed" / "training_summary.json").read_text())
     assert written["resident"] is False and summary["epochs"] == 1
     assert written["per_epoch"][0]["train"]["rows"] == written["train_rows"]
+
+
+def test_keep_checkpoints_keeps_the_latest_and_resumes_from_them(tmp_path, data):
+    config = {**config_dict(epochs=3, cpe=False), "keep_checkpoints": 2}
+    _run(tmp_path, data, "m", config)
+    assert sorted(list_checkpoints(str(tmp_path / "m"))) == [2, 3]
+    summary = _run(tmp_path, data, "m", {**config, "num_epochs": 4, "keep_checkpoints": 1}, resume=True)
+    assert summary["resumed_from"].endswith("epoch-0003.pt")
+    assert sorted(list_checkpoints(str(tmp_path / "m"))) == [4]

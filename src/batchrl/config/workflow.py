@@ -115,6 +115,7 @@ class WorkflowConfig(_Strict):
     passing_score_bar: float | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     checkpoint_every: int = Field(default=1, ge=1)  # epochs between checkpoints (the last is always kept)
+    keep_checkpoints: int | None = Field(default=None, ge=1)  # the latest N checkpoints stay; None: all
     reader_options: ReaderOptions | None = None
 
     @field_validator("device")

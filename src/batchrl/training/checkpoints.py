@@ -52,6 +52,15 @@ def save_checkpoint(output: str, epoch: int, state: dict[str, Any]) -> str:
     return uri
 
 
+def prune_checkpoints(output: str, keep: int) -> list[str]:
+    """Delete all but the ``keep`` latest checkpoints under ``output``; return the deleted URIs."""
+    epochs = list(list_checkpoints(output).items())
+    stale = [uri for _, uri in epochs[:-keep]] if keep < len(epochs) else []
+    for uri in stale:
+        storage.delete(uri)
+    return stale
+
+
 def load_checkpoint(uri: str) -> dict[str, Any]:
     data = storage.read_bytes(uri)
     try:

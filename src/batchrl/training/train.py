@@ -7,7 +7,7 @@ Model directory (local or s3://)::
     reward_model.torchscript   same signature, r_hat(s, .)     } when eval_parameters.calc_cpe_in_training
     q_value_model.torchscript  same signature, Q_hat(s, .)     }
     training_summary.json      config, per-epoch metrics (incl. CPE), final metrics, gamma, temperature
-    checkpoints/epoch-XXXX.pt  every checkpoint_every epochs and after the last
+    checkpoints/epoch-XXXX.pt  every checkpoint_every epochs and after the last (the latest keep_checkpoints)
     tensorboard/               event files (losses, Q-values per action, action distribution, lr, CPE)
 
 CPU runs are seeded and deterministic; ``resume=True`` continues from the latest checkpoint and ends
@@ -38,6 +38,7 @@ from batchrl.training.algorithms import build_algorithm_trainer
 from batchrl.training.checkpoints import (
     list_checkpoints,
     load_checkpoint,
+    prune_checkpoints,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -59,7 +60,7 @@ SUMMARY_FILE = "training_summary.json"
 #: the sequential estimators' intervals cost seconds per replicate set).
 CPE_BOOTSTRAP = 200
 #: Config keys that may change when resuming (they do not change the trained model).
-RESUMABLE_CHANGES = ("num_epochs", "checkpoint_every", "device")
+RESUMABLE_CHANGES = ("num_epochs", "checkpoint_every", "keep_checkpoints", "device")
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -262,6 +263,8 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
             "epoch": epoch, "global_step": loop_state.global_step, "history": loop_state.history,
             "trainer": trainer.state_dict(), "cpe": cpe.state_dict() if cpe else None, "rng": rng_state(),
             "fingerprint": fingerprint, "algorithm": algorithm})
+        if config.keep_checkpoints is not None:
+            prune_checkpoints(output, config.keep_checkpoints)
 
     def evaluate(epoch: int) -> dict[str, Any]:
         return setup.evaluate(eval_batch, epoch)
