@@ -212,3 +212,15 @@ def test_keep_checkpoints_keeps_the_latest_and_resumes_from_them(tmp_path, data)
     summary = _run(tmp_path, data, "m", {**config, "num_epochs": 4, "keep_checkpoints": 1}, resume=True)
     assert summary["resumed_from"].endswith("epoch-0003.pt")
     assert sorted(list_checkpoints(str(tmp_path / "m"))) == [4]
+
+
+def test_cpu_threads_apply_while_training_only(tmp_path, data, monkeypatch):
+    import torch
+
+    seen = []
+    original = train_module.TrainingLoop.run
+    monkeypatch.setattr(train_module.TrainingLoop, "run",
+                        lambda self, state: (seen.append(torch.get_num_threads()), original(self, state))[1])
+    before = torch.get_num_threads()
+    _run(tmp_path, data, "m", {**config_dict(epochs=1, cpe=False), "cpu_threads": before + 1})
+    assert seen == [before + 1] and torch.get_num_threads() == before

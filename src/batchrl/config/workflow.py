@@ -116,6 +116,7 @@ class WorkflowConfig(_Strict):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     checkpoint_every: int = Field(default=1, ge=1)  # epochs between checkpoints (the last is always kept)
     keep_checkpoints: int | None = Field(default=None, ge=1)  # the latest N checkpoints stay; None: all
+    cpu_threads: int | None = Field(default=None, ge=1)  # torch intra-op threads while training; None: torch's
     reader_options: ReaderOptions | None = None
 
     @field_validator("device")

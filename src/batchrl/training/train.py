@@ -60,7 +60,7 @@ SUMMARY_FILE = "training_summary.json"
 #: the sequential estimators' intervals cost seconds per replicate set).
 CPE_BOOTSTRAP = 200
 #: Config keys that may change when resuming (they do not change the trained model).
-RESUMABLE_CHANGES = ("num_epochs", "checkpoint_every", "keep_checkpoints", "device")
+RESUMABLE_CHANGES = ("num_epochs", "checkpoint_every", "keep_checkpoints", "device", "cpu_threads")
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -273,9 +273,13 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
     loop = TrainingLoop(trainers=trainers, loader=loader, evaluate=evaluate, save=save,
                         learning_rate=lambda: trainer.learning_rate, tensorboard=tensorboard,
                         num_epochs=config.num_epochs, checkpoint_every=config.checkpoint_every, where=output)
+    threads = torch.get_num_threads()
+    if config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
     try:
         loop.run(state)
     finally:
+        torch.set_num_threads(threads)
         tensorboard.close()
 
     metadata = {"algorithm": algorithm, "gamma": params.rl.gamma, "temperature": params.rl.temperature,
