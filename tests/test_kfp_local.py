@@ -88,6 +88,34 @@ def test_the_compiled_pipeline_runs_locally_with_every_artifact(tmp_path, cli):
     assert json.loads((published / "published.json").read_text())["passed"] is True
 
 
+@pytest.mark.slow
+def test_the_same_pipeline_trains_sac_on_continuous_actions(tmp_path, cli):
+    sac = {"model": {"SAC": {
+        "trainer_param": {"rl": {"gamma": 0.99, "target_update_rate": 0.005}},
+        "actor_net_builder": {"GaussianFullyConnected": {"sizes": [16], "activations": ["relu"]}},
+        "critic_net_builder": {"FullyConnected": {"sizes": [16], "activations": ["relu"]}}}},
+        "reader_options": {"minibatch_size": 256}, "seed": 42}
+    params = _write(tmp_path / "params.yaml", {
+        "env": "Pendulum-v1", "transitions": 1000, "num_epochs": 1, "num_eval_episodes": 2, "actions": [],
+        "cpe_bootstrap": 0, "fqe": False, "passing_score_bar": -1e9, "workflow_config": sac,
+        "spark_master": "local[2]", "spark_conf": {"spark.sql.shuffle.partitions": "2"},
+    })
+    code, out, err = cli("pipeline", "run-local", params, "--pipeline", PIPELINE,
+                         "--pipeline-root", tmp_path / "root")
+    assert code == 0, err[-4000:]
+    tasks = json.loads(out)["tasks"]
+    meta = {task: {name: found["metadata"] for name, found in tasks[task]["artifacts"].items()} for task in tasks}
+    assert meta["normalize-actions"]["action_normalization"]["action_kind"] == "continuous"
+    assert meta["prepare"]["train_table"]["action_kind"] == "continuous"
+    assert meta["train"]["model"]["algorithm"] == "SAC" and meta["train"]["model"]["action_names"] == ["0"]
+    assert meta["evaluate"]["evaluation"]["passed"] is True and meta["evaluate"]["evaluation"]["score"] < 0
+    model = tasks["train"]["artifacts"]["model"]["uri"]
+    from batchrl.serving.export import load_policy
+
+    policy = load_policy(f"{model}/model.torchscript")
+    assert policy.continuous and float(policy.outputs([[1.0, 0.0, 0.0]]).abs().max()) <= 2.0 + 1e-5
+
+
 def test_run_local_rejects_unknown_parameters(tmp_path, cli):
     params = _write(tmp_path / "params.yaml", {"transitions": 10, "epochs": 3})
     # without --pipeline: the package's pipeline, compiled now
