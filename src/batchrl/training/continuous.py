@@ -37,6 +37,17 @@ def build_continuous_trainer(model: SACModel | TD3Model, input_dim: int, action_
     return TD3Trainer(actor, *critics, model.trainer_param, device=device, seed=seed)
 
 
+def critic_step(trainer, batch: Batch, target: Tensor) -> tuple[Tensor, Tensor]:
+    """One optimizer step of the twin critics (``q1``, ``q2``, ``q_optimizer``) toward ``target``:
+    L_Q = sum_i mean (Q_i(s, a) - y)^2. Returns (Q1 of the logged actions, L_Q)."""
+    q1, q2 = trainer.q1(batch.state, batch.action), trainer.q2(batch.state, batch.action)
+    loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+    trainer.q_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    trainer.q_optimizer.step()
+    return q1, loss
+
+
 @torch.no_grad()
 def critic_evaluation(trainer, batch: Batch, target: Tensor) -> dict[str, Tensor]:
     """Held-out terms of an actor-critic trainer (``q1``, ``q2``, ``actor``) against the TD ``target``:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from batchrl.config import SACTrainerParameters
 from batchrl.data.loader import Batch
-from batchrl.training.continuous import critic_evaluation
+from batchrl.training.continuous import critic_evaluation, critic_step
 from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
 
 
@@ -108,12 +108,7 @@ class SACTrainer:
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         alpha = self.alpha
-        target = self.td_target(batch)
-        q1, q2 = self.q1(batch.state, batch.action), self.q2(batch.state, batch.action)
-        q_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        self.q_optimizer.zero_grad(set_to_none=True)
-        q_loss.backward()
-        self.q_optimizer.step()
+        q1, q_loss = critic_step(self, batch, self.td_target(batch))
 
         action, log_prob = self.actor.sample(batch.state, self.generator)
         q_new = torch.minimum(self.q1(batch.state, action), self.q2(batch.state, action))

@@ -19,12 +19,11 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from batchrl.config import TD3TrainerParameters
 from batchrl.data.loader import Batch
-from batchrl.training.continuous import critic_evaluation
+from batchrl.training.continuous import critic_evaluation, critic_step
 from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
 
 
@@ -105,12 +104,7 @@ class TD3Trainer:
         return critic_evaluation(self, batch, self.td_target(batch))
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
-        target = self.td_target(batch)
-        q1, q2 = self.q1(batch.state, batch.action), self.q2(batch.state, batch.action)
-        q_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        self.q_optimizer.zero_grad(set_to_none=True)
-        q_loss.backward()
-        self.q_optimizer.step()
+        q1, q_loss = critic_step(self, batch, self.td_target(batch))
         self.updates += 1
         if self.updates % self.params.delayed_policy_update == 0:
             mu = self.actor(batch.state)
