@@ -68,15 +68,12 @@ def episode_limit(env_id: str, max_steps: int | None) -> int | None:
     return min(own, max_steps) if own and max_steps else (max_steps or None)
 
 
-def _normalize_options(prep: PreprocessingOptions, seed: int, **extra: Any):
+def _normalize_options(prep: PreprocessingOptions, seed: int):
+    """The normalize stage's options from a model's preprocessing block (the same names); ``seed`` when the
+    block sets none."""
     from batchrl.data.normalize import NormalizeOptions
 
-    return NormalizeOptions(
-        num_samples=prep.num_samples, max_unique_enum_values=prep.max_unique_enum_values,
-        quantile_size=prep.quantile_size, quantile_k2_threshold=prep.quantile_k2_threshold,
-        skip_box_cox=prep.skip_box_cox, skip_quantiles=prep.skip_quantiles,
-        feature_overrides=prep.feature_overrides or {}, seed=prep.seed if prep.seed is not None else seed,
-        **({"stddev_floor": prep.stddev_floor} if prep.stddev_floor is not None else {}), **extra)
+    return NormalizeOptions(**{"seed": seed, **prep.model_dump(exclude_none=True)})
 
 
 def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
