@@ -73,6 +73,9 @@ def test_workflow_config_knobs_override_the_config():
     assert unchanged.num_epochs == 20 and unchanged.model.name == "DiscreteDQN"
     with pytest.raises(BatchRLError, match="SomethingElse"):
         runtime.workflow_config(base, "test", algorithm="SomethingElse")
+    # the pipeline's discrete `actions` default does not reach a continuous-action model
+    sac = runtime.workflow_config({"model": {"SAC": {}}}, "test", actions=["0", "1"])
+    assert sac.model.name == "SAC" and "actions" not in sac.model.value.trainer_param.model_fields_set
 
 
 def test_scalar_metrics_flatten_finite_numbers_only():

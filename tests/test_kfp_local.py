@@ -96,7 +96,7 @@ def test_the_same_pipeline_trains_sac_on_continuous_actions(tmp_path, cli):
         "critic_net_builder": {"FullyConnected": {"sizes": [16], "activations": ["relu"]}}}},
         "reader_options": {"minibatch_size": 256}, "seed": 42}
     params = _write(tmp_path / "params.yaml", {
-        "env": "Pendulum-v1", "transitions": 1000, "num_epochs": 1, "num_eval_episodes": 2, "actions": [],
+        "env": "Pendulum-v1", "transitions": 1000, "num_epochs": 1, "num_eval_episodes": 2,  # default actions
         "cpe_bootstrap": 0, "fqe": False, "passing_score_bar": -1e9, "workflow_config": sac,
         "spark_master": "local[2]", "spark_conf": {"spark.sql.shuffle.partitions": "2"},
     })

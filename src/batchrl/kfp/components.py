@@ -272,7 +272,7 @@ def train(
     """Train the configured agent (``batchrl train``): CUDA when the pod has a GPU, else CPU.
 
     ``num_epochs``, ``algorithm``, ``seed``, ``actions`` and ``device`` override ``workflow_config``
-    (0, "", -1, None or [] and None keep its values; continuous-action models take no ``actions``).
+    (0, "", -1, None or [] and None keep its values; ``actions`` applies to discrete-action models only).
     """
     from batchrl import storage
     from batchrl.kfp import runtime

@@ -69,11 +69,12 @@ def workflow_config(config: dict[str, Any], where: str, *, num_epochs: int | Non
     """The validated workflow config with the pipeline's knobs applied (``None`` keeps the config's value).
 
     ``algorithm`` renames the config's single model key (``DiscreteDQN`` -> ``DiscreteCQL`` keeps its
-    trainer parameters; an option the new algorithm lacks is then reported by name).
+    trainer parameters; an option the new algorithm lacks is then reported by name). ``actions`` names
+    discrete actions: continuous-action models (SAC, TD3) take theirs from the table, as ``prepare`` does.
     """
     import copy
 
-    from batchrl.config import parse_config
+    from batchrl.config import CONTINUOUS_ALGORITHMS, parse_config
 
     data = copy.deepcopy(config)
     if num_epochs is not None:
@@ -88,8 +89,9 @@ def workflow_config(config: dict[str, Any], where: str, *, num_epochs: int | Non
         (body,) = models.values()
         data["model"] = {algorithm: body}
     if actions is not None:
-        (body,) = data["model"].values()
-        body.setdefault("trainer_param", {})["actions"] = [str(a) for a in actions]
+        ((name, body),) = data["model"].items()
+        if name not in CONTINUOUS_ALGORITHMS:
+            body.setdefault("trainer_param", {})["actions"] = [str(a) for a in actions]
     return parse_config(data, where=where)
 
 
