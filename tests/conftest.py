@@ -91,3 +91,13 @@ def cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _not_in_a_pod(monkeypatch, tmp_path_factory):
+    """Tests behave the same inside a CI pod: the service-account namespace file is never the real one
+    (a test that simulates a pod writes its own, see ``tests/test_kube_launcher.py``)."""
+    import batchrl.kube.sparkapp as sparkapp
+
+    monkeypatch.setattr(sparkapp, "SERVICE_ACCOUNT_NAMESPACE_FILE",
+                        tmp_path_factory.getbasetemp() / "no-pod" / "namespace", raising=False)

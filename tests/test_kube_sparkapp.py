@@ -197,3 +197,19 @@ def test_prepare_payload_carries_named_uris_and_checks_each(crd):
     with pytest.raises(BatchRLError, match="prepare output.eval"):
         stage_payload("prepare", {"timeline": "s3://b/t", "normalization": "s3://b/n.json"},
                       {"train": "s3://b/train", "eval": "/tmp/eval"}, {})
+
+
+def test_namespace_is_the_given_one_else_the_pods_else_kubeflow(tmp_path, monkeypatch):
+    """A KFP step in a profile namespace may not create objects in `kubeflow` (403): without an explicit
+    namespace the application goes where the step's pod runs (its service-account namespace file)."""
+    import batchrl.kube.sparkapp as sparkapp
+
+    def namespace(options):
+        return build_spark_application(_payload(), options)["metadata"]["namespace"]
+
+    assert namespace(SparkKubernetesOptions()) == "kubeflow", "outside a pod"
+    namespace_file = tmp_path / "namespace"
+    namespace_file.write_text("team-a\n")
+    monkeypatch.setattr(sparkapp, "SERVICE_ACCOUNT_NAMESPACE_FILE", namespace_file)
+    assert namespace(SparkKubernetesOptions()) == "team-a", "the pod's own namespace"
+    assert namespace(SparkKubernetesOptions(namespace="spark-jobs")) == "spark-jobs", "an explicit one wins"

@@ -147,21 +147,32 @@ def _verbs_used(requests: list[tuple[str, str]]) -> set[tuple[str, str, str]]:
         rest = rest[2:] if rest[:1] == ["namespaces"] else rest
         resource = rest[0] + ("/" + rest[2] if len(rest) > 2 else "")
         named = len(rest) > 1
-        verb = {"POST": "create", "DELETE": "delete", "GET": "get" if named else "list"}[method]
+        verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch", "GET": "get" if named else "list"}[method]
         used.add((group, resource, verb))
     return used
 
 
-def test_runner_rbac_grants_exactly_what_the_launcher_uses(rendered):
-    from batchrl.kube.launcher import SparkApplicationLauncher
+def test_runner_rbac_grants_exactly_what_the_launcher_uses(rendered, tmp_path, monkeypatch):
+    """A step in its pod: reads its own pod (ownerReference), creates/watches/deletes an application, adopts
+    one from an earlier attempt (patch: adds its pod to the owners), reads a failed driver's log."""
+    import batchrl.kube.sparkapp as sparkapp
+    from batchrl.kube.launcher import SparkApplicationLauncher, run_stage_on_kubernetes
     from batchrl.kube.sparkapp import SparkKubernetesOptions, build_spark_application, stage_payload
 
+    (tmp_path / "namespace").write_text("kubeflow")
+    monkeypatch.setattr(sparkapp, "SERVICE_ACCOUNT_NAMESPACE_FILE", tmp_path / "namespace")
+    monkeypatch.setenv("KFP_POD_NAME", "step-pod")
     kube = FakeKubernetes().start()
     try:
+        kube.add_pod("kubeflow", "step-pod", "uid-step")
+        options = SparkKubernetesOptions(poll_seconds=0.01, timeout_seconds=30)
+        run_stage_on_kubernetes("timeline", "s3://b/i", "s3://b/o", {}, options, api_client=kube.api_client())
+        earlier = build_spark_application(stage_payload("prepare", "s3://b/i", "s3://b/o", {}), options,
+                                          owner=kube.add_pod("kubeflow", "attempt-1", "uid-1"))
+        kube.put(earlier, "RUNNING")
+        kube.scripts[earlier["metadata"]["name"]] = ["COMPLETED"]
+        run_stage_on_kubernetes("prepare", "s3://b/i", "s3://b/o", {}, options, api_client=kube.api_client())
         launcher = SparkApplicationLauncher(kube.api_client(), sleep=lambda s: None)
-        options = SparkKubernetesOptions()
-        ok = build_spark_application(stage_payload("timeline", "s3://b/i", "s3://b/o", {}), options)
-        launcher.run(ok, timeout_seconds=60)
         failing = build_spark_application(stage_payload("normalize", "s3://b/i", "s3://b/n", {}), options)
         kube.scripts[failing["metadata"]["name"]] = ["RUNNING", "FAILED"]
         with pytest.raises(Exception, match="FAILED"):
@@ -191,10 +202,22 @@ def test_reconciler_rbac_reads_only_configmaps(rendered):
                                                                          "disable"}
 
 
+#: What the Spark driver does with its executors' objects, from the upstream sources:
+#: - apache/spark resource-managers/kubernetes/core/.../KubernetesClusterSchedulerBackend.scala (commit
+#:   00c026d93e2a): stop() deletes the services, PVCs (spark.kubernetes.driver.ownPersistentVolumeClaim) and
+#:   executor configmaps *by label* (fabric8 `withLabel(...).delete()` is a DELETE on the collection, the
+#:   `deletecollection` verb), the pods allocator deletes executor pods by label likewise, and executor
+#:   pods are labelled with their id by `patch`;
+#: - kubeflow/spark-operator charts/spark-operator-chart/templates/spark/rbac.yaml (commit 15dbe99c8f76):
+#:   the chart's Role for the `spark` service account grants exactly this set.
+SPARK_DRIVER_RESOURCES = ("pods", "configmaps", "persistentvolumeclaims", "services")
+SPARK_DRIVER_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+
+
 def test_spark_driver_role_is_what_spark_on_kubernetes_needs(rendered):
     granted = _granted(_role(rendered, "batchrl-spark-driver"))
-    assert granted == {("", resource, verb) for resource in ("pods", "services", "configmaps")
-                       for verb in ("create", "get", "list", "watch", "delete")}
+    assert granted == {("", resource, verb) for resource in SPARK_DRIVER_RESOURCES for verb in SPARK_DRIVER_VERBS}
+    assert ("", "pods", "deletecollection") in granted, "shutdown deletes executors by label"
     account = next(o for o in objects(rendered, "minio", "ServiceAccount") if o["metadata"]["name"] == "batchrl-spark")
     from batchrl.kube.sparkapp import SparkKubernetesOptions
 

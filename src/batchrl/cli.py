@@ -26,6 +26,7 @@ COMMANDS = (
     "evaluate",
     "run",
     "pipeline",
+    "doctor",
 )
 
 

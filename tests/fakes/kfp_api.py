@@ -40,6 +40,7 @@ class FakeKFP:
         self.uploads: dict[str, bytes] = {}
         self.fail_next: tuple[int, str] | None = None
         self.page_size_cap = 2  # forces paging in list calls
+        self.tag_name = "2.15.0"  # issue 14 (batchrl doctor): the version the v1beta1 healthz reports
         self.lock = threading.Lock()
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
@@ -78,6 +79,9 @@ class FakeKFP:
             code, message = self.fail_next
             self.fail_next = None
             return code, {"error": message, "code": code, "message": message}
+        # -- issue 14 (batchrl doctor): the v1beta1 healthz carries the backend's version (backend/src/apiserver/main.go)
+        if path == "/apis/v1beta1/healthz":
+            return 200, {"commit_sha": "abc1234", "tag_name": self.tag_name, "multi_user": False}
         if path == f"{API}/healthz":
             return 200, {"multi_user": False, "pipeline_store": "database"}
         if path == f"{API}/pipelines" and method == "GET":

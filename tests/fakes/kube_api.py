@@ -1,6 +1,7 @@
-"""A tiny Kubernetes API server on 127.0.0.1: SparkApplications (create/get/delete), pod logs, ConfigMap lists.
+"""A tiny Kubernetes API server on 127.0.0.1: SparkApplications (create/get/patch/delete), pod logs, ConfigMap
+lists; and (``_extra_route``) pods, secrets, service accounts, nodes, API discovery and SubjectAccessReviews.
 
-Only the endpoints the launcher uses exist. Each created SparkApplication walks through the states
+Only the endpoints batchrl uses exist. Each created SparkApplication walks through the states
 in ``script`` (one per GET), so a test decides how the "operator" behaves. Every request is recorded.
 """
 
@@ -13,17 +14,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from fakes.kube_extra import KubeExtras, status
+
 _APPS = re.compile(r"^/apis/sparkoperator\.k8s\.io/v1beta2/namespaces/([^/]+)/sparkapplications(?:/([^/]+))?$")
 _LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
 _CONFIGMAPS = re.compile(r"^/api/v1/namespaces/([^/]+)/configmaps$")
 
 
-def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
+_status = status
 
 
-class FakeKubernetes:
+class FakeKubernetes(KubeExtras):
     """State shared with the handler: stored objects, state scripts, pod logs, the request log."""
 
     def __init__(self) -> None:
@@ -38,6 +39,7 @@ class FakeKubernetes:
         self.deny_create: int | None = None
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._init_extra()
 
     # -- helpers for tests
     def put(self, app: dict[str, Any], state: str) -> None:
@@ -76,7 +78,7 @@ class FakeKubernetes:
                 with state.lock:
                     state.requests.append((method, self.path))
                     body = None
-                    if method == "POST":
+                    if method in ("POST", "PATCH"):
                         length = int(self.headers.get("Content-Length") or 0)
                         body = json.loads(self.rfile.read(length) or b"{}")
                         state.bodies.append(body)
@@ -101,7 +103,8 @@ class FakeKubernetes:
                         tail = int(parse_qs(parsed.query).get("tailLines", [len(lines)])[0])
                         self._send(200, "\n".join(lines[-tail:]) + "\n", "text/plain")
                     else:
-                        self._send(404, _status(404, "NotFound", f"no route {method} {parsed.path}"))
+                        code, payload = state._extra_route(method, parsed.path, parse_qs(parsed.query), body)
+                        self._send(code, payload)
 
             def _apps(self, method: str, ns: str, name: str | None, body: Any) -> None:
                 if method == "POST" and name is None:
@@ -137,6 +140,13 @@ class FakeKubernetes:
                         return
                     state.scripts.pop(name, None)
                     self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+                elif method == "PATCH" and name:  # JSON merge patch of metadata.ownerReferences only
+                    app = state.apps.get((ns, name))
+                    if app is None:
+                        self._send(404, _status(404, "NotFound", f"{name} not found"))
+                        return
+                    app["metadata"].update(body.get("metadata", {}))
+                    self._send(200, app)
                 else:
                     self._send(405, _status(405, "MethodNotAllowed", method))
 
@@ -148,6 +158,9 @@ class FakeKubernetes:
 
             def do_DELETE(self) -> None:
                 self._route("DELETE")
+
+            def do_PATCH(self) -> None:
+                self._route("PATCH")
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -165,3 +178,4 @@ class FakeKubernetes:
         config = client.Configuration()
         config.host = self.url
         return client.ApiClient(config)
+

@@ -33,7 +33,8 @@ def add_spark_mode_options(parser: argparse.ArgumentParser) -> None:
                        help="number of executors (default 2)")
     group.add_argument("--service-account", dest="k8s_service_account",
                        help="the driver's service account (default batchrl-spark, from manifests/)")
-    group.add_argument("--namespace", dest="k8s_namespace", help="namespace of the SparkApplication (default kubeflow)")
+    group.add_argument("--namespace", dest="k8s_namespace", help="namespace of the SparkApplication (default: this pod's own "
+                       "namespace inside a pod, else kubeflow)")
     group.add_argument("--s3-secret", dest="k8s_s3_secret",
                        help="secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (default batchrl-s3)")
     group.add_argument("--s3-endpoint", dest="k8s_s3_endpoint",

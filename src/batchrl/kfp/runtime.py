@@ -165,11 +165,22 @@ def check_spark_mode(mode: str, step: str) -> bool:
 def run_on_kubernetes(stage: str, input_uri: Any, output_uri: Any, options: BaseModel,
                       spark_kubernetes: dict[str, Any] | None) -> dict[str, Any]:
     """Run a Spark stage as a SparkApplication (``batchrl.kube.launcher``); the stage's own summary is
-    in the metadata it commits with its output (``storage.read_metadata``)."""
+    in the metadata it commits with its output (``storage.read_metadata``).
+
+    The application reads and writes the same object store as this step: the S3 endpoint and region
+    this step uses (the pipeline's ``s3_endpoint``, set by :func:`setup`; ``AWS_REGION``) fill
+    ``s3_endpoint`` / ``s3_region`` when ``spark_kubernetes`` does not set them. Its namespace is this
+    step's pod's own unless ``spark_kubernetes`` names one (``SparkKubernetesOptions.namespace``)."""
+    from batchrl import storage
     from batchrl.kube import launcher
 
-    return launcher.run_stage_for_pipeline(stage, input_uri, output_uri, options.model_dump(mode="json"),
-                                           spark_kubernetes)
+    settings = dict(spark_kubernetes or {})
+    endpoint, region = storage.s3_endpoint(), os.environ.get("AWS_REGION")
+    if endpoint and "s3_endpoint" not in settings:
+        settings["s3_endpoint"] = endpoint
+    if region and "s3_region" not in settings:
+        settings["s3_region"] = region
+    return launcher.run_stage_for_pipeline(stage, input_uri, output_uri, options.model_dump(mode="json"), settings)
 
 
 def normalization_summary(uri: str) -> dict[str, Any]:

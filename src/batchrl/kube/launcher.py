@@ -1,10 +1,17 @@
 """Create a SparkApplication, watch it to the end, report the driver's last lines on failure, clean up.
 
 The name is deterministic (see :func:`batchrl.kube.sparkapp.application_name`), so a retried step
-adopts the object its previous attempt created instead of starting the work twice; an object left
-in a failed state by that attempt is replaced. ``status.applicationState.state`` is polled until
-``COMPLETED`` (success) or ``FAILED`` / ``SUBMISSION_FAILED`` (a :class:`BatchRLError` carrying the
-driver log tail), or until the timeout (the object is deleted so no executors keep running).
+adopts the object its previous attempt created instead of starting the work twice (and adds its own
+pod to the object's owners); an object left in a failed state by that attempt is replaced.
+``status.applicationState.state`` is polled until ``COMPLETED`` (success, the object is deleted) or
+``FAILED`` / ``SUBMISSION_FAILED`` (a :class:`BatchRLError` carrying the driver log tail; the object
+is kept until its ``timeToLiveSeconds`` so the driver's pod and log survive for ``kubectl``), or
+until the timeout (the object is deleted so no executors keep running).
+
+Cancel: KFP (Argo) stops a step's pod with SIGTERM. While a run is watched, SIGTERM deletes the
+application and exits with 143 (128 + SIGTERM); if the pod dies without that chance, the pod's
+ownerReference on the object (:func:`batchrl.kube.sparkapp.owner_reference`) lets Kubernetes'
+garbage collector delete it.
 """
 
 from __future__ import annotations
@@ -12,8 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import urllib3
@@ -24,6 +34,8 @@ from batchrl.kube.sparkapp import API_GROUP, API_VERSION, PAYLOAD_ANNOTATION, PL
 
 logger = logging.getLogger(__name__)
 
+#: Exit status after a SIGTERM (cancel): 128 + the signal number, as a shell reports it.
+EXIT_ON_SIGTERM = 128 + signal.SIGTERM
 COMPLETED = "COMPLETED"
 FAILED_STATES = ("FAILED", "SUBMISSION_FAILED")
 LOG_TAIL_LINES = 40
@@ -105,6 +117,24 @@ class SparkApplicationLauncher:
             if getattr(exc, "status", None) != 404:
                 raise self._api_error("delete", namespace, name, exc) from None
 
+    def _patch_owners(self, namespace: str, name: str, owners: list[dict[str, Any]]) -> None:
+        try:
+            self._custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name,
+                                                        {"metadata": {"ownerReferences": owners}})
+        except _API_ERRORS as exc:
+            raise self._api_error("patch", namespace, name, exc) from None
+
+    def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod ``namespace/name`` as the API returns it; None (with a warning) when it cannot be read."""
+        try:
+            pod = self._core.read_namespaced_pod(name, namespace)
+        except _API_ERRORS as exc:
+            logger.warning("could not read this step's pod %s/%s (HTTP %s): the SparkApplication gets no owner, "
+                           "so only the SIGTERM handler deletes it on cancel; grant get on pods (apply manifests/, "
+                           "Role batchrl-pipeline-runner)", namespace, name, getattr(exc, "status", "-"))
+            return None
+        return self._core.api_client.sanitize_for_serialization(pod)
+
     def _create(self, app: dict[str, Any]) -> bool:
         """Create ``app``; False when an object of that name already exists."""
         namespace, name = app["metadata"]["namespace"], app["metadata"]["name"]
@@ -126,8 +156,8 @@ class SparkApplicationLauncher:
         reason = redact(str(getattr(exc, "reason", "") or exc).splitlines()[0])
         fix = "check the cluster is reachable and the spark-operator is installed"
         if status in (401, 403):
-            fix = ("the runner's service account needs create/get/delete on sparkapplications in this "
-                   "namespace: apply manifests/ (Role batchrl-pipeline-runner)")
+            fix = ("the runner's service account needs create/get/patch/delete on sparkapplications in this "
+                   "namespace: apply manifests/ (Role batchrl-pipeline-runner); `batchrl doctor` checks it")
         elif status == 404 and action == "create":
             fix = "install the spark-operator (it provides the SparkApplication CRD) or check the namespace"
         return BatchRLError(f"could not {action} SparkApplication {name}: HTTP {status} {reason}",
@@ -166,6 +196,11 @@ class SparkApplicationLauncher:
                 raise BatchRLError(f"SparkApplication {name} reappeared while being replaced",
                                    where=f"namespace {namespace}", fix="retry the step")
             return False
+        ours = app["metadata"].get("ownerReferences") or []
+        owners = existing.get("metadata", {}).get("ownerReferences") or []
+        missing = [ref for ref in ours if ref["uid"] not in {o.get("uid") for o in owners}]
+        if missing:  # the earlier attempt's pod owns it: when that pod goes, the collector would delete it
+            self._patch_owners(namespace, name, owners + missing)
         logger.info("adopted SparkApplication %s/%s (state %s)", namespace, name, state or "new")
         return True
 
@@ -179,35 +214,46 @@ class SparkApplicationLauncher:
 
     def run(self, app: dict[str, Any], timeout_seconds: float, poll_seconds: float = 5.0,
             cleanup: bool = True) -> dict[str, Any]:
-        """Run ``app`` to completion; returns a summary, raises :class:`BatchRLError` on failure/timeout."""
+        """Run ``app`` to completion; returns a summary, raises :class:`BatchRLError` on failure/timeout.
+
+        ``cleanup``: delete the object after success or timeout (a failed one is always kept until its
+        TTL, for its logs). SIGTERM meanwhile deletes it and exits with :data:`EXIT_ON_SIGTERM`."""
+        namespace, name = app["metadata"]["namespace"], app["metadata"]["name"]
+        try:
+            with _sigterm_raises():
+                return self._run(app, timeout_seconds, poll_seconds, cleanup)
+        except _Terminated:
+            logger.warning("SIGTERM (the run was cancelled): deleting SparkApplication %s/%s", namespace, name)
+            self._delete(namespace, name)
+            raise SystemExit(EXIT_ON_SIGTERM) from None
+
+    def _run(self, app: dict[str, Any], timeout_seconds: float, poll_seconds: float,
+             cleanup: bool) -> dict[str, Any]:
         namespace, name = app["metadata"]["namespace"], app["metadata"]["name"]
         started = self._clock()
         adopted = self._start(app)
         last_state = None
-        current: dict[str, Any] | None = None
-        try:
-            while True:
-                current = self._get(namespace, name)
-                if current is None:
-                    raise BatchRLError(f"SparkApplication {name} disappeared while running",
-                                       where=f"namespace {namespace}",
-                                       fix="someone deleted it, or its TTL is shorter than the run; retry")
-                state = _state(current)
-                if state != last_state:
-                    logger.info("SparkApplication %s/%s: %s", namespace, name, state or "PENDING")
-                    last_state = state
-                if state == COMPLETED:
-                    break
-                if state in FAILED_STATES:
-                    raise self._failure(current, state)
-                if self._clock() - started > timeout_seconds:
-                    raise self._failure(current, f"still {state or 'PENDING'} after {timeout_seconds:.0f}s "
-                                        "(timed out)", timed_out=True)
-                self._sleep(poll_seconds)
-        except BatchRLError:
-            if cleanup:
-                self._delete(namespace, name)
-            raise
+        while True:
+            current = self._get(namespace, name)
+            if current is None:
+                raise BatchRLError(f"SparkApplication {name} disappeared while running",
+                                   where=f"namespace {namespace}",
+                                   fix="someone deleted it, or its TTL is shorter than the run; retry")
+            state = _state(current)
+            if state != last_state:
+                logger.info("SparkApplication %s/%s: %s", namespace, name, state or "PENDING")
+                last_state = state
+            if state == COMPLETED:
+                break
+            if state in FAILED_STATES:
+                raise self._failure(current, state)
+            if self._clock() - started > timeout_seconds:
+                error = self._failure(current, f"still {state or 'PENDING'} after {timeout_seconds:.0f}s "
+                                      "(timed out)", timed_out=True)
+                if cleanup:
+                    self._delete(namespace, name)
+                raise error
+            self._sleep(poll_seconds)
         if cleanup:
             self._delete(namespace, name)
         return {"name": name, "namespace": namespace, "state": COMPLETED, "adopted": adopted,
@@ -224,10 +270,49 @@ class SparkApplicationLauncher:
             what += f": {message}"
         what += f"\n  driver log (last {LOG_TAIL_LINES} lines of {pod}):\n" + "\n".join(
             f"    | {line}" for line in tail.splitlines())
-        fix = (f"raise --timeout-seconds or look at the driver: kubectl -n {namespace} logs {pod}" if timed_out
-               else f"read the driver log above (full log: kubectl -n {namespace} logs {pod}); "
-                    "SUBMISSION_FAILED usually means a wrong image, service account or missing RBAC")
+        if timed_out:
+            fix = f"raise --timeout-seconds or look at the driver: kubectl logs {pod} -n {namespace}"
+        else:
+            ttl = current.get("spec", {}).get("timeToLiveSeconds")
+            kept = f"for {ttl}s (its timeToLiveSeconds)" if ttl is not None else "until you delete it"
+            what += (f"\n  the SparkApplication is kept {kept}: full driver log: kubectl logs {pod} -n {namespace}; "
+                     f"events and state: kubectl describe sparkapplication {name} -n {namespace}")
+            fix = ("read the driver log above; SUBMISSION_FAILED usually means a wrong image, service account or "
+                   f"missing RBAC (kubectl describe sparkapplication {name} -n {namespace}; `batchrl doctor`)")
         return BatchRLError(what, where=f"namespace {namespace}", fix=fix)
+
+
+class _Terminated(Exception):
+    """Raised in the watching thread by the SIGTERM handler."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`_Terminated` (only the main thread can install handlers;
+    elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def step_pod() -> tuple[str, str] | None:
+    """``(namespace, name)`` of the pod this process runs in: the namespace from the service-account
+    file, the name from ``KFP_POD_NAME`` (KFP's downward-API variable, ``backend/src/v2/component``
+    ``EnvPodName``) or ``HOSTNAME`` (a pod's hostname is its name); None outside a pod."""
+    from batchrl.kube.sparkapp import pod_namespace
+
+    namespace = pod_namespace()
+    name = os.environ.get("KFP_POD_NAME") or os.environ.get("HOSTNAME")
+    return (namespace, name) if namespace and name else None
 
 
 def _state(app: dict[str, Any]) -> str:
@@ -240,27 +325,25 @@ def _driver_pod(app: dict[str, Any] | None) -> str:
     return pod or f"{app.get('metadata', {}).get('name', 'unknown')}-driver"
 
 
-def run_spark_application(app: dict[str, Any], timeout_seconds: float, poll_seconds: float = 5.0,
-                          cleanup: bool = True, api_client: Any = None) -> dict[str, Any]:
-    """Run ``app`` on the cluster from the environment (or ``api_client``); see :class:`SparkApplicationLauncher`."""
-    launcher = SparkApplicationLauncher(api_client if api_client is not None else kubernetes_api_client())
-    return launcher.run(app, timeout_seconds=timeout_seconds, poll_seconds=poll_seconds, cleanup=cleanup)
-
-
 def run_stage_on_kubernetes(stage: str, input_uri: str, output_uri: str, stage_options: dict[str, Any],
                             options: Any, api_client: Any = None) -> dict[str, Any]:
-    """Run one Spark stage as a SparkApplication; ``options`` is a :class:`SparkKubernetesOptions`."""
+    """Run one Spark stage as a SparkApplication; ``options`` is a :class:`SparkKubernetesOptions`.
+
+    Inside a pod (a KFP step) the application is owned by that pod (:func:`step_pod`)."""
     from batchrl.kube.sparkapp import build_spark_application, stage_payload
 
-    app = build_spark_application(stage_payload(stage, input_uri, output_uri, stage_options), options)
-    summary = run_spark_application(app, timeout_seconds=options.timeout_seconds,
-                                    poll_seconds=options.poll_seconds, cleanup=options.cleanup,
-                                    api_client=api_client)
+    payload = stage_payload(stage, input_uri, output_uri, stage_options)
+    launcher = SparkApplicationLauncher(api_client if api_client is not None else kubernetes_api_client())
+    pod = step_pod()
+    owner = launcher.read_pod(*pod) if pod else None
+    app = build_spark_application(payload, options, owner=owner)
+    summary = launcher.run(app, timeout_seconds=options.timeout_seconds, poll_seconds=options.poll_seconds,
+                           cleanup=options.cleanup)
     return {"stage": stage, "input": input_uri, "output": output_uri, "spark_application": summary}
 
 
 def run_stage_for_pipeline(stage: str, input_uri: str, output_uri: str, stage_options: dict[str, Any],
-                           kubernetes_options: dict[str, Any] | None) -> dict[str, Any]:
+                           kubernetes_options: dict[str, Any] | None, api_client: Any = None) -> dict[str, Any]:
     """What a KFP component does with ``spark_mode="kubernetes"``: ``kubernetes_options`` is the
     pipeline's dict parameter (the fields of :class:`SparkKubernetesOptions`; unknown keys are errors)."""
     from pydantic import ValidationError
@@ -275,4 +358,4 @@ def run_stage_for_pipeline(stage: str, input_uri: str, output_uri: str, stage_op
                            where=f"{stage} component, parameter spark_kubernetes",
                            fix=f"use the fields of SparkKubernetesOptions: "
                                f"{', '.join(SparkKubernetesOptions.model_fields)}") from None
-    return run_stage_on_kubernetes(stage, input_uri, output_uri, stage_options, options)
+    return run_stage_on_kubernetes(stage, input_uri, output_uri, stage_options, options, api_client=api_client)

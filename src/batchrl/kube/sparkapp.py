@@ -6,13 +6,20 @@ The driver runs ``spark_job.py`` from the project's Spark image with one JSON ar
 ``s3a://`` connector is pointed at the same endpoint. The object is a plain dict built from typed
 options and rendered once (:func:`to_yaml`); its name is a hash of the stage and its payload, so a
 retry of the same work finds the same object.
+
+Its namespace is the one given, else the namespace of the pod this code runs in (a KFP step: the
+service-account namespace file, so a profile namespace works), else ``kubeflow``. Inside a step the
+object is owned by the step's pod (``metadata.ownerReferences``), so Kubernetes' garbage collector
+deletes it when the pod goes (a cancelled run): see :func:`owner_reference`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -21,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from batchrl import __version__
 from batchrl.errors import BatchRLError
+
+logger = logging.getLogger(__name__)
 
 API_GROUP = "sparkoperator.k8s.io"
 API_VERSION = "v1beta2"
@@ -40,6 +49,12 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 STAGE_LABEL = "batchrl.io/stage"
 PAYLOAD_ANNOTATION = "batchrl.io/payload-sha256"
 
+#: Where Kubernetes mounts the pod's namespace (service-account token volume); read at call time, so a
+#: test may point it elsewhere.
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+#: The namespace used outside a pod when none is given (single-user Kubeflow Pipelines).
+DEFAULT_NAMESPACE = "kubeflow"
+
 _MEMORY = re.compile(r"^[1-9][0-9]*[kmgt]?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -51,7 +66,8 @@ class SparkKubernetesOptions(BaseModel):
 
     image: str = DEFAULT_IMAGE
     image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = "IfNotPresent"
-    namespace: str = "kubeflow"
+    #: None: the namespace of the pod this runs in (its service-account namespace file), else kubeflow.
+    namespace: str | None = None
     service_account: str = "batchrl-spark"
     driver_cores: int = Field(1, ge=1)
     driver_memory: str = "2g"
@@ -95,6 +111,42 @@ class SparkKubernetesOptions(BaseModel):
         if parsed.username or parsed.password:
             raise ValueError("the endpoint URL must not carry credentials; put them in the secret")
         return value.rstrip("/")
+
+
+def pod_namespace() -> str | None:
+    """The namespace of the pod this process runs in (None outside a pod)."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def resolve_namespace(options: SparkKubernetesOptions) -> str:
+    """Where the SparkApplication goes: ``options.namespace``, else this pod's namespace, else kubeflow."""
+    return options.namespace or pod_namespace() or DEFAULT_NAMESPACE
+
+
+def owner_reference(pod: dict[str, Any], namespace: str) -> dict[str, Any] | None:
+    """The ownerReference that makes ``pod`` (a Pod object as the API returns it) own an object in
+    ``namespace``; None when it cannot (then nothing is set and the launcher's SIGTERM handler is the
+    only clean-up on cancel).
+
+    Kubernetes' rules (``plugin/pkg/admission/gc/gc_admission.go`` and the garbage collector): an owner
+    must be in the dependent's namespace (a namespaced owner elsewhere counts as absent, and the
+    dependent is collected at once); ``uid`` must be the live object's (a stale uid also counts as
+    absent); ``blockOwnerDeletion: true`` would need ``update`` on ``pods/finalizers``, so it is
+    false; setting any ownerReference needs ``delete`` on the dependent (sparkapplications), which the
+    runner has.
+    """
+    meta = pod.get("metadata") or {}
+    if not meta.get("uid") or not meta.get("name"):
+        return None
+    if meta.get("namespace") != namespace:
+        logger.warning("the SparkApplication goes to namespace %s but this pod runs in %s: an owner must be in "
+                       "the same namespace, so it is not owner-referenced", namespace, meta.get("namespace"))
+        return None
+    return {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"],
+            "controller": False, "blockOwnerDeletion": False}
 
 
 def stage_payload(stage: str, input_uri: str | dict[str, str], output_uri: str | dict[str, str],
@@ -178,23 +230,29 @@ def _pod(options: SparkKubernetesOptions, cores: int, memory: str, stage: str) -
     }
 
 
-def build_spark_application(payload: dict[str, Any], options: SparkKubernetesOptions) -> dict[str, Any]:
-    """The SparkApplication running ``payload`` (from :func:`stage_payload`) with ``options``."""
+def build_spark_application(payload: dict[str, Any], options: SparkKubernetesOptions,
+                            owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The SparkApplication running ``payload`` (from :func:`stage_payload`) with ``options``, owned by
+    the ``owner`` pod (a Pod object) when given and allowed (:func:`owner_reference`)."""
     stage = payload["stage"]
+    namespace = resolve_namespace(options)
     driver = _pod(options, options.driver_cores, options.driver_memory, stage)
     driver["serviceAccount"] = options.service_account
     executor = _pod(options, options.executor_cores, options.executor_memory, stage)
     executor["instances"] = options.executor_instances
+    metadata: dict[str, Any] = {
+        "name": application_name(payload),
+        "namespace": namespace,
+        "labels": {MANAGED_BY_LABEL: "batchrl", STAGE_LABEL: stage, "app.kubernetes.io/version": __version__},
+        "annotations": {PAYLOAD_ANNOTATION: payload_digest(payload)},
+    }
+    reference = owner_reference(owner, namespace) if owner else None
+    if reference:
+        metadata["ownerReferences"] = [reference]
     return {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": KIND,
-        "metadata": {
-            "name": application_name(payload),
-            "namespace": options.namespace,
-            "labels": {MANAGED_BY_LABEL: "batchrl", STAGE_LABEL: stage,
-                       "app.kubernetes.io/version": __version__},
-            "annotations": {PAYLOAD_ANNOTATION: payload_digest(payload)},
-        },
+        "metadata": metadata,
         "spec": {
             "type": "Python",
             "mode": "cluster",
