@@ -342,3 +342,16 @@ def test_owner_reference_needs_a_live_uid_in_the_same_namespace():
     assert owner_reference(pod, "team-a")["uid"] == "u-1"
     assert owner_reference(pod, "kubeflow") is None
     assert owner_reference({"metadata": {"name": "step", "namespace": "team-a"}}, "team-a") is None
+
+
+def test_ctrl_c_deletes_the_application_and_goes_on(kube, clock):
+    app = _app()
+    kube.scripts[app["metadata"]["name"]] = ["RUNNING"]
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    launcher = SparkApplicationLauncher(kube.api_client(), clock=clock, sleep=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        launcher.run(app, timeout_seconds=600)
+    assert not kube.apps

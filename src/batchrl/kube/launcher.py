@@ -8,10 +8,13 @@ pod to the object's owners); an object left in a failed state by that attempt is
 is kept until its ``timeToLiveSeconds`` so the driver's pod and log survive for ``kubectl``), or
 until the timeout (the object is deleted so no executors keep running).
 
-Cancel: KFP (Argo) stops a step's pod with SIGTERM. While a run is watched, SIGTERM deletes the
-application and exits with 143 (128 + SIGTERM); if the pod dies without that chance, the pod's
-ownerReference on the object (:func:`batchrl.kube.sparkapp.owner_reference`) lets Kubernetes'
-garbage collector delete it.
+Cancel: while a run is watched, SIGTERM deletes the application and exits with 143 (128 + SIGTERM),
+and Ctrl-C (SIGINT) deletes it before the interrupt goes on. In a KFP step the signal a cancel sends
+reaches the kfp-launcher, which runs the component as a child without forwarding signals
+(kubeflow/pipelines ``backend/src/v2/component/launcher_v2.go``), and the container is then torn
+down; there the step pod's ownerReference on the object (:func:`batchrl.kube.sparkapp.owner_reference`)
+is what cleans up: Kubernetes' garbage collector deletes the application with the pod (Argo deletes
+a finished workflow's pods with it, after KFP's ``ttlStrategy``).
 """
 
 from __future__ import annotations
@@ -217,7 +220,8 @@ class SparkApplicationLauncher:
         """Run ``app`` to completion; returns a summary, raises :class:`BatchRLError` on failure/timeout.
 
         ``cleanup``: delete the object after success or timeout (a failed one is always kept until its
-        TTL, for its logs). SIGTERM meanwhile deletes it and exits with :data:`EXIT_ON_SIGTERM`."""
+        TTL, for its logs). SIGTERM meanwhile deletes it and exits with :data:`EXIT_ON_SIGTERM`; Ctrl-C
+        deletes it and goes on as KeyboardInterrupt."""
         namespace, name = app["metadata"]["namespace"], app["metadata"]["name"]
         try:
             with _sigterm_raises():
@@ -226,6 +230,10 @@ class SparkApplicationLauncher:
             logger.warning("SIGTERM (the run was cancelled): deleting SparkApplication %s/%s", namespace, name)
             self._delete(namespace, name)
             raise SystemExit(EXIT_ON_SIGTERM) from None
+        except KeyboardInterrupt:
+            logger.warning("interrupted: deleting SparkApplication %s/%s", namespace, name)
+            self._delete(namespace, name)
+            raise
 
     def _run(self, app: dict[str, Any], timeout_seconds: float, poll_seconds: float,
              cleanup: bool) -> dict[str, Any]:
@@ -282,8 +290,9 @@ class SparkApplicationLauncher:
         return BatchRLError(what, where=f"namespace {namespace}", fix=fix)
 
 
-class _Terminated(Exception):
-    """Raised in the watching thread by the SIGTERM handler."""
+class _Terminated(BaseException):
+    """Raised in the watching thread by the SIGTERM handler (a BaseException, like KeyboardInterrupt, so
+    no ``except Exception`` on the way swallows it)."""
 
 
 @contextmanager
@@ -306,8 +315,9 @@ def _sigterm_raises() -> Iterator[None]:
 
 def step_pod() -> tuple[str, str] | None:
     """``(namespace, name)`` of the pod this process runs in: the namespace from the service-account
-    file, the name from ``KFP_POD_NAME`` (KFP's downward-API variable, ``backend/src/v2/component``
-    ``EnvPodName``) or ``HOSTNAME`` (a pod's hostname is its name); None outside a pod."""
+    file, the name from ``KFP_POD_NAME`` (set from ``metadata.name`` by the downward API in every KFP
+    executor: kubeflow/pipelines ``backend/src/v2/compiler/argocompiler/common.go`` ``commonEnvs``) or
+    else ``HOSTNAME`` (a pod's hostname is its name, cut to 63 characters); None outside a pod."""
     from batchrl.kube.sparkapp import pod_namespace
 
     namespace = pod_namespace()
