@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from batchrl.errors import BatchRLError
     from batchrl.kfp.client import TOKEN_ENV
-    from batchrl.kfp.images import DEFAULT_IMAGES
+    from batchrl.kfp.images import DEFAULT_IMAGES, REGISTRY
     from batchrl.kube import doctor
     from batchrl.kube.launcher import kubernetes_api_client
     from batchrl.kube.sparkapp import DEFAULT_IMAGE
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         kfp_host=args.host, namespace=args.namespace, runner_service_account=args.runner_service_account,
         spark_service_account=args.spark_service_account, s3_secret=args.s3_secret, bucket=args.bucket,
         gpu=args.gpu, spark_kubernetes=spark, images=tuple(images),
-        registry=args.registry, manifests=args.manifests, kfp_token=os.environ.get(TOKEN_ENV))
+        unpublished_registry=REGISTRY, registry=args.registry, manifests=args.manifests,
+        kfp_token=os.environ.get(TOKEN_ENV))
     results = doctor.run_checks(settings, kubernetes_api_client())
     print(doctor.render_table(results))
     return 0 if all(result.ok for result in results) else 1

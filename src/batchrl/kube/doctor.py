@@ -303,14 +303,12 @@ def pipeline_images(package: Path, spark: bool = True) -> list[str]:
     return sorted(images)
 
 
-def check_images(images: Iterable[str], registry: str | None = None) -> CheckResult:
-    """No reference is under the project's unpublished default registry, and all are under ``registry``
-    when one is expected (images built and pushed by the user)."""
-    from batchrl.kfp.images import REGISTRY
-
+def check_images(images: Iterable[str], unpublished_registry: str, registry: str | None = None) -> CheckResult:
+    """No reference is under ``unpublished_registry`` (the project's defaults, which nobody pushes), and
+    all are under ``registry`` when one is expected (images built and pushed by the user)."""
     name = "images"
     images = sorted(set(images))
-    unpublished = [image for image in images if image.startswith(f"{REGISTRY}/")]
+    unpublished = [image for image in images if image.startswith(f"{unpublished_registry.rstrip('/')}/")]
     elsewhere = [image for image in images if registry and not image.startswith(f"{registry.rstrip('/')}/")]
     compile_fix = ("build and push images/ to your registry (make images REGISTRY=...), then "
                    "`batchrl pipeline compile --registry REGISTRY` and apply the overlays' images: override")
@@ -329,6 +327,8 @@ class DoctorSettings:
     """What the pipeline will run with (the CLI's options)."""
 
     kfp_host: str
+    #: The registry of the package's default image references (``batchrl.kfp.images.REGISTRY``).
+    unpublished_registry: str
     namespace: str = "kubeflow"
     runner_service_account: str = RUNNER_ACCOUNT
     spark_service_account: str = SPARK_ACCOUNT
@@ -362,7 +362,7 @@ def run_checks(settings: DoctorSettings, api_client: Any) -> list[CheckResult]:
         results.append(check_gpu_nodes(api_client))
     if settings.bucket:
         results.append(check_bucket(settings.bucket))
-    results.append(check_images(settings.images, settings.registry))
+    results.append(check_images(settings.images, settings.unpublished_registry, settings.registry))
     return results
 
 
