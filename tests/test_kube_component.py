@@ -1,6 +1,12 @@
 """The KFP timeline step with ``spark_mode=kubernetes``, run as its component function in a simulated pod
 against the fake Kubernetes API and the moto S3 server: the SparkApplication it creates talks to the
-pipeline's object store and lives in the step's own namespace, owned by the step's pod."""
+pipeline's object store and lives in the step's own namespace, owned by the step's pod.
+
+A pod learns its namespace from the service-account volume Kubernetes mounts at
+``/var/run/secrets/kubernetes.io/serviceaccount/namespace`` (the path client-go's in-cluster config
+reads too); in a multi-user profile that is the profile namespace, where the runner may create
+SparkApplications, while ``kubeflow`` answers 403. Before the fix the object went to ``kubeflow`` with no
+``fs.s3a.endpoint`` (AWS S3, with MinIO's keys)."""
 
 from __future__ import annotations
 

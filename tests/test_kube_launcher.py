@@ -208,8 +208,10 @@ def test_pipeline_entry_validates_the_options_dict(kube):
 
 
 def test_sigterm_deletes_the_application_and_exits_non_zero(kube, clock):
-    """KFP (Argo) cancels a step by SIGTERM to its pod: the watched application is deleted and the step
-    exits 143 (128 + SIGTERM) instead of leaving the SparkApplication running."""
+    """SIGTERM (what Kubernetes sends a pod's main process to stop it; Argo's emissary forwards it to its
+    child, argoproj/argo-workflows cmd/argoexec/commands/emissary.go at 02aaa4e4) deletes the watched
+    application and exits 143 (128 + SIGTERM) instead of leaving the SparkApplication running. Before
+    the fix the default disposition killed the process (and this test's runner) on the spot."""
     import os
     import signal
 
@@ -245,7 +247,9 @@ def in_a_pod(kube, tmp_path, monkeypatch):
 def test_in_a_pod_the_application_goes_to_the_pods_namespace_and_is_owned_by_the_pod(kube, in_a_pod):
     """The namespace comes from the pod's service-account file (a profile namespace, not kubeflow), and
     the pod (uid read from the API) owns the application, so the garbage collector deletes it with the
-    pod."""
+    pod. The name is KFP_POD_NAME, which every KFP executor gets from the downward API
+    (kubeflow/pipelines backend/src/v2/compiler/argocompiler/common.go ``commonEnvs`` at 7b70c7b9), not
+    HOSTNAME (cut to 63 characters for long pod names)."""
     options = SparkKubernetesOptions(poll_seconds=0.01, timeout_seconds=30)
     run_stage_on_kubernetes("timeline", "s3://b/i", "s3://b/o", {}, options, api_client=kube.api_client())
     body = kube.bodies[0]
@@ -259,7 +263,8 @@ def test_in_a_pod_the_application_goes_to_the_pods_namespace_and_is_owned_by_the
 
 def test_an_explicit_namespace_wins_and_a_foreign_pod_is_no_owner(kube, in_a_pod):
     """Kubernetes: a namespaced owner must be in the dependent's namespace (else the reference counts as
-    absent and the collector deletes the dependent at once), so an application placed elsewhere has none."""
+    absent and the collector deletes the dependent at once: kubernetes.io docs, "Owners and Dependents",
+    and the OwnerReference API reference), so an application placed elsewhere has none."""
     options = SparkKubernetesOptions(namespace="spark-jobs", poll_seconds=0.01, timeout_seconds=30)
     run_stage_on_kubernetes("timeline", "s3://b/i", "s3://b/o", {}, options, api_client=kube.api_client())
     assert kube.bodies[0]["metadata"]["namespace"] == "spark-jobs"

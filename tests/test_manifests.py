@@ -206,8 +206,8 @@ def test_reconciler_rbac_reads_only_configmaps(rendered):
 #: - apache/spark resource-managers/kubernetes/core/.../KubernetesClusterSchedulerBackend.scala (commit
 #:   00c026d93e2a): stop() deletes the services, PVCs (spark.kubernetes.driver.ownPersistentVolumeClaim) and
 #:   executor configmaps *by label* (fabric8 `withLabel(...).delete()` is a DELETE on the collection, the
-#:   `deletecollection` verb), the pods allocator deletes executor pods by label likewise, and executor
-#:   pods are labelled with their id by `patch`;
+#:   `deletecollection` verb); ExecutorPodsAllocator.stop() deletes the executor pods by label likewise;
+#:   the driver endpoint labels each executor pod with its id by `patch`;
 #: - kubeflow/spark-operator charts/spark-operator-chart/templates/spark/rbac.yaml (commit 15dbe99c8f76):
 #:   the chart's Role for the `spark` service account grants exactly this set.
 SPARK_DRIVER_RESOURCES = ("pods", "configmaps", "persistentvolumeclaims", "services")
