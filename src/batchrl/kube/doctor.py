@@ -310,8 +310,9 @@ def check_images(images: Iterable[str], unpublished_registry: str, registry: str
     images = sorted(set(images))
     unpublished = [image for image in images if image.startswith(f"{unpublished_registry.rstrip('/')}/")]
     elsewhere = [image for image in images if registry and not image.startswith(f"{registry.rstrip('/')}/")]
-    compile_fix = ("build and push images/ to your registry (make images REGISTRY=...), then "
-                   "`batchrl pipeline compile --registry REGISTRY` and apply the overlays' images: override")
+    compile_fix = ("build and push images/ to your registry (BATCHRL_IMAGE_REGISTRY=REGISTRY make images; docker "
+                   "push), compile the pipeline for it (batchrl pipeline compile --registry REGISTRY) and pass the "
+                   "Spark image in spark_kubernetes")
     if unpublished:
         return CheckResult(name, False, f"unpublished default image(s): {', '.join(unpublished)}", compile_fix)
     if elsewhere:
