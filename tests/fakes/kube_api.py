@@ -36,6 +36,9 @@ class FakeKubernetes:
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[dict[str, Any]] = []
         self.deny_create: int | None = None
+        # --- schedules (i20): more routes, each ``handle(method, parsed_url, body) -> (code, body) | None``,
+        # e.g. fakes.kube_schedules.ScheduleObjects; consulted before the 404 fallback.
+        self.extensions: list[Any] = []
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -76,7 +79,7 @@ class FakeKubernetes:
                 with state.lock:
                     state.requests.append((method, self.path))
                     body = None
-                    if method == "POST":
+                    if method in ("POST", "PATCH"):
                         length = int(self.headers.get("Content-Length") or 0)
                         body = json.loads(self.rfile.read(length) or b"{}")
                         state.bodies.append(body)
@@ -101,7 +104,12 @@ class FakeKubernetes:
                         tail = int(parse_qs(parsed.query).get("tailLines", [len(lines)])[0])
                         self._send(200, "\n".join(lines[-tail:]) + "\n", "text/plain")
                     else:
-                        self._send(404, _status(404, "NotFound", f"no route {method} {parsed.path}"))
+                        handled = next((r for ext in state.extensions
+                                        if (r := ext.handle(method, parsed, body)) is not None), None)
+                        if handled is not None:  # --- schedules (i20): extension routes
+                            self._send(*handled)
+                        else:
+                            self._send(404, _status(404, "NotFound", f"no route {method} {parsed.path}"))
 
             def _apps(self, method: str, ns: str, name: str | None, body: Any) -> None:
                 if method == "POST" and name is None:
@@ -148,6 +156,9 @@ class FakeKubernetes:
 
             def do_DELETE(self) -> None:
                 self._route("DELETE")
+
+            def do_PATCH(self) -> None:  # --- schedules (i20)
+                self._route("PATCH")
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
