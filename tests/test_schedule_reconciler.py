@@ -261,19 +261,35 @@ def test_configmaps_are_a_second_source_and_the_object_wins_a_name(world):
     assert "nightly" not in world.runs(), "no object, no ConfigMap: its recurring run goes"
 
 
+def test_moving_a_configmap_schedule_to_an_object_keeps_its_recurring_run(world):
+    """docs/deploy.md: apply the object with the same settings, then delete the ConfigMap."""
+    body = {"cron": "0 0 2 * * *", "pipeline": "batch-rl-test", "parameters": {"workdir": "s3://b/w"}}
+    world.kube.configmaps = [{"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "nightly", "namespace": NS,
+                                           "labels": {"batchrl.io/schedule": "true"}},
+                              "data": {"schedule.yaml": yaml.safe_dump({**body, "pipeline_version": __version__})}}]
+    world.reconcile()
+    [run_id] = world.kfp.recurring
+    world.apply()
+    assert {a["action"] for a in world.reconcile()["actions"]} == {"keep"}
+    world.kube.configmaps = []
+    summary = world.reconcile()
+    assert summary["errors"] == [] and [a["action"] for a in summary["actions"]] == ["keep"]
+    assert list(world.kfp.recurring) == [run_id] and world.status()["recurringRunId"] == run_id
+
+
 def test_the_watch_wakes_on_a_change_but_not_on_the_reconcilers_own_writes(world):
     world.apply()
-    sources = reconciler.read_sources(world.api, NS, world.shipped)
-    world.reconcile()
-    # the events since the list are the reconciler's own finalizer and status writes, plus nothing new:
-    # the finalizer event (before the status) is one extra pass at most
-    world.reconcile()
-    settled = str(world.objects.version)
-    assert resources.wait_for_change(world.api, NS, settled, 1) is False
+    world.reconcile()  # adds the finalizer, writes the status
+    listed = reconciler.read_sources(world.api, NS, world.shipped).resource_version
+    world.reconcile()  # writes the status again (lastReconcileTime)
+    assert int(world.objects.version) > int(listed), "there are events since the list"
+    assert resources.wait_for_change(world.api, NS, listed, 1) is False, "its own status write: no pass"
     world.apply(cron="0 0 3 * * *")
-    assert resources.wait_for_change(world.api, NS, settled, 1) is True
+    assert resources.wait_for_change(world.api, NS, listed, 1) is True
+    world.objects.delete(NS, "nightly")
+    assert resources.wait_for_change(world.api, NS, str(world.objects.version - 1), 1) is True
     assert any("watch=True" in path or "watch=true" in path for _, path in world.kube.requests)
-    assert sources.resource_version and int(sources.resource_version) < int(settled)
 
 
 @pytest.mark.parametrize("obj, wanted", [

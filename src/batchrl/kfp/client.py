@@ -142,6 +142,13 @@ def find_pipeline_version(client: Any, pipeline_name: str, version_name: str) ->
     return (pipeline_id, versions[0].pipeline_version_id) if versions else None
 
 
+def lookup_pipeline_version(client: Any, pipeline_name: str, version_name: str,
+                            host: str | None = None) -> tuple[str, str] | None:
+    """:func:`find_pipeline_version` with KFP errors as BatchRLError."""
+    with _kfp_calls("look up the pipeline version", host):
+        return find_pipeline_version(client, pipeline_name, version_name)
+
+
 def ensure_pipeline_version(client: Any, package: str, pipeline_name: str | None = None,
                             version_name: str | None = None, host: str | None = None) -> dict[str, Any]:
     """Upload ``package`` as version ``version_name`` of ``pipeline_name`` unless it is there already."""
@@ -251,6 +258,18 @@ def find_schedule(client: Any, name_or_id: str, namespace: str | None = None, ho
         raise BatchRLError(f"{len(matches)} recurring runs are named '{name_or_id}' ({ids})",
                            where=host or "KFP API", fix="pass the id instead of the name")
     return matches[0].recurring_run_id
+
+
+def existing_runs(client: Any, namespace: str | None = None, host: str | None = None) -> list[ExistingRun]:
+    """Every recurring run (managed or not), as the reconciler's plan sees them."""
+    with _kfp_calls("list recurring runs", host):
+        return [ExistingRun(r.recurring_run_id, r.display_name, r.description or "",
+                            str(r.mode).upper().endswith("ENABLE")) for r in _recurring_runs(client, namespace)]
+
+
+def enable_schedule(client: Any, run_id: str, host: str | None = None) -> None:
+    with _kfp_calls("enable the recurring run", host):
+        client.enable_recurring_run(run_id)
 
 
 def disable_schedule(client: Any, run_id: str, host: str | None = None) -> None:

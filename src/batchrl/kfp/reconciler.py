@@ -27,7 +27,7 @@ from batchrl.errors import BatchRLError
 from batchrl.kfp import client as kfp
 from batchrl.kfp.local_run import check_parameter_names, spec_inputs
 from batchrl.kube import schedule_resources as resources
-from batchrl.kube.schedules import ExistingRun, Manifests, ScheduleSpec, plan
+from batchrl.kube.schedules import Manifests, ScheduleSpec, plan
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +83,7 @@ class _Pass:
         """Resolve (uploading the shipped one when missing) and check the parameters against it."""
         key = (spec.pipeline, spec.pipeline_version)
         if key not in self.versions:
-            with kfp._kfp_calls("look up the pipeline version", self.host):
-                found = kfp.find_pipeline_version(self.client, *key)
+            found = kfp.lookup_pipeline_version(self.client, *key, host=self.host)
             if found is not None:
                 stored = kfp.pipeline_version_spec(self.client, found[0], found[1], self.host)
                 self.versions[key] = {"pipeline_id": found[0], "version_id": found[1], "inputs": spec_inputs(stored)}
@@ -106,12 +105,6 @@ class _Pass:
         return version
 
 
-def _existing(client: Any, namespace: str | None, host: str | None) -> list[ExistingRun]:
-    with kfp._kfp_calls("list recurring runs", host):
-        return [ExistingRun(r.recurring_run_id, r.display_name, r.description or "",
-                            str(r.mode).upper().endswith("ENABLE")) for r in kfp._recurring_runs(client, namespace)]
-
-
 def reconcile(connect: Callable[[], Any], sources: Sources, shipped: ShippedPipeline, namespace: str | None = None,
               kube_api: Any = None, dry_run: bool = False, host: str | None = None) -> dict[str, Any]:
     """One pass; returns what was done and the errors by schedule. ``connect`` makes the KFP client."""
@@ -124,7 +117,7 @@ def reconcile(connect: Callable[[], Any], sources: Sources, shipped: ShippedPipe
                 resources.set_finalizer(kube_api, obj, present=True)
     try:
         work = _Pass(connect(), namespace, shipped, dry_run, host)
-        existing = _existing(work.client, namespace, host)
+        existing = kfp.existing_runs(work.client, namespace, host)
     except BatchRLError as exc:  # KFP unreachable or refusing: every schedule says so
         for obj in objects:
             errors.setdefault(obj.name, exc.message)
@@ -156,8 +149,7 @@ def reconcile(connect: Callable[[], Any], sources: Sources, shipped: ShippedPipe
             elif action.kind == "delete":
                 kfp.delete_schedule(work.client, action.run_id, host)
             elif action.kind == "enable":
-                with kfp._kfp_calls("enable the recurring run", host):
-                    work.client.enable_recurring_run(action.run_id)
+                kfp.enable_schedule(work.client, action.run_id, host)
             elif action.kind == "disable":
                 kfp.disable_schedule(work.client, action.run_id, host)
             else:  # create / replace (the old ones were deleted by the preceding actions)

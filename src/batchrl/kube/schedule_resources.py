@@ -183,6 +183,7 @@ def needs_reconcile(obj: dict[str, Any]) -> bool:
 def wait_for_change(api_client: Any, namespace: str, resource_version: str, timeout_seconds: int) -> bool:
     """Watch the namespace's BatchRLSchedules from ``resource_version`` until one needs a pass (True) or
     ``timeout_seconds`` pass (False: the periodic resync)."""
+    import urllib3
     from kubernetes import client, watch
     from kubernetes.client.exceptions import ApiException
 
@@ -193,8 +194,8 @@ def wait_for_change(api_client: Any, namespace: str, resource_version: str, time
                                    timeout_seconds=timeout_seconds):
             if event["type"] == "ERROR" or (event["type"] != "DELETED" and needs_reconcile(event["object"])):
                 return True
-    except ApiException as exc:  # 410 Gone (resourceVersion too old) and the like: relist
-        logger.info("watch of %s ended: HTTP %s", PLURAL, exc.status)
+    except (ApiException, urllib3.exceptions.HTTPError) as exc:  # 410 Gone, a dropped connection: relist
+        logger.info("watch of %s ended: %s", PLURAL, getattr(exc, "status", None) or exc)
         return True
     finally:
         stream.stop()
