@@ -415,3 +415,25 @@ def test_the_deployment_watches_with_a_short_resync_and_ships_the_pipeline():
     assert "COPY pipelines/batch_rl.yaml /opt/batchrl/pipelines/batch_rl.yaml" in dockerfile
     assert f"{reconciler.PIPELINE_FILE_ENV}=/opt/batchrl/pipelines/batch_rl.yaml" in dockerfile
     assert "!pipelines/batch_rl.yaml" in (ROOT / "images" / "runtime" / "Dockerfile.dockerignore").read_text()
+
+
+def test_a_deletion_kfp_refuses_keeps_the_finalizer_and_says_why(world, monkeypatch):
+    from batchrl.errors import BatchRLError
+
+    world.apply()
+    world.reconcile()
+    run_id = world.status()["recurringRunId"]
+    world.objects.delete(NS, "nightly")
+
+    def refuse(client, rid, host=None):
+        raise BatchRLError("Kubeflow Pipelines refused to delete the recurring run: HTTP 403 denied", where="KFP")
+
+    original = kfp_client.delete_schedule
+    monkeypatch.setattr(kfp_client, "delete_schedule", refuse)
+    world.reconcile()
+    obj = world.objects.get(NS, "nightly")
+    assert obj["metadata"]["finalizers"] == [resources.FINALIZER] and run_id in world.kfp.recurring
+    assert world.ready()["reason"] == "PermissionDenied"
+    monkeypatch.setattr(kfp_client, "delete_schedule", original)
+    world.reconcile()
+    assert world.objects.get(NS, "nightly") is None and run_id not in world.kfp.recurring

@@ -163,8 +163,8 @@ def reconcile(connect: Callable[[], Any], sources: Sources, shipped: ShippedPipe
     for obj in objects:
         if obj.deleting and obj.name not in errors and kube_api is not None and not dry_run:
             resources.set_finalizer(kube_api, obj, present=False)
-    live = [o for o in objects if not o.deleting]
-    _write_statuses(kube_api, live, {n: (versions.get(n), run_ids.get(n)) for n in run_ids}, errors, work.client,
+    shown = [o for o in objects if not o.deleting or o.name in errors]  # a stuck deletion says why
+    _write_statuses(kube_api, shown, {n: (versions.get(n), run_ids.get(n)) for n in run_ids}, errors, work.client,
                     namespace, host, dry_run)
     return {"namespace": namespace, "dry_run": dry_run, "actions": done, "uploaded": work.uploaded,
             "errors": [{"schedule": n, "error": e} for n, e in sorted(errors.items())]}

@@ -1,12 +1,13 @@
-"""Declarative schedules: the manifest model, reading the applied manifests, and the reconcile plan.
+"""Declarative schedules: the cron syntax, the schedule model, the ConfigMap form, and the reconcile plan.
 
-A schedule is a ConfigMap labelled ``batchrl.io/schedule=true`` whose ``schedule.yaml`` key holds a
-:class:`ScheduleSpec`; the recurring run it describes is named after the ConfigMap. KFP's database
-is the source of truth for recurring runs (the ScheduledWorkflow objects are derived from it), so the
-reconciler compares the manifests with what the KFP API lists and issues KFP API calls:
-:func:`plan` is that comparison, pure and tested on its own. Recurring runs the reconciler did not
-create (no marker in their description) are never touched; a manifest that fails to parse protects
-its recurring run instead of deleting it.
+A schedule is a ``BatchRLSchedule`` object (:mod:`batchrl.kube.schedule_resources`) or, where that CRD
+cannot be installed, a ConfigMap labelled ``batchrl.io/schedule=true`` whose ``schedule.yaml`` key holds
+a :class:`ScheduleSpec`; the recurring run it describes is named after the object. KFP's database is
+the source of truth for recurring runs (the ScheduledWorkflow objects are derived from it), so the
+reconciler (:mod:`batchrl.kfp.reconciler`) compares the schedules with what the KFP API lists and issues
+KFP API calls: :func:`plan` is that comparison, pure and tested on its own. Recurring runs the
+reconciler did not create (no marker in their description) are never touched; a schedule that fails to
+parse or to check protects its recurring run instead of deleting it.
 """
 
 from __future__ import annotations
