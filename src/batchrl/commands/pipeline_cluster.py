@@ -92,7 +92,7 @@ def _schedule(actions: argparse._SubParsersAction) -> None:
 def _reconcile(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("reconcile", help="make KFP's recurring runs match the applied schedules",
                            description="Read the BatchRLSchedule objects and the schedule ConfigMaps (label "
-                           "batchrl.io/schedule=true) in --namespace, or the ConfigMaps in the given --manifest "
+                           "batchrl.io/schedule=true) in --namespace, or both kinds in the given --manifest "
                            "files, and create / replace / enable / disable / delete the recurring runs this "
                            "reconciler manages so they match; upload the shipped pipeline version when a "
                            "schedule pins it and KFP lacks it; write each object's status. Recurring runs it "

@@ -143,7 +143,7 @@ def parse_schedule(name: str, text: str, where: str) -> ScheduleSpec:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise BatchRLError(f"invalid schedule: {problems}", where=where,
-                           fix="see manifests/schedules/nightly.yaml for the keys") from None
+                           fix="see manifests/schedules/configmap/nightly.yaml for the keys") from None
     except TypeError as exc:
         raise BatchRLError(f"invalid schedule: {exc}", where=where, fix="remove the 'name' key") from None
 
