@@ -269,7 +269,7 @@ def test_cli_reconcile_protects_schedules_whose_manifest_is_broken(kfp_server, c
 
 def test_documented_flow_with_the_checked_in_pipeline(kfp_server, cli, monkeypatch, tmp_path):
     """From the repository root, through the real ``batchrl`` CLI: submit, upload a named version, then let
-    the reconciler apply manifests/schedules/nightly.yaml (which pins that version)."""
+    the reconciler apply manifests/schedules/configmap/nightly.yaml (which pins that version)."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
@@ -288,7 +288,7 @@ def test_documented_flow_with_the_checked_in_pipeline(kfp_server, cli, monkeypat
     code, out, err = cli("pipeline", "upload", "--host", kfp_server.url, "--version", "0.1.0")
     assert code == 0 and json.loads(out)["version"] == "0.1.0", err
     code, out, err = cli("pipeline", "reconcile", "--host", kfp_server.url, "--manifest",
-                         "manifests/schedules/nightly.yaml")
+                         "manifests/schedules/configmap/nightly.yaml")
     assert code == 0, err
     [created] = kfp_server.recurring.values()
     assert created["display_name"] == "batchrl-nightly" and created["no_catchup"] is True

@@ -66,7 +66,8 @@ def test_overlays_contain_what_they_promise(rendered):
     kinds = {o["kind"] + "/" + o["metadata"]["name"] for o in rendered["minio"]}
     for expected in ("Deployment/batchrl-minio", "Service/batchrl-minio", "PersistentVolumeClaim/batchrl-minio",
                      "Job/batchrl-minio-make-bucket", "ServiceAccount/batchrl-spark", "Role/batchrl-spark-driver",
-                     "Role/batchrl-pipeline-runner", "ConfigMap/kfp-launcher", "CronJob/batchrl-schedule-reconciler"):
+                     "Role/batchrl-pipeline-runner", "ConfigMap/kfp-launcher", "Deployment/batchrl-schedule-reconciler",
+                     "CustomResourceDefinition/batchrlschedules.batchrl.io"):
         assert expected in kinds
     assert "minio" not in rendered["s3:text"].lower(), "the s3 overlay deploys and names no MinIO"
     for overlay in OVERLAYS:
@@ -75,7 +76,7 @@ def test_overlays_contain_what_they_promise(rendered):
         provider = yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]
         assert provider["credentials"]["secretRef"]["secretName"] == "batchrl-s3"
         assert all(o["metadata"].get("namespace") == "kubeflow" for o in rendered[overlay]
-                   if o["kind"] not in ("ClusterRole", "ClusterRoleBinding"))
+                   if o["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -186,20 +187,7 @@ def test_runner_rbac_grants_exactly_what_the_launcher_uses(rendered, tmp_path, m
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}]
 
 
-def test_reconciler_rbac_reads_only_configmaps(rendered):
-    from batchrl.kube.schedules import read_schedule_manifests
-
-    kube = FakeKubernetes().start()
-    try:
-        read_schedule_manifests(kube.api_client(), "kubeflow")
-        used = _verbs_used(kube.requests)
-    finally:
-        kube.stop()
-    granted = _granted(_role(rendered, "batchrl-schedule-reconciler"))
-    assert {g for g in granted if g[0] == ""} == used == {("", "configmaps", "list")}
-    kfp = {g for g in granted if g[0] == "pipelines.kubeflow.org"}
-    assert {verb for _, resource, verb in kfp if resource == "jobs"} == {"create", "list", "delete", "enable",
-                                                                         "disable"}
+# the schedule reconciler's Role and Deployment: tests/test_schedule_reconciler.py
 
 
 #: What the Spark driver does with its executors' objects, from the upstream sources:
@@ -222,14 +210,6 @@ def test_spark_driver_role_is_what_spark_on_kubernetes_needs(rendered):
     from batchrl.kube.sparkapp import SparkKubernetesOptions
 
     assert SparkKubernetesOptions().service_account == account["metadata"]["name"]
-
-
-def test_reconciler_cronjob_runs_the_reconcile_action(rendered):
-    [cron] = objects(rendered, "minio", "CronJob")
-    container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"][:2] == ["pipeline", "reconcile"]
-    assert container["image"].endswith(f":{__import__('batchrl').__version__}")
-    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
 
 
 def test_gpu_request_can_list_nodes_and_nothing_else_cluster_wide(rendered):

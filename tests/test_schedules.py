@@ -86,7 +86,7 @@ def test_parse_errors_name_the_manifest_and_key():
 def test_the_example_manifest_parses_and_is_a_valid_configmap():
     import kubernetes_validate
 
-    path = ROOT / "manifests" / "schedules" / "nightly.yaml"
+    path = ROOT / "manifests" / "schedules" / "configmap" / "nightly.yaml"
     manifests = schedules_from_files([str(path)])
     assert manifests.errors == ()
     [spec] = manifests.specs

@@ -141,7 +141,48 @@ class FakeKFP:
                 del self.recurring[match.group(1)]
                 return 200, {}
             return 200, run
+        extra = self._schedule_routes(method, path, query)  # --- schedules (i20)
+        if extra is not None:
+            return extra
         return 404, {"message": f"no route {method} {path}", "code": 5}
+
+    # ------------------------------------------------------------ schedules (i20): pipeline version
+    # specs and the runs of a recurring run. backend/api/v2beta1/pipeline.proto GetPipelineVersion returns
+    # the stored spec (``{"pipeline_spec", "platform_spec"}`` when the YAML has a platform document);
+    # run.proto ListRuns filters on ``recurring_run_id`` (backend/src/apiserver/model/run.go,
+    # runAPIToModelFieldMap, kubeflow/pipelines 7b70c7b) and sorts by ``created_at desc``.
+
+    def add_run(self, recurring_run_id: str, state: str, created_at: str) -> str:
+        rid = self._id("run")
+        self.runs[rid] = {"run_id": rid, "recurring_run_id": recurring_run_id, "state": state,
+                          "created_at": created_at, "display_name": f"run of {recurring_run_id}"}
+        return rid
+
+    def _version_spec(self, pid: str, vid: str) -> dict[str, Any]:
+        import yaml
+
+        raw = self.uploads.get(vid)
+        if raw is None:  # the first version of a pipeline is stored with the pipeline's upload
+            first = min((v for v in self.versions.values() if v["pipeline_id"] == pid),
+                        key=lambda v: v["pipeline_version_id"])
+            raw = self.uploads[pid] if first["pipeline_version_id"] == vid else b""
+        docs = [d for d in yaml.safe_load_all(raw) if d]
+        return {"pipeline_spec": docs[0], "platform_spec": docs[1]} if len(docs) > 1 else docs[0]
+
+    def _schedule_routes(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any] | None:
+        match = re.fullmatch(rf"{API}/pipelines/([^/]+)/versions/([^/]+)", path)
+        if match and method == "GET":
+            version = self.versions.get(match.group(2))
+            if version is None or version["pipeline_id"] != match.group(1):
+                return 404, {"message": f"pipeline version {match.group(2)} not found", "code": 5}
+            return 200, {**version, "pipeline_spec": self._version_spec(*match.groups())}
+        if path == f"{API}/runs" and method == "GET":
+            items = [r for r in self.runs.values() if _matches(r, query.get("filter"))]
+            if query.get("sort_by", "").startswith("created_at"):
+                items.sort(key=lambda r: r.get("created_at", ""), reverse=query["sort_by"].endswith(" desc"))
+            size = int(query.get("page_size") or 10)
+            return 200, {"runs": items[:size], "total_size": len(items), "next_page_token": ""}
+        return None
 
     def _add_version(self, pid: str, name: str) -> dict[str, Any]:
         vid = self._id("ver")

@@ -37,6 +37,9 @@ class FakeKubernetes(KubeExtras):
         self.requests: list[tuple[str, str]] = []
         self.bodies: list[dict[str, Any]] = []
         self.deny_create: int | None = None
+        # --- schedules (i20): more routes, each ``handle(method, parsed_url, body) -> (code, body) | None``,
+        # e.g. fakes.kube_schedules.ScheduleObjects; consulted before the 404 fallback.
+        self.extensions: list[Any] = []
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._init_extra()
@@ -103,8 +106,11 @@ class FakeKubernetes(KubeExtras):
                         tail = int(parse_qs(parsed.query).get("tailLines", [len(lines)])[0])
                         self._send(200, "\n".join(lines[-tail:]) + "\n", "text/plain")
                     else:
-                        code, payload = state._extra_route(method, parsed.path, parse_qs(parsed.query), body)
-                        self._send(code, payload)
+                        handled = next((r for ext in state.extensions
+                                        if (r := ext.handle(method, parsed, body)) is not None), None)
+                        if handled is None:  # the doctor's routes (kube_extra), else 404
+                            handled = state._extra_route(method, parsed.path, parse_qs(parsed.query), body)
+                        self._send(*handled)
 
             def _apps(self, method: str, ns: str, name: str | None, body: Any) -> None:
                 if method == "POST" and name is None:

@@ -90,16 +90,26 @@ def _schedule(actions: argparse._SubParsersAction) -> None:
 
 
 def _reconcile(actions: argparse._SubParsersAction) -> None:
-    p = actions.add_parser("reconcile", help="make KFP's recurring runs match the applied schedule manifests",
-                           description="Read the schedule ConfigMaps (label batchrl.io/schedule=true) in "
-                           "--namespace, or the given --manifest files, and create / replace / enable / "
-                           "disable / delete the recurring runs this reconciler manages so they match. "
-                           "Recurring runs it did not create are left alone. Exit status 2 when a manifest "
-                           "or an API call failed (the others are still applied).")
+    p = actions.add_parser("reconcile", help="make KFP's recurring runs match the applied schedules",
+                           description="Read the BatchRLSchedule objects and the schedule ConfigMaps (label "
+                           "batchrl.io/schedule=true) in --namespace, or both kinds in the given --manifest "
+                           "files, and create / replace / enable / disable / delete the recurring runs this "
+                           "reconciler manages so they match; upload the shipped pipeline version when a "
+                           "schedule pins it and KFP lacks it; write each object's status. Recurring runs it "
+                           "did not create are left alone. Exit status 2 when a schedule or an API call failed "
+                           "(the others are still applied).")
     _connection(p)
     p.add_argument("--manifest", action="append", metavar="FILE",
-                   help="read schedules from this YAML file instead of the cluster (repeatable)")
+                   help="read BatchRLSchedules and schedule ConfigMaps from this YAML file instead of the cluster "
+                   "(repeatable; no status is written)")
+    p.add_argument("--pipeline-file", metavar="FILE",
+                   help="the compiled pipeline to upload when a schedule pins its version and KFP lacks it "
+                   "(default $BATCHRL_PIPELINE_FILE, else pipelines/batch_rl.yaml here, else compiled now)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--watch", action="store_true",
+                   help="keep running: reconcile on every BatchRLSchedule change and every --interval seconds")
+    p.add_argument("--interval", type=int, default=30, metavar="SECONDS",
+                   help="with --watch: the resync period (ConfigMaps, run states; default 30)")
     p.set_defaults(func=run_reconcile)
 
 
@@ -195,25 +205,52 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
-    import sys
-
     from batchrl.errors import BatchRLError
     from batchrl.kfp import client as kfp_client
+    from batchrl.kfp import reconciler
     from batchrl.kube import schedules
+    from batchrl.kube.schedule_resources import resources_from_files
+
+    shipped = reconciler.ShippedPipeline(args.pipeline_file)
+
+    def connect():
+        return kfp_client.connect(args.host, args.namespace)
 
     if args.manifest:
-        manifests = schedules.schedules_from_files(args.manifest)
+        if args.watch:
+            raise BatchRLError("--watch reads the cluster", fix="drop --manifest, or --watch")
+        sources = reconciler.Sources(schedules.schedules_from_files(args.manifest),
+                                     resources_from_files(args.manifest, shipped.version))
+        kube_api = None
     else:
         if not args.namespace:
-            raise BatchRLError("reconcile needs --namespace (where the schedule ConfigMaps are)",
+            raise BatchRLError("reconcile needs --namespace (where the schedules are)",
                                fix="pass --namespace, or --manifest FILE")
         from batchrl.kube.launcher import kubernetes_api_client
 
-        manifests = schedules.read_schedule_manifests(kubernetes_api_client(), args.namespace)
-    client = kfp_client.connect(args.host, args.namespace)
-    summary = kfp_client.reconcile(client, manifests, args.namespace, dry_run=args.dry_run, host=args.host)
-    print_summary(summary)
+        kube_api = kubernetes_api_client()
+        if args.watch:
+            if args.dry_run:
+                raise BatchRLError("--watch changes things", fix="drop --dry-run, or --watch")
+            reconciler.run_forever(connect, kube_api, args.namespace, shipped, max(args.interval, 1),
+                                   host=args.host, report=_report)
+            return 0
+        sources = reconciler.read_sources(kube_api, args.namespace, shipped)
+    summary = reconciler.reconcile(connect, sources, shipped, args.namespace, kube_api, dry_run=args.dry_run,
+                                   host=args.host)
+    _report(summary, one_line=False)
+    return 2 if summary["errors"] else 0
+
+
+def _report(summary: dict, one_line: bool = True) -> None:
+    """A pass's JSON summary on stdout (one line per pass under --watch), one line per error on stderr."""
+    import json
+    import sys
+
+    if one_line:
+        print(json.dumps(summary, sort_keys=True, default=str), flush=True)
+    else:
+        print_summary(summary)
     for problem in summary["errors"]:
         print(f"batchrl pipeline reconcile: error: schedule {problem['schedule']}: {problem['error']}",
-              file=sys.stderr)
-    return 2 if summary["errors"] else 0
+              file=sys.stderr, flush=True)

@@ -7,8 +7,7 @@ appear in output or errors.
 
 Recurring runs are always pinned to an uploaded pipeline version (named ``<package version>-<sha256 of
 the compiled YAML>``), never catch up on missed runs, and run at most ``max_concurrency`` at once.
-The reconciler (:func:`reconcile`) makes the recurring runs it manages match the applied schedule
-manifests (:mod:`batchrl.kube.schedules`); the ones it did not create are never touched.
+The schedule reconciler (:mod:`batchrl.kfp.reconciler`) builds on these calls.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import yaml
 from batchrl import __version__
 from batchrl.errors import BatchRLError
 from batchrl.kube.launcher import redact
-from batchrl.kube.schedules import ExistingRun, Manifests, ScheduleSpec, plan
+from batchrl.kube.schedules import ExistingRun, ScheduleSpec
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +142,13 @@ def find_pipeline_version(client: Any, pipeline_name: str, version_name: str) ->
     return (pipeline_id, versions[0].pipeline_version_id) if versions else None
 
 
+def lookup_pipeline_version(client: Any, pipeline_name: str, version_name: str,
+                            host: str | None = None) -> tuple[str, str] | None:
+    """:func:`find_pipeline_version` with KFP errors as BatchRLError."""
+    with _kfp_calls("look up the pipeline version", host):
+        return find_pipeline_version(client, pipeline_name, version_name)
+
+
 def ensure_pipeline_version(client: Any, package: str, pipeline_name: str | None = None,
                             version_name: str | None = None, host: str | None = None) -> dict[str, Any]:
     """Upload ``package`` as version ``version_name`` of ``pipeline_name`` unless it is there already."""
@@ -232,7 +238,7 @@ def create_schedule(client: Any, spec: ScheduleSpec, namespace: str | None = Non
         run = client.create_recurring_run(
             experiment_id=_experiment_id(client, spec.experiment, namespace), job_name=spec.name,
             description=spec.managed_description() if managed else (spec.description or None),
-            cron_expression=spec.cron, max_concurrency=spec.max_concurrency, no_catchup=True,
+            cron_expression=spec.cron, max_concurrency=spec.max_concurrency, no_catchup=spec.no_catchup,
             params=spec.parameters, pipeline_id=version["pipeline_id"], version_id=version["version_id"],
             enabled=spec.enabled, pipeline_root=spec.pipeline_root, service_account=spec.service_account)
     return _summary(run)
@@ -254,6 +260,18 @@ def find_schedule(client: Any, name_or_id: str, namespace: str | None = None, ho
     return matches[0].recurring_run_id
 
 
+def existing_runs(client: Any, namespace: str | None = None, host: str | None = None) -> list[ExistingRun]:
+    """Every recurring run (managed or not), as the reconciler's plan sees them."""
+    with _kfp_calls("list recurring runs", host):
+        return [ExistingRun(r.recurring_run_id, r.display_name, r.description or "",
+                            str(r.mode).upper().endswith("ENABLE")) for r in _recurring_runs(client, namespace)]
+
+
+def enable_schedule(client: Any, run_id: str, host: str | None = None) -> None:
+    with _kfp_calls("enable the recurring run", host):
+        client.enable_recurring_run(run_id)
+
+
 def disable_schedule(client: Any, run_id: str, host: str | None = None) -> None:
     with _kfp_calls("disable the recurring run", host):
         client.disable_recurring_run(run_id)
@@ -264,31 +282,21 @@ def delete_schedule(client: Any, run_id: str, host: str | None = None) -> None:
         client.delete_recurring_run(run_id)
 
 
-def reconcile(client: Any, manifests: Manifests, namespace: str | None = None, dry_run: bool = False,
-              host: str | None = None) -> dict[str, Any]:
-    """Make the reconciler-managed recurring runs equal the applied manifests (see :func:`plan`)."""
-    with _kfp_calls("list recurring runs", host):
-        existing = [ExistingRun(r.recurring_run_id, r.display_name, r.description or "",
-                                str(r.mode).upper().endswith("ENABLE")) for r in _recurring_runs(client, namespace)]
-    errors = [{"schedule": name, "error": message} for name, message in manifests.errors]
-    actions = plan(manifests.specs, existing, protected=frozenset(name for name, _ in manifests.errors))
-    done: list[dict[str, Any]] = []
-    for action in actions:
-        record = {"action": action.kind, "schedule": action.name, "id": action.run_id}
-        if dry_run or action.kind == "keep":
-            done.append(record)
-            continue
-        try:
-            if action.kind == "delete":
-                delete_schedule(client, action.run_id, host)
-            elif action.kind == "enable":
-                with _kfp_calls("enable the recurring run", host):
-                    client.enable_recurring_run(action.run_id)
-            elif action.kind == "disable":
-                disable_schedule(client, action.run_id, host)
-            else:  # create / replace (old ones were deleted by the preceding actions)
-                record["id"] = create_schedule(client, action.spec, namespace, managed=True, host=host)["id"]
-            done.append(record)
-        except BatchRLError as exc:
-            errors.append({"schedule": action.name, "error": exc.message})
-    return {"namespace": namespace, "dry_run": dry_run, "actions": done, "errors": errors}
+def last_run(client: Any, recurring_run_id: str, namespace: str | None = None,
+             host: str | None = None) -> dict[str, Any] | None:
+    """The newest run a recurring run started (KFP's run filter key ``recurring_run_id``), or None."""
+    with _kfp_calls("list the recurring run's runs", host):
+        runs = client.list_runs(page_size=1, sort_by="created_at desc", namespace=namespace,
+                                filter=_equals_filter("recurring_run_id", recurring_run_id)).runs or []
+    if not runs:
+        return None
+    created = runs[0].created_at
+    return {"id": runs[0].run_id, "state": str(runs[0].state or "") or None,
+            "createdAt": created.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(created, "strftime") else created}
+
+
+def pipeline_version_spec(client: Any, pipeline_id: str, version_id: str, host: str | None = None) -> dict[str, Any]:
+    """The compiled pipeline spec KFP stored for a version (without the platform spec)."""
+    with _kfp_calls("read the pipeline version", host):
+        spec = client.get_pipeline_version(pipeline_id, version_id).pipeline_spec or {}
+    return spec.get("pipeline_spec", spec) if isinstance(spec, dict) else {}

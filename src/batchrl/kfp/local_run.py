@@ -55,11 +55,22 @@ def load_pipeline(pipeline_file: str | Path):
 def check_parameters(pipeline: Any, parameters: dict[str, Any], where: str) -> None:
     """Unknown names and missing required parameters are errors that name them."""
     inputs = pipeline.component_spec.inputs or {}
+    check_parameter_names({name: spec.optional for name, spec in inputs.items()}, parameters, where)
+
+
+def spec_inputs(pipeline_spec: dict[str, Any]) -> dict[str, bool]:
+    """Parameter name -> optional, from a compiled pipeline spec (``root.inputDefinitions``)."""
+    params = ((pipeline_spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
+    return {name: bool(p.get("isOptional") or "defaultValue" in p) for name, p in params.items()}
+
+
+def check_parameter_names(inputs: dict[str, bool], parameters: dict[str, Any], where: str) -> None:
+    """``inputs``: parameter name -> optional."""
     unknown = sorted(set(parameters) - set(inputs))
     if unknown:
         raise BatchRLError(f"unknown pipeline parameter(s) {unknown}", where=where,
                            fix=f"parameters of this pipeline: {', '.join(sorted(inputs))}")
-    missing = sorted(name for name, spec in inputs.items() if not spec.optional and name not in parameters)
+    missing = sorted(name for name, optional in inputs.items() if not optional and name not in parameters)
     if missing:
         raise BatchRLError(f"missing required pipeline parameter(s) {missing}", where=where,
                            fix="add them to the parameter file")

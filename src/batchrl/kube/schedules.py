@@ -1,12 +1,13 @@
-"""Declarative schedules: the manifest model, reading the applied manifests, and the reconcile plan.
+"""Declarative schedules: the cron syntax, the schedule model, the ConfigMap form, and the reconcile plan.
 
-A schedule is a ConfigMap labelled ``batchrl.io/schedule=true`` whose ``schedule.yaml`` key holds a
-:class:`ScheduleSpec`; the recurring run it describes is named after the ConfigMap. KFP's database
-is the source of truth for recurring runs (the ScheduledWorkflow objects are derived from it), so the
-reconciler compares the manifests with what the KFP API lists and issues KFP API calls:
-:func:`plan` is that comparison, pure and tested on its own. Recurring runs the reconciler did not
-create (no marker in their description) are never touched; a manifest that fails to parse protects
-its recurring run instead of deleting it.
+A schedule is a ``BatchRLSchedule`` object (:mod:`batchrl.kube.schedule_resources`) or, where that CRD
+cannot be installed, a ConfigMap labelled ``batchrl.io/schedule=true`` whose ``schedule.yaml`` key holds
+a :class:`ScheduleSpec`; the recurring run it describes is named after the object. KFP's database is
+the source of truth for recurring runs (the ScheduledWorkflow objects are derived from it), so the
+reconciler (:mod:`batchrl.kfp.reconciler`) compares the schedules with what the KFP API lists and issues
+KFP API calls: :func:`plan` is that comparison, pure and tested on its own. Recurring runs the
+reconciler did not create (no marker in their description) are never touched; a schedule that fails to
+parse or to check protects its recurring run instead of deleting it.
 """
 
 from __future__ import annotations
@@ -27,45 +28,74 @@ SCHEDULE_KEY = "schedule.yaml"
 MARKER = "managed-by=batchrl-reconciler"
 
 _DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-_CRON_FIELDS = (  # name, low, high, names allowed
-    ("second", 0, 59, ()), ("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day-of-month", 1, 31, ()),
-    ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
-    ("day-of-week", 0, 6, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
+#: KFP parses cron with robfig/cron v1 (``cron.Parse``: second minute hour day-of-month month
+#: [day-of-week], names case-insensitive, ``*``/``?``, ranges, ``/step``, lists). We require all six
+#: fields: a five-field crontab would parse but mean something else (its first field is seconds).
+#: name, low, high, regex of the numbers low..high, names allowed (checked by a test for every number)
+_CRON_FIELDS = (
+    ("second", 0, 59, "[0-5]?[0-9]", ()),
+    ("minute", 0, 59, "[0-5]?[0-9]", ()),
+    ("hour", 0, 23, "[01]?[0-9]|2[0-3]", ()),
+    ("day-of-month", 1, 31, "0?[1-9]|[12][0-9]|3[01]", ()),
+    ("month", 1, 12, "0?[1-9]|1[0-2]",
+     ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
+    ("day-of-week", 0, 6, "0?[0-6]", ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
 )
 _CRON_EXAMPLE = 'KFP cron has 6 fields: second minute hour day-of-month month day-of-week, e.g. "0 0 2 * * *"'
+_EVERY = "@every (?:[0-9]+[smh])+"
 
 
-def _check_cron_value(text: str, low: int, high: int, names: tuple[str, ...]) -> bool:
+def _field_regex(numbers: str, names: tuple[str, ...]) -> str:
+    """One cron field: a list of ``*``, ``?``, a value or a range, each with an optional ``/step``."""
+    value = f"(?:{numbers}" + (f"|(?i:{'|'.join(names)})" if names else "") + ")"
+    item = f"(?:[*?]|{value}(?:-{value})?)(?:/[1-9][0-9]*)?"
+    return f"{item}(?:,{item})*"
+
+
+def cron_pattern() -> str:
+    """The whole KFP cron syntax as one regular expression (RE2 and Python ``re`` alike): the CRD's
+    ``spec.cron`` pattern is this string, so ``kubectl apply`` refuses what :func:`validate_cron` refuses
+    (except a backwards range such as ``5-1``, which only the reconciler can see)."""
+    fields = "[ \t]+".join(f"(?:{_field_regex(numbers, names)})" for _, _, _, numbers, names in _CRON_FIELDS)
+    descriptors = "|".join(d[1:] for d in _DESCRIPTORS)
+    return f"^[ \t]*(?:@(?:{descriptors})|{_EVERY}|{fields})[ \t]*$"
+
+
+def _cron_value(text: str, numbers: str, names: tuple[str, ...]) -> int:
     if text.upper() in names:
-        return True
-    return text.isdigit() and low <= int(text) <= high
+        return names.index(text.upper()) + (1 if len(names) == 12 else 0)
+    return int(text) if re.fullmatch(numbers, text) else -1
 
 
 def validate_cron(expression: str) -> str:
-    """Check a KFP (robfig/cron, seconds first) cron expression; return it stripped."""
+    """Check a KFP (robfig/cron, seconds first) cron expression; return it with single spaces."""
     expression = " ".join(expression.split())
-    if expression in _DESCRIPTORS or re.fullmatch(r"@every \d+[smh](\d+[smh])*", expression):
+    if expression in _DESCRIPTORS or re.fullmatch(_EVERY, expression):
         return expression
     fields = expression.split(" ")
     if len(fields) != 6:
         hint = " (a 5-field crontab? put the seconds first: '0 ' + yours)" if len(fields) == 5 else ""
         raise ValueError(f"'{expression}' has {len(fields)} fields{hint}; {_CRON_EXAMPLE}")
-    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+    for text, (name, low, high, numbers, names) in zip(fields, _CRON_FIELDS, strict=True):
         for part in text.split(","):
             base, _, step = part.partition("/")
             if step and not (step.isdigit() and int(step) > 0):
                 raise ValueError(f"bad step '{step}' in the {name} field of '{expression}'")
             if base in ("*", "?"):
                 continue
-            bounds = base.split("-")
-            if len(bounds) > 2 or not all(_check_cron_value(b, low, high, names) for b in bounds):
+            bounds = [_cron_value(b, numbers, names) for b in base.split("-")]
+            if len(bounds) > 2 or min(bounds) < 0:
                 raise ValueError(f"'{part}' is not valid in the {name} field ({low}-{high}) of "
                                  f"'{expression}'; {_CRON_EXAMPLE}")
+            if bounds[0] > bounds[-1]:
+                raise ValueError(f"the range '{base}' in the {name} field of '{expression}' runs backwards")
+    if not re.fullmatch(cron_pattern(), expression):  # the CRD's pattern: one syntax, two checkers
+        raise ValueError(f"'{expression}' is not KFP cron syntax; {_CRON_EXAMPLE}")
     return expression
 
 
 class ScheduleSpec(BaseModel):
-    """One recurring run: what to run, when, and how many at once (catch-up is always off)."""
+    """One recurring run: what to run, when, how many at once, and whether missed runs are caught up."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -76,8 +106,11 @@ class ScheduleSpec(BaseModel):
     pipeline_version: str = Field(min_length=1)
     experiment: str = "batchrl"
     parameters: dict[str, Any] = Field(default_factory=dict)
+    #: KFP allows 1..10 (backend/src/apiserver/server/api_converter.go)
     max_concurrency: int = Field(1, ge=1, le=10)
     enabled: bool = True
+    #: skip the runs missed while disabled or down (KFP's ``no_catchup``)
+    no_catchup: bool = True
     pipeline_root: str | None = None
     service_account: str | None = None
     description: str = ""
@@ -110,7 +143,7 @@ def parse_schedule(name: str, text: str, where: str) -> ScheduleSpec:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise BatchRLError(f"invalid schedule: {problems}", where=where,
-                           fix="see manifests/schedules/nightly.yaml for the keys") from None
+                           fix="see manifests/schedules/configmap/nightly.yaml for the keys") from None
     except TypeError as exc:
         raise BatchRLError(f"invalid schedule: {exc}", where=where, fix="remove the 'name' key") from None
 
@@ -211,19 +244,22 @@ def plan(desired: tuple[ScheduleSpec, ...], existing: list[ExistingRun],
     return actions
 
 
-def schedules_from_files(paths: list[str]) -> Manifests:
-    """The schedule ConfigMaps in YAML files (what ``kubectl apply -f`` would apply)."""
-    items = []
+def manifest_documents(paths: list[str]) -> list[dict[str, Any]]:
+    """The YAML documents in ``paths`` (what ``kubectl apply -f`` would read)."""
+    documents = []
     for path in paths:
         try:
             with open(path, encoding="utf-8") as fh:
-                docs = [d for d in yaml.safe_load_all(fh) if d]
+                documents += [d for d in yaml.safe_load_all(fh) if d]
         except OSError as exc:
             raise BatchRLError(f"cannot read {path}: {exc.strerror}", fix="check the path") from None
         except yaml.YAMLError as exc:
             raise BatchRLError(f"not valid YAML: {exc}", where=path, fix="correct the syntax") from None
-        for doc in docs:
-            labels = (doc.get("metadata") or {}).get("labels") or {}
-            if doc.get("kind") == "ConfigMap" and labels.get(SCHEDULE_LABEL) == "true":
-                items.append(doc)
+    return documents
+
+
+def schedules_from_files(paths: list[str]) -> Manifests:
+    """The schedule ConfigMaps in YAML files."""
+    items = [doc for doc in manifest_documents(paths) if doc.get("kind") == "ConfigMap"
+             and ((doc.get("metadata") or {}).get("labels") or {}).get(SCHEDULE_LABEL) == "true"]
     return schedules_from_configmaps(items)
