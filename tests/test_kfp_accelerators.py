@@ -106,3 +106,15 @@ def test_bad_mode_and_count_are_user_errors():
         accelerators_to_request("always", 1, GPU)
     with pytest.raises(BatchRLError, match=">= 0"):
         accelerators_to_request("gpu", -1, GPU)
+
+
+def test_the_trainer_image_shows_no_gpu_to_a_pod_that_reserved_none():
+    """The CUDA base image sets NVIDIA_VISIBLE_DEVICES=all, which the NVIDIA container runtime honours
+    for any container on a GPU node; the device plugin sets the variable (overriding the image's) only
+    for containers it allocated devices to. A CPU-fallback training pod (limit "0") must see none."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "images" / "trainer" / "Dockerfile").read_text()
+    final_stage = text.split("\nFROM ")[-1]
+    assert re.search(r"^ENV NVIDIA_VISIBLE_DEVICES=void\b", final_stage, flags=re.M)
