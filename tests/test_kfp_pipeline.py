@@ -194,3 +194,14 @@ def test_the_spark_image_default_is_the_compiled_registrys(documents):
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["spark_kubernetes"]["defaultValue"] == {"image": DEFAULT_IMAGES.spark}
     assert DEFAULT_IMAGES.spark == DEFAULT_IMAGE, "the SparkApplication's own default names the same image"
+
+
+def test_a_default_config_must_set_what_the_pipeline_mirrors():
+    from batchrl.errors import BatchRLError
+    from batchrl.kfp.pipeline import config_defaults, default_workflow_config
+
+    config = default_workflow_config()
+    del config["num_eval_episodes"]
+    config["input_table_spec"].pop("table_sample")
+    with pytest.raises(BatchRLError, match="does not set input_table_spec.table_sample, num_eval_episodes"):
+        config_defaults(config)

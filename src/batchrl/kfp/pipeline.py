@@ -13,9 +13,10 @@ actions it only reads the timeline's schema and writes an empty normalization.
 the timeline reads the logged table at ``input_uri`` (not cached: the data behind a URI may change).
 The rest is one sub-pipeline (``train-and-evaluate``) used by both branches. Platform settings
 (ignored by ``kfp.local``): GPU request for training with a CPU fallback (``gpu_request`` counts the
-cluster's allocatable GPUs when ``gpu_mode=auto`` and passes the accelerator limit as the string the KFP
-driver needs, with the GPU tolerations and node selector only when it requests GPUs), object-store credentials from a Kubernetes secret as environment variables, CPU/memory requests,
-retries with exponential backoff, caching on for deterministic steps only. ``spark_mode=kubernetes``
+cluster's allocatable GPUs when ``gpu_mode=auto`` and passes the accelerator limit as the string the
+KFP driver needs, with the GPU tolerations and node selector only when it requests GPUs), object-store
+credentials from a Kubernetes secret as environment variables, CPU/memory requests, retries with
+exponential backoff, caching on for deterministic steps only. ``spark_mode=kubernetes``
 runs the Spark steps as SparkApplications on the artifacts' object-store URIs (``spark_kubernetes``:
 the application's options, see ``batchrl.kube.sparkapp.SparkKubernetesOptions``; its default names the
 Spark image of the compiled :class:`~batchrl.kfp.images.Images`).
@@ -112,31 +113,40 @@ def default_workflow_config(name: str = DEFAULT_CONFIG) -> dict:
     return config.model_dump(mode="json", exclude_unset=True)
 
 
+#: The config fields the pipeline's defaults mirror; the default config must set each (no fallback
+#: here, so there is no second copy of ``batchrl run``'s fallbacks to drift).
+MIRRORED_FIELDS = ("env_name", "num_train_transitions", "input_table_spec.table_sample",
+                   "input_table_spec.eval_table_sample", "num_eval_episodes", "passing_score_bar")
+
+
 def config_defaults(workflow_config: dict) -> dict[str, Any]:
-    """The pipeline parameters that mirror a workflow config field, read with ``batchrl run``'s
-    fallbacks (:func:`batchrl.workflow.run_workflow`) for the fields a config may leave out."""
+    """The pipeline parameters that mirror a field of ``workflow_config`` (see :data:`MIRRORED_FIELDS`)."""
     from batchrl.config import parse_config
     from batchrl.errors import BatchRLError
-    from batchrl.workflow import DEFAULT_TRANSITIONS
 
     where = "pipeline default workflow_config"
     config = parse_config(workflow_config, where=where)
-    if not config.env_name or config.passing_score_bar is None:
-        raise BatchRLError("the pipeline's default config needs env_name and passing_score_bar", where=where,
-                           fix=f"set both, as configs/{DEFAULT_CONFIG} does")
+    missing = [name for name in MIRRORED_FIELDS if _field(config, name) is None]
+    if missing:
+        raise BatchRLError(f"the pipeline's default config does not set {', '.join(missing)}", where=where,
+                           fix=f"set them, as configs/{DEFAULT_CONFIG} does")
     model = config.model.value
     options = model.state_options if config.model.continuous else model.preprocessing_options
     spec = config.input_table_spec
     return {
-        "env": config.env_name, "transitions": config.num_train_transitions or DEFAULT_TRANSITIONS,
+        "env": config.env_name, "transitions": config.num_train_transitions,
         "data_seed": config.seed, "train_seed": config.seed,
         "actions": [] if config.model.continuous else [str(a) for a in model.trainer_param.actions],
-        "table_sample": float(90 if spec.table_sample is None else spec.table_sample),
-        "eval_table_sample": float(10 if spec.eval_table_sample is None else spec.eval_table_sample),
+        "table_sample": float(spec.table_sample), "eval_table_sample": float(spec.eval_table_sample),
         "num_samples": options.num_samples, "num_epochs": config.num_epochs,
-        "num_eval_episodes": config.num_eval_episodes or 100,
-        "passing_score_bar": float(config.passing_score_bar),
+        "num_eval_episodes": config.num_eval_episodes, "passing_score_bar": float(config.passing_score_bar),
     }
+
+
+def _field(config: Any, dotted: str) -> Any:
+    for name in dotted.split("."):
+        config = getattr(config, name)
+    return config
 
 
 @cache
