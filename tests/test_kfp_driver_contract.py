@@ -12,9 +12,10 @@ kfp SDK's own ``Executor``, which writes the values the launcher publishes). Ups
 - the accelerator limit: 2.5.0 ``backend/src/v2/driver/driver.go`` (lines 557-589), master
   ``driver.go`` (lines 407-438). The limit ``Limits[type] = ParseQuantity(count)`` is set only when
   both the resolved type and count are non-empty; an empty count drops it without an error.
-- tolerations and node selector from JSON parameters: 2.5.0 ``driver.go`` (lines 785-840): a
-  ``tolerationJson`` that resolves to a list appends every element (a struct: one toleration); a
-  ``nodeSelectorJson`` resolves to a ``map[string]string`` that replaces the pod's node selector.
+- tolerations and node selector from JSON parameters: 2.5.0 ``driver.go`` (lines 785-843) and
+  ``util.go`` ``resolveK8sJsonParameter``: a ``tolerationJson`` that resolves to a list appends every
+  element (an empty list: none), a struct one toleration, anything else is an error; a
+  ``nodeSelectorJson`` struct becomes the pod's ``map[string]string`` node selector.
 - the executor output: kfp SDK ``kfp/dsl/executor.py`` ``write_output_parameter_value`` stores the
   returned Python value as is in ``executor_output.json`` (an ``int`` becomes a JSON number).
 """
@@ -81,7 +82,7 @@ def tolerations_from_json(value: struct_pb2.Value) -> list[dict]:
         return [data]
     if value.WhichOneof("kind") == "list_value":
         return list(data)
-    return []
+    raise ValueError("encountered unexpected toleration proto value, must be either struct or list type")
 
 
 def node_selector_from_json(value: struct_pb2.Value) -> dict[str, str]:
