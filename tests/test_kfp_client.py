@@ -341,3 +341,16 @@ def test_upload_cli_with_a_pipeline_root_and_namespace(kfp_server, package, caps
     assert summary["namespace"] == "team-b" and summary["pipeline_root"] == "s3://bucket/kfp"
     uploaded = yaml.safe_load(kfp_server.uploads[summary["pipeline_id"]])
     assert uploaded["defaultPipelineRoot"] == "s3://bucket/kfp"
+
+
+def test_submit_refuses_a_pipeline_root_kfp_cannot_store_under(kfp_server, package, tmp_path):
+    config = tmp_path / "params.yaml"
+    config.write_text("workdir: s3://b/w\nseed: 1\n")
+    parser = argparse.ArgumentParser()
+    register_cluster_actions(parser.add_subparsers(dest="action"))
+    args = parser.parse_args(["submit", str(config), "--host", kfp_server.url, "--pipeline-file", package,
+                              "--pipeline-root", "/data/kfp"])
+    with pytest.raises(BatchRLError, match="not a pipeline root") as raised:
+        args.func(args)
+    assert "s3://BUCKET/PREFIX" in raised.value.fix
+    assert not kfp_server.runs, "nothing was sent"

@@ -122,14 +122,18 @@ def _parameters(args: argparse.Namespace, package: str) -> dict:
     return parameters
 
 
+def _checked_pipeline_root(args: argparse.Namespace) -> str | None:
+    from batchrl.kfp.compile import check_pipeline_root
+
+    return check_pipeline_root(args.pipeline_root) if args.pipeline_root else None
+
+
 def run_submit(args: argparse.Namespace) -> int:
     from batchrl.kfp import client as kfp_client
-    from batchrl.kfp.compile import check_pipeline_root
 
     package = kfp_client.pipeline_package(args.pipeline_file)
     parameters = _parameters(args, package)
-    if args.pipeline_root:
-        check_pipeline_root(args.pipeline_root)
+    _checked_pipeline_root(args)
     client = kfp_client.connect(args.host, args.namespace)
     print_summary(kfp_client.submit(client, package, parameters, experiment=args.experiment,
                                     run_name=args.run_name, namespace=args.namespace,
@@ -163,7 +167,7 @@ def run_schedule(args: argparse.Namespace) -> int:
     spec = build_options(ScheduleSpec, "batchrl pipeline schedule", name=args.name, cron=args.cron,
                          pipeline=pipeline_name, pipeline_version=version_name, experiment=args.experiment,
                          parameters=parameters, max_concurrency=args.max_concurrency, enabled=not args.disabled,
-                         pipeline_root=args.pipeline_root or kfp_client.pipeline_root_of(package),
+                         pipeline_root=_checked_pipeline_root(args) or kfp_client.pipeline_root_of(package),
                          service_account=args.service_account)
     client = kfp_client.connect(args.host, args.namespace)
     existing = [s for s in kfp_client.list_schedules(client, args.namespace, args.host) if s["name"] == spec.name]
