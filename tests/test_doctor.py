@@ -158,9 +158,8 @@ def _break_foreign_image(kube, kfp, args):
 
 
 FAILURES = [
-    (_break_kfp_old, "kfp api", "needs >= 2.5.0"),
-    (_break_kfp_no_optional_secrets, "kfp api", "optional secret env vars (use_secret_as_env(optional=True)) needs "
-                                                ">= 2.15.0"),
+    (_break_kfp_old, "kfp api", "tolerations.tolerationJson needs KFP >= 2.5.0"),
+    (_break_kfp_no_optional_secrets, "kfp api", "secretAsEnv.optional needs KFP >= 2.15.0"),
     (_break_kfp_unknown, "kfp api", "reports version 'unknown'"),
     (_break_kfp_down, "kfp api", "is unreachable"),
     (_break_no_operator, "spark-operator crd", "API group sparkoperator.k8s.io is not served"),

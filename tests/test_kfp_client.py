@@ -294,3 +294,63 @@ def test_documented_flow_with_the_checked_in_pipeline(kfp_server, cli, monkeypat
     assert created["display_name"] == "batchrl-nightly" and created["no_catchup"] is True
     assert created["trigger"]["cron_schedule"]["cron"] == "0 0 2 * * *"
     assert TOKEN not in out + err
+
+
+def test_multi_user_upload_goes_into_the_profile_namespace(kfp_server, package):
+    """Multi-user Kubeflow: the pipeline is uploaded into (and found in) the profile namespace; the
+    shared pipeline of the same name is another pipeline."""
+    client = kfp_client.connect(kfp_server.url, "team-a")
+    first = kfp_client.ensure_pipeline_version(client, package, version_name="v1", namespace="team-a")
+    (pipeline,) = kfp_server.pipelines.values()
+    assert pipeline["namespace"] == "team-a" and first["namespace"] == "team-a"
+    upload = next(r for r in kfp_server.requests if r["path"].endswith("/pipelines/upload"))
+    assert upload["query"]["namespace"] == "team-a"
+    again = kfp_client.ensure_pipeline_version(client, package, version_name="v1", namespace="team-a")
+    assert again["uploaded"] is False and again["version_id"] == first["version_id"]
+    shared = kfp_client.ensure_pipeline_version(client, package, version_name="v1")
+    assert shared["uploaded"] is True and shared["pipeline_id"] != first["pipeline_id"]
+
+
+def test_the_compiled_pipeline_root_is_sent_with_each_run(kfp_server, client, package, tmp_path):
+    """The KFP backend takes a run's pipeline root from the run's runtime config, else kfp-launcher's
+    defaultPipelineRoot; it never reads the IR's defaultPipelineRoot (kubeflow/pipelines 2.5.0
+    backend/src/v2/driver/driver.go RootDAG and master backend/src/v2/driver/root_dag.go:
+    ``pipelineRoot := opts.RuntimeConfig.GetGcsOutputDirectory()`` then ``cfg.DefaultPipelineRoot()``;
+    the API server copies only the run's ``runtime_config.pipeline_root``, backend/src/apiserver/
+    template/template.go). So submit sends the compiled-in root explicitly."""
+    rooted = kfp_client.with_pipeline_root(package, "s3://bucket/kfp")
+    assert kfp_client.pipeline_root_of(rooted) == "s3://bucket/kfp" and kfp_client.pipeline_root_of(package) is None
+    assert yaml.safe_load(open(rooted))["pipelineInfo"] == yaml.safe_load(open(package))["pipelineInfo"]
+    run = kfp_server.runs[kfp_client.submit(client, rooted, {"workdir": "s3://b/w", "seed": 1})["run_id"]]
+    assert run["runtime_config"]["pipeline_root"] == "s3://bucket/kfp"
+    given = kfp_client.submit(client, rooted, {"workdir": "s3://b/w", "seed": 1}, pipeline_root="s3://other/x")
+    assert kfp_server.runs[given["run_id"]]["runtime_config"]["pipeline_root"] == "s3://other/x"
+    plain = kfp_server.runs[kfp_client.submit(client, package, {"workdir": "s3://b/w", "seed": 1})["run_id"]]
+    assert not plain["runtime_config"].get("pipeline_root"), "none: kfp-launcher's default applies"
+    with pytest.raises(BatchRLError, match="not a pipeline root"):
+        kfp_client.with_pipeline_root(package, "file:///tmp/x")
+
+
+def test_upload_cli_with_a_pipeline_root_and_namespace(kfp_server, package, capsys):
+    parser = argparse.ArgumentParser()
+    register_cluster_actions(parser.add_subparsers(dest="action"))
+    args = parser.parse_args(["upload", "--host", kfp_server.url, "--namespace", "team-b", "--pipeline-file",
+                              package, "--version", "v9", "--pipeline-root", "s3://bucket/kfp"])
+    assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["namespace"] == "team-b" and summary["pipeline_root"] == "s3://bucket/kfp"
+    uploaded = yaml.safe_load(kfp_server.uploads[summary["pipeline_id"]])
+    assert uploaded["defaultPipelineRoot"] == "s3://bucket/kfp"
+
+
+def test_submit_refuses_a_pipeline_root_kfp_cannot_store_under(kfp_server, package, tmp_path):
+    config = tmp_path / "params.yaml"
+    config.write_text("workdir: s3://b/w\nseed: 1\n")
+    parser = argparse.ArgumentParser()
+    register_cluster_actions(parser.add_subparsers(dest="action"))
+    args = parser.parse_args(["submit", str(config), "--host", kfp_server.url, "--pipeline-file", package,
+                              "--pipeline-root", "/data/kfp"])
+    with pytest.raises(BatchRLError, match="not a pipeline root") as raised:
+        args.func(args)
+    assert "s3://BUCKET/PREFIX" in raised.value.fix
+    assert not kfp_server.runs, "nothing was sent"

@@ -68,9 +68,9 @@ def test_workflow_config_knobs_override_the_config():
     assert config.model.name == "DiscreteCQL"
     assert config.model.value.trainer_param.actions == ["left", "right"]
     assert config.model.value.trainer_param.rl.gamma == 0.99  # the rest of the config is kept
-    assert base["num_epochs"] == 20 and "DiscreteDQN" in base["model"]  # the input is not modified
+    assert base["num_epochs"] == 40 and "DiscreteDQN" in base["model"]  # the input is not modified
     unchanged = runtime.workflow_config(base, "test")
-    assert unchanged.num_epochs == 20 and unchanged.model.name == "DiscreteDQN"
+    assert unchanged.num_epochs == 40 and unchanged.model.name == "DiscreteDQN"
     with pytest.raises(BatchRLError, match="SomethingElse"):
         runtime.workflow_config(base, "test", algorithm="SomethingElse")
     # the pipeline's discrete `actions` default does not reach a continuous-action model

@@ -67,7 +67,9 @@ def test_the_compiled_pipeline_runs_locally_with_every_artifact(tmp_path, cli):
         assert [int(f) for f in meta["feature_ids"]] == [0, 1, 2, 3] and meta["action_names"] == ["0", "1"]
         rows += meta["num_rows"]
     assert rows <= timeline_rows
-    assert tasks["gpu-request"]["parameters"] == {"Output": 0}  # no cluster here: CPU training
+    probe = tasks["gpu-request"]["parameters"]  # no cluster here: CPU training, no GPU placement
+    assert (probe["limit"], probe["tolerations"], probe["node_selector"]) == ("0", [], {})
+    assert "no in-cluster Kubernetes API" in probe["reason"]
     uri, meta = artifact("train", "model")
     assert storage.exists(f"{uri}/model.torchscript") and storage.exists(f"{uri}/training_summary.json")
     assert meta["epochs"] == 1 and meta["device"] == "cpu" and meta["algorithm"] == "DiscreteDQN"

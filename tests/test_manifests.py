@@ -1,5 +1,6 @@
 """manifests/: every overlay renders (kubectl kustomize), validates strictly for Kubernetes 1.30+, is
-secure (non-root, limits, pinned images), carries no credential, and grants only the RBAC verbs used."""
+secure (non-root, limits, pinned images), carries no credential, grants only the RBAC verbs used,
+never ships an object Kubeflow Pipelines owns, and takes its images from the overlay's override."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from fakes.kube_api import FakeKubernetes
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
-OVERLAYS = ("minio", "s3")
+OVERLAYS = ("minio", "s3", "multi-user")
+PROFILE = "kubeflow-user-example-com"
 K8S_VERSIONS = ("1.30.0", "1.33.0")
 CREDENTIAL = re.compile(r"(?i)(AKIA[0-9A-Z]{16}|minioadmin|minio123|aws_secret_access_key\s*[:=]\s*\S{6,}"
                         r"|password\s*[:=]\s*\S{4,}|BEGIN [A-Z ]*PRIVATE KEY)")
@@ -34,17 +36,31 @@ def rendered() -> dict[str, list[dict]]:
     return out
 
 
+def render(path: Path) -> list[dict]:
+    text = subprocess.run(["kubectl", "kustomize", str(path)], check=True, capture_output=True, text=True,
+                          timeout=120).stdout
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
 def objects(rendered, overlay, kind=None):
     return [o for o in rendered[overlay] if kind in (None, o["kind"])]
 
 
-def pod_specs(obj: dict) -> list[dict]:
+def pod_templates(obj: dict) -> list[dict]:
     spec = obj.get("spec", {})
     if obj["kind"] == "CronJob":
-        return [spec["jobTemplate"]["spec"]["template"]["spec"]]
+        return [spec["jobTemplate"]["spec"]["template"]]
     if obj["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
-        return [spec["template"]["spec"]]
+        return [spec["template"]]
     return []
+
+
+def pod_specs(obj: dict) -> list[dict]:
+    return [template["spec"] for template in pod_templates(obj)]
+
+
+def images(docs: list[dict]) -> set[str]:
+    return {c["image"] for o in docs for pod in pod_specs(o) for c in pod["containers"] + pod.get("initContainers", [])}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -66,17 +82,81 @@ def test_overlays_contain_what_they_promise(rendered):
     kinds = {o["kind"] + "/" + o["metadata"]["name"] for o in rendered["minio"]}
     for expected in ("Deployment/batchrl-minio", "Service/batchrl-minio", "PersistentVolumeClaim/batchrl-minio",
                      "Job/batchrl-minio-make-bucket", "ServiceAccount/batchrl-spark", "Role/batchrl-spark-driver",
-                     "Role/batchrl-pipeline-runner", "ConfigMap/kfp-launcher", "Deployment/batchrl-schedule-reconciler",
+                     "Role/batchrl-pipeline-runner", "Deployment/batchrl-schedule-reconciler",
                      "CustomResourceDefinition/batchrlschedules.batchrl.io"):
         assert expected in kinds
     assert "minio" not in rendered["s3:text"].lower(), "the s3 overlay deploys and names no MinIO"
+    namespaces = {"minio": "kubeflow", "s3": "kubeflow", "multi-user": PROFILE}
     for overlay in OVERLAYS:
-        launcher = next(o for o in objects(rendered, overlay, "ConfigMap") if o["metadata"]["name"] == "kfp-launcher")
-        assert launcher["data"]["defaultPipelineRoot"].startswith("s3://")
-        provider = yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]
-        assert provider["credentials"]["secretRef"]["secretName"] == "batchrl-s3"
-        assert all(o["metadata"].get("namespace") == "kubeflow" for o in rendered[overlay]
+        assert all(o["metadata"].get("namespace") == namespaces[overlay] for o in rendered[overlay]
                    if o["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"))
+
+
+def _kfp_owned() -> set[tuple[str, str]]:
+    data = yaml.safe_load((ROOT / "tests" / "data" / "kfp_owned_objects.yaml").read_text())
+    return {tuple(pair) for group in data.values() for pair in group}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_object_kubeflow_pipelines_owns(rendered, overlay):
+    """Applying an overlay must never replace an object of KFP's install or of the profile controller
+    (list and sources: tests/data/kfp_owned_objects.yaml, from kubeflow/manifests): e.g. kfp-launcher,
+    whose defaultPipelineRoot every pipeline of the namespace uses and which KFP regenerates."""
+    owned = _kfp_owned()
+    assert ("ConfigMap", "kfp-launcher") in owned and ("Role", "pipeline-runner") in owned
+    shipped = {(o["kind"], o["metadata"]["name"]) for o in rendered[overlay]}
+    assert not shipped & owned
+    assert not {name for _, name in shipped} & {name for _, name in owned}, "no name KFP uses, of any kind"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_run_without_an_istio_sidecar(rendered, overlay):
+    """Kubeflow namespaces are Istio-injected; a sidecar keeps a Job's pod alive after its container exits."""
+    templates = [t for o in rendered[overlay] for t in pod_templates(o)]
+    assert templates
+    for template in templates:
+        assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+
+
+def _overlay_images(overlay: str) -> list[dict]:
+    return yaml.safe_load((MANIFESTS / "overlays" / overlay / "kustomization.yaml").read_text()).get("images", [])
+
+
+@pytest.mark.parametrize("overlay", ("minio", "s3"))
+def test_every_image_comes_from_the_overlays_override(rendered, overlay, tmp_path):
+    """A user who pushed the images to their own registry edits the overlay's `images:` (as
+    `kustomize edit set image` does) and every pod then pulls from there."""
+    from batchrl import __version__
+    from batchrl.kfp.images import REGISTRY
+
+    entries = _overlay_images(overlay)
+    names = {entry["name"] for entry in entries}
+    assert {image.rsplit(":", 1)[0] for image in images(rendered[overlay])} <= names, "no image escapes it"
+    for entry in entries:
+        if entry["name"].startswith(REGISTRY + "/"):
+            assert str(entry["newTag"]) == __version__, "the project's images are the package version"
+    copy = tmp_path / "manifests"
+    shutil.copytree(MANIFESTS, copy)
+    kustomization = copy / "overlays" / overlay / "kustomization.yaml"
+    data = yaml.safe_load(kustomization.read_text())
+    for entry in data["images"]:
+        entry["newName"] = "registry.example.com/ml/" + entry["name"].rsplit("/", 1)[1]
+        entry["newTag"] = "mine-1"
+    kustomization.write_text(yaml.safe_dump(data))
+    overridden = images(render(copy / "overlays" / overlay))
+    assert overridden and all(image.startswith("registry.example.com/ml/") and image.endswith(":mine-1")
+                              for image in overridden), overridden
+
+
+def test_multi_user_binds_the_profiles_service_account(rendered):
+    docs = rendered["multi-user"]
+    editor = [{"kind": "ServiceAccount", "name": "default-editor", "namespace": PROFILE}]
+    runner = next(o for o in docs if o["kind"] == "RoleBinding" and o["metadata"]["name"] == "batchrl-pipeline-runner")
+    assert runner["subjects"] == editor
+    [nodes] = [o for o in docs if o["kind"] == "ClusterRoleBinding"]
+    assert nodes["subjects"] == editor and nodes["roleRef"]["name"] == "batchrl-node-reader"
+    assert nodes["metadata"]["name"] == f"batchrl-node-reader-{PROFILE}", "one binding per profile"
+    assert "pipeline-runner" not in yaml.safe_dump([o.get("subjects") for o in docs])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

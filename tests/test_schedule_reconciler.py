@@ -437,3 +437,17 @@ def test_a_deletion_kfp_refuses_keeps_the_finalizer_and_says_why(world, monkeypa
     monkeypatch.setattr(kfp_client, "delete_schedule", original)
     world.reconcile()
     assert world.objects.get(NS, "nightly") is None and run_id not in world.kfp.recurring
+
+
+def test_the_shipped_pipeline_root_is_sent_with_the_recurring_run(kfp, kube, package):
+    """The KFP backend ignores a compiled-in ``defaultPipelineRoot`` (it takes the run's root, else
+    kfp-launcher's: kubeflow/pipelines ``backend/src/v2/driver`` RootDAG, 2.5.0 and master ``root_dag.go``), so
+    the reconciler sends it with the recurring run when the schedule names none; a schedule's own root wins."""
+    rooted = kfp_client.with_pipeline_root(package, "s3://team-bucket/kfp-root")
+    world = World(kfp, kube, rooted)
+    world.apply()
+    world.apply(name="own-root", pipelineRoot="s3://other/root")
+    assert world.reconcile()["errors"] == []
+    runs = world.runs()
+    assert runs["nightly"]["runtime_config"]["pipeline_root"] == "s3://team-bucket/kfp-root"
+    assert runs["own-root"]["runtime_config"]["pipeline_root"] == "s3://other/root"

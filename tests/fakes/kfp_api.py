@@ -85,12 +85,15 @@ class FakeKFP:
         if path == f"{API}/healthz":
             return 200, {"multi_user": False, "pipeline_store": "database"}
         if path == f"{API}/pipelines" and method == "GET":
-            items = [p for p in self.pipelines.values() if _matches(p, query.get("filter"))]
+            # like the API server: a namespace lists that namespace's pipelines, none the shared ones
+            items = [p for p in self.pipelines.values() if _matches(p, query.get("filter"))
+                     and p["namespace"] == query.get("namespace", "")]
             return 200, {"pipelines": items, "total_size": len(items)}
         if path == f"{API}/pipelines/upload" and method == "POST":
             pid = self._id("pl")
             name = query.get("name") or query.get("display_name")
-            self.pipelines[pid] = {"pipeline_id": pid, "display_name": name, "name": name}
+            self.pipelines[pid] = {"pipeline_id": pid, "display_name": name, "name": name,
+                                   "namespace": query.get("namespace", "")}
             self.uploads[pid] = self._file(headers, raw)
             self._add_version(pid, name)
             return 200, self.pipelines[pid]

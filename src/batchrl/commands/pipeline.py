@@ -36,9 +36,14 @@ def _register_compile(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--output", metavar="FILE", help="write only the pipeline YAML to FILE")
     p.add_argument("--root", default=".", help="repository root holding pipelines/ and components/ (default .)")
     p.add_argument("--registry", default=os.environ.get("BATCHRL_IMAGE_REGISTRY", REGISTRY),
-                   help=f"image registry (default $BATCHRL_IMAGE_REGISTRY or {REGISTRY})")
+                   help="registry of the runtime, trainer and Spark images (the registry you pushed "
+                   f"`make images` to; default $BATCHRL_IMAGE_REGISTRY or {REGISTRY})")
     p.add_argument("--image-tag", default=os.environ.get("BATCHRL_IMAGE_TAG"),
-                   help="tag of the runtime and trainer images (default $BATCHRL_IMAGE_TAG or the package version)")
+                   help="tag of the images (default $BATCHRL_IMAGE_TAG or the package version)")
+    p.add_argument("--pipeline-root", metavar="URI",
+                   help="default artifact root compiled into the pipeline (s3://BUCKET/PREFIX, minio://..., "
+                   "gs://...): the KFP UI and `batchrl pipeline submit` use it for runs given none. Default: "
+                   "none, KFP's own (kfp-launcher's defaultPipelineRoot)")
     p.set_defaults(func=run_compile)
 
 
@@ -67,17 +72,18 @@ def run_compile(args: argparse.Namespace) -> int:
 
     images = Images.for_tag(args.image_tag or __version__, args.registry)
     if args.output:
-        written = [compile_pipeline(args.output, images)]
+        written = [compile_pipeline(args.output, images, args.pipeline_root)]
     else:
         if not (Path(args.root) / PIPELINE_FILE.parent).is_dir():
             raise BatchRLError(f"no {PIPELINE_FILE.parent}/ folder here", where=str(Path(args.root).resolve()),
                                fix="run from the repository root, pass --root, or pass --output FILE")
-        if images != DEFAULT_IMAGES:
-            print(f"note: the goldens now name {images.runtime} and {images.trainer}; the golden test expects "
-                  f"{DEFAULT_IMAGES.runtime}", file=sys.stderr)
-        written = compile_all(args.root, images)
-    print_summary({"images": {"runtime": images.runtime, "trainer": images.trainer},
-                   "written": [str(path) for path in written]})
+        if images != DEFAULT_IMAGES or args.pipeline_root:
+            print(f"note: the goldens now name {images.runtime} (and the trainer and Spark images of that "
+                  f"registry and tag) and pipeline root {args.pipeline_root}; the golden test expects "
+                  f"{DEFAULT_IMAGES.runtime} and none", file=sys.stderr)
+        written = compile_all(args.root, images, args.pipeline_root)
+    print_summary({"images": {"runtime": images.runtime, "trainer": images.trainer, "spark": images.spark},
+                   "pipeline_root": args.pipeline_root, "written": [str(path) for path in written]})
     return 0
 
 

@@ -36,14 +36,20 @@ def _connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=os.environ.get("KF_PIPELINES_ENDPOINT"),
                    help="KFP API URL, e.g. http://localhost:8080 (default $KF_PIPELINES_ENDPOINT; none: the "
                    "kubeconfig's cluster through the API server proxy)")
-    p.add_argument("--namespace", help="Kubernetes namespace (profile) for multi-user Kubeflow")
+    p.add_argument("--namespace", help="Kubernetes namespace (your profile) in multi-user Kubeflow: pipelines "
+                   "are uploaded into it, runs and recurring runs created in it")
 
 
 def _pipeline_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline-file", metavar="FILE",
                    help="compiled pipeline YAML (default pipelines/batch_rl.yaml here, else compiled now)")
-    p.add_argument("--pipeline-root", help="artifact root for the runs (default: kfp-launcher's defaultPipelineRoot)")
+    _pipeline_root(p, "artifact root of the runs, e.g. s3://BUCKET/pipeline-root (default: the one compiled "
+                   "into the pipeline, else kfp-launcher's defaultPipelineRoot)")
     p.add_argument("--service-account", help="Kubernetes service account of the run's pods")
+
+
+def _pipeline_root(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--pipeline-root", metavar="URI", help=help_text)
 
 
 def _submit(actions: argparse._SubParsersAction) -> None:
@@ -67,6 +73,8 @@ def _upload(actions: argparse._SubParsersAction) -> None:
                    help="compiled pipeline YAML (default pipelines/batch_rl.yaml here, else compiled now)")
     p.add_argument("--pipeline-name", help="pipeline name in KFP (default: the compiled pipeline's name)")
     p.add_argument("--version", help="version name (default <package version>-<sha256 of the YAML>)")
+    _pipeline_root(p, "artifact root compiled into the uploaded version (the KFP UI fills it in for the runs "
+                   "it creates); default: the file's own")
     p.set_defaults(func=run_upload)
 
 
@@ -124,11 +132,18 @@ def _parameters(args: argparse.Namespace, package: str) -> dict:
     return parameters
 
 
+def _checked_pipeline_root(args: argparse.Namespace) -> str | None:
+    from batchrl.kfp.compile import check_pipeline_root
+
+    return check_pipeline_root(args.pipeline_root) if args.pipeline_root else None
+
+
 def run_submit(args: argparse.Namespace) -> int:
     from batchrl.kfp import client as kfp_client
 
     package = kfp_client.pipeline_package(args.pipeline_file)
     parameters = _parameters(args, package)
+    _checked_pipeline_root(args)
     client = kfp_client.connect(args.host, args.namespace)
     print_summary(kfp_client.submit(client, package, parameters, experiment=args.experiment,
                                     run_name=args.run_name, namespace=args.namespace,
@@ -141,8 +156,11 @@ def run_upload(args: argparse.Namespace) -> int:
     from batchrl.kfp import client as kfp_client
 
     package = kfp_client.pipeline_package(args.pipeline_file)
+    if args.pipeline_root:
+        package = kfp_client.with_pipeline_root(package, args.pipeline_root)
     client = kfp_client.connect(args.host, args.namespace)
-    print_summary(kfp_client.ensure_pipeline_version(client, package, args.pipeline_name, args.version, args.host))
+    print_summary(kfp_client.ensure_pipeline_version(client, package, args.pipeline_name, args.version, args.host,
+                                                     args.namespace))
     return 0
 
 
@@ -159,14 +177,16 @@ def run_schedule(args: argparse.Namespace) -> int:
     spec = build_options(ScheduleSpec, "batchrl pipeline schedule", name=args.name, cron=args.cron,
                          pipeline=pipeline_name, pipeline_version=version_name, experiment=args.experiment,
                          parameters=parameters, max_concurrency=args.max_concurrency, enabled=not args.disabled,
-                         pipeline_root=args.pipeline_root, service_account=args.service_account)
+                         pipeline_root=_checked_pipeline_root(args) or kfp_client.pipeline_root_of(package),
+                         service_account=args.service_account)
     client = kfp_client.connect(args.host, args.namespace)
     existing = [s for s in kfp_client.list_schedules(client, args.namespace, args.host) if s["name"] == spec.name]
     if existing and not args.replace:
         raise BatchRLError(f"a recurring run named '{spec.name}' exists ({existing[0]['id']})",
                            where=args.host or "KFP API",
                            fix="pass --replace to replace it, or choose another --name")
-    version = kfp_client.ensure_pipeline_version(client, package, pipeline_name, version_name, args.host)
+    version = kfp_client.ensure_pipeline_version(client, package, pipeline_name, version_name, args.host,
+                                                 args.namespace)
     for old in existing:
         kfp_client.delete_schedule(client, old["id"], args.host)
     summary = kfp_client.create_schedule(client, spec, args.namespace, version=version, host=args.host)

@@ -5,6 +5,14 @@ the projected service-account token at ``KF_PIPELINES_SA_TOKEN_PATH`` (in-cluste
 ``pipelines.kubeflow.org``); without a host, kfp falls back to the kubeconfig's cluster. Tokens never
 appear in output or errors.
 
+Multi-user Kubeflow: every action takes the profile ``namespace``; pipelines are uploaded into it
+(namespaced pipelines, looked up there too), runs and recurring runs are created in it.
+
+Pipeline root: the KFP backend takes a run's artifact root from the run itself (``runtime_config``),
+else from the ``kfp-launcher`` ConfigMap of the run's namespace; it never reads the compiled
+``defaultPipelineRoot`` (only the KFP UI copies that into the runs it creates). So :func:`submit` and
+schedules send the package's compiled-in root explicitly unless a root is given.
+
 Recurring runs are always pinned to an uploaded pipeline version (named ``<package version>-<sha256 of
 the compiled YAML>``), never catch up on missed runs, and run at most ``max_concurrency`` at once.
 The schedule reconciler (:mod:`batchrl.kfp.reconciler`) builds on these calls.
@@ -116,10 +124,31 @@ def pipeline_package(pipeline_file: str | None, workdir: str | Path = ".") -> st
     return str(out)
 
 
-def pipeline_name_of(package: str) -> str:
+def _pipeline_document(package: str) -> dict[str, Any]:
     with open(package, encoding="utf-8") as fh:
-        doc = next(yaml.safe_load_all(fh))
-    return doc["pipelineInfo"]["name"]
+        return next(yaml.safe_load_all(fh))
+
+
+def pipeline_name_of(package: str) -> str:
+    return _pipeline_document(package)["pipelineInfo"]["name"]
+
+
+def pipeline_root_of(package: str) -> str | None:
+    """The package's compiled-in default pipeline root (``defaultPipelineRoot``), if any."""
+    return _pipeline_document(package).get("defaultPipelineRoot") or None
+
+
+def with_pipeline_root(package: str, pipeline_root: str) -> str:
+    """A copy of ``package`` (in a temporary folder) whose default pipeline root is ``pipeline_root``."""
+    from batchrl.kfp.compile import check_pipeline_root
+
+    check_pipeline_root(pipeline_root)
+    text = Path(package).read_text(encoding="utf-8")
+    documents = list(yaml.safe_load_all(text))
+    documents[0]["defaultPipelineRoot"] = pipeline_root
+    out = Path(tempfile.mkdtemp(prefix="batchrl-pipeline-")) / Path(package).name
+    out.write_text(yaml.safe_dump_all(documents, sort_keys=True), encoding="utf-8")
+    return str(out)
 
 
 def default_version_name(package: str) -> str:
@@ -132,14 +161,25 @@ def _equals_filter(key: str, value: str) -> str:
     return json.dumps({"predicates": [{"operation": "EQUALS", "key": key, "stringValue": value}]})
 
 
-def find_pipeline_version(client: Any, pipeline_name: str, version_name: str) -> tuple[str, str] | None:
+def pipeline_id(client: Any, pipeline_name: str, namespace: str | None = None) -> str | None:
+    """The id of the pipeline named ``pipeline_name``: in ``namespace`` (multi-user), else shared."""
+    found = client.list_pipelines(page_size=2, filter=_equals_filter("display_name", pipeline_name),
+                                  namespace=namespace).pipelines or []
+    if len(found) > 1:
+        raise BatchRLError(f"{len(found)} pipelines are named '{pipeline_name}'", where=namespace or "KFP API",
+                           fix="pass --pipeline-name with a unique name")
+    return found[0].pipeline_id if found else None
+
+
+def find_pipeline_version(client: Any, pipeline_name: str, version_name: str,
+                          namespace: str | None = None) -> tuple[str, str] | None:
     """(pipeline id, version id) of an uploaded version, or None."""
-    pipeline_id = client.get_pipeline_id(pipeline_name)
-    if pipeline_id is None:
+    found_id = pipeline_id(client, pipeline_name, namespace)
+    if found_id is None:
         return None
-    versions = client.list_pipeline_versions(pipeline_id, page_size=2,
+    versions = client.list_pipeline_versions(found_id, page_size=2,
                                              filter=_equals_filter("display_name", version_name)).pipeline_versions
-    return (pipeline_id, versions[0].pipeline_version_id) if versions else None
+    return (found_id, versions[0].pipeline_version_id) if versions else None
 
 
 def lookup_pipeline_version(client: Any, pipeline_name: str, version_name: str,
@@ -150,23 +190,27 @@ def lookup_pipeline_version(client: Any, pipeline_name: str, version_name: str,
 
 
 def ensure_pipeline_version(client: Any, package: str, pipeline_name: str | None = None,
-                            version_name: str | None = None, host: str | None = None) -> dict[str, Any]:
-    """Upload ``package`` as version ``version_name`` of ``pipeline_name`` unless it is there already."""
+                            version_name: str | None = None, host: str | None = None,
+                            namespace: str | None = None) -> dict[str, Any]:
+    """Upload ``package`` as version ``version_name`` of ``pipeline_name`` (in ``namespace`` when given:
+    multi-user Kubeflow) unless it is there already."""
     pipeline_name = pipeline_name or pipeline_name_of(package)
     version_name = version_name or default_version_name(package)
     with _kfp_calls("upload the pipeline", host):
-        found = find_pipeline_version(client, pipeline_name, version_name)
+        found = find_pipeline_version(client, pipeline_name, version_name, namespace)
         uploaded = found is None
         if found is None:
-            pipeline_id = client.get_pipeline_id(pipeline_name)
-            if pipeline_id is None:
-                pipeline_id = client.upload_pipeline(package, pipeline_name=pipeline_name,
-                                                     description="batchrl batch-RL pipeline").pipeline_id
+            found_id = pipeline_id(client, pipeline_name, namespace)
+            if found_id is None:
+                found_id = client.upload_pipeline(package, pipeline_name=pipeline_name,
+                                                  description="batchrl batch-RL pipeline",
+                                                  namespace=namespace).pipeline_id
             version = client.upload_pipeline_version(package, pipeline_version_name=version_name,
-                                                     pipeline_id=pipeline_id)
-            found = (pipeline_id, version.pipeline_version_id)
+                                                     pipeline_id=found_id)
+            found = (found_id, version.pipeline_version_id)
     return {"pipeline": pipeline_name, "pipeline_id": found[0], "version": version_name,
-            "version_id": found[1], "uploaded": uploaded}
+            "version_id": found[1], "uploaded": uploaded, "namespace": namespace,
+            "pipeline_root": pipeline_root_of(package)}
 
 
 # ---------------------------------------------------------------- runs
@@ -175,14 +219,16 @@ def ensure_pipeline_version(client: Any, package: str, pipeline_name: str | None
 def submit(client: Any, package: str, arguments: dict[str, Any], experiment: str = DEFAULT_EXPERIMENT,
            run_name: str | None = None, namespace: str | None = None, pipeline_root: str | None = None,
            service_account: str | None = None, host: str | None = None) -> dict[str, Any]:
-    """Start one run of the compiled pipeline; returns its id and experiment."""
+    """Start one run of the compiled pipeline; returns its id and experiment. ``pipeline_root`` None: the
+    package's compiled-in root (sent explicitly: the backend ignores it), else kfp-launcher's default."""
     run_name = run_name or f"{pipeline_name_of(package)}-{__version__}"
+    pipeline_root = pipeline_root or pipeline_root_of(package)
     with _kfp_calls("create the run", host):
         result = client.create_run_from_pipeline_package(
             package, arguments=arguments, run_name=run_name, experiment_name=experiment, namespace=namespace,
             pipeline_root=pipeline_root, service_account=service_account)
-    return {"run_id": result.run_id, "run_name": run_name, "experiment": experiment,
-            "pipeline_file": package}
+    return {"run_id": result.run_id, "run_name": run_name, "experiment": experiment, "namespace": namespace,
+            "pipeline_root": pipeline_root, "pipeline_file": package}
 
 
 def _experiment_id(client: Any, name: str, namespace: str | None) -> str:
@@ -225,10 +271,14 @@ def list_schedules(client: Any, namespace: str | None = None, host: str | None =
 
 def create_schedule(client: Any, spec: ScheduleSpec, namespace: str | None = None, managed: bool = False,
                     version: dict[str, Any] | None = None, host: str | None = None) -> dict[str, Any]:
-    """Create the recurring run ``spec`` describes, pinned to ``version`` (or the spec's named version)."""
+    """Create the recurring run ``spec`` describes, pinned to ``version`` (or the spec's named version).
+
+    The run's pipeline root: the spec's, else the version's compiled-in one (``version["pipeline_root"]``),
+    sent explicitly because the KFP backend ignores a compiled-in root (it falls back to kfp-launcher's).
+    """
     with _kfp_calls("create the recurring run", host):
         if version is None:
-            found = find_pipeline_version(client, spec.pipeline, spec.pipeline_version)
+            found = find_pipeline_version(client, spec.pipeline, spec.pipeline_version, namespace)
             if found is None:
                 raise BatchRLError(
                     f"pipeline version '{spec.pipeline_version}' of pipeline '{spec.pipeline}' is not uploaded",
@@ -240,7 +290,8 @@ def create_schedule(client: Any, spec: ScheduleSpec, namespace: str | None = Non
             description=spec.managed_description() if managed else (spec.description or None),
             cron_expression=spec.cron, max_concurrency=spec.max_concurrency, no_catchup=spec.no_catchup,
             params=spec.parameters, pipeline_id=version["pipeline_id"], version_id=version["version_id"],
-            enabled=spec.enabled, pipeline_root=spec.pipeline_root, service_account=spec.service_account)
+            enabled=spec.enabled, pipeline_root=spec.pipeline_root or version.get("pipeline_root"),
+            service_account=spec.service_account)
     return _summary(run)
 
 

@@ -12,7 +12,7 @@ types and understands ``typing.Optional`` only.)
 # ruff: noqa: UP045
 
 from collections.abc import Callable
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
@@ -368,16 +368,29 @@ def publish(
 # ---------------------------------------------------------------- platform
 
 
-def gpu_request(mode: str = "auto", gpus: int = 1, accelerator_type: str = "nvidia.com/gpu") -> int:
-    """How many accelerators the training pod requests: 0 (CPU) when the cluster has none (``auto``)."""
+def gpu_request(
+    mode: str = "auto",
+    gpus: int = 1,
+    accelerator_type: str = "nvidia.com/gpu",
+    tolerations: Optional[list] = None,
+    node_selector: Optional[dict] = None,
+) -> NamedTuple("Outputs", [("limit", str), ("tolerations", list), ("node_selector", dict), ("reason", str)]):
+    """The training pod's accelerator limit and placement (``batchrl.kfp.accelerators.plan``).
+
+    ``limit`` is a string because the KFP driver reads a runtime accelerator count only as a string
+    (any other type drops the limit silently); "0" when training runs on CPU (``auto`` on a cluster
+    without a node that can allocate ``gpus``). ``tolerations`` and ``node_selector`` are the given
+    ones with a GPU request and empty without one, so a CPU-only training pod stays off GPU nodes.
+    ``reason`` says why, including when the node list could not be read (e.g. HTTP 403).
+    """
     import logging
 
     from batchrl.kfp import accelerators, runtime
 
     runtime.setup()
-    count, reason = accelerators.accelerators_to_request(mode, gpus, accelerator_type)
-    logging.getLogger("batchrl.kfp").info("training accelerators: %s (%s)", count, reason)
-    return count
+    placement = accelerators.plan(mode, gpus, accelerator_type, tolerations or [], node_selector or {})
+    logging.getLogger("batchrl.kfp").info("training accelerators: %s (%s)", placement.limit, placement.reason)
+    return placement.limit, placement.tolerations, placement.node_selector, placement.reason
 
 
 # ---------------------------------------------------------------- building

@@ -13,16 +13,26 @@ actions it only reads the timeline's schema and writes an empty normalization.
 the timeline reads the logged table at ``input_uri`` (not cached: the data behind a URI may change).
 The rest is one sub-pipeline (``train-and-evaluate``) used by both branches. Platform settings
 (ignored by ``kfp.local``): GPU request for training with a CPU fallback (``gpu_request`` counts the
-cluster's allocatable GPUs when ``gpu_mode=auto``), tolerations and node selector as parameters,
-object-store credentials from a Kubernetes secret as environment variables, CPU/memory requests,
-retries with exponential backoff, caching on for deterministic steps only. ``spark_mode=kubernetes``
+cluster's allocatable GPUs when ``gpu_mode=auto`` and passes the accelerator limit as the string the
+KFP driver needs, with the GPU tolerations and node selector only when it requests GPUs), object-store
+credentials from a Kubernetes secret as environment variables, CPU/memory requests, retries with
+exponential backoff, caching on for deterministic steps only. ``spark_mode=kubernetes``
 runs the Spark steps as SparkApplications on the artifacts' object-store URIs (``spark_kubernetes``:
-the application's options, see ``batchrl.kube.sparkapp.SparkKubernetesOptions``).
+the application's options, see ``batchrl.kube.sparkapp.SparkKubernetesOptions``; its default names the
+Spark image of the compiled :class:`~batchrl.kfp.images.Images`).
+
+Defaults: the workflow config and every default that mirrors one of its fields (env, transitions, seeds,
+actions, sampling, epochs, evaluation episodes, passing bar) come from the shipped
+``configs/cartpole_dqn_offline.yaml`` (package data), the file ``make run`` trains, so the two cannot
+drift (:func:`config_defaults`). No pipeline root is compiled in unless given (``pipeline_root``): KFP's
+own default (its ``kfp-launcher`` ConfigMap) applies, or the one a run is submitted with.
 """
 
 # No ``from __future__ import annotations``: KFP reads the pipeline functions' annotations as types.
 from dataclasses import dataclass
 from functools import cache
+from importlib import resources
+from typing import Any
 
 from kfp import dsl, kubernetes
 from kfp.dsl import Dataset, Input
@@ -33,6 +43,8 @@ from batchrl.kfp.images import DEFAULT_IMAGES, Images
 PIPELINE_NAME = "batch-rl"
 #: The secret's keys are the variable names (the same secret the Spark applications read).
 SECRET_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+#: The shipped workflow config the pipeline's defaults come from (``batchrl/configs/``, package data).
+DEFAULT_CONFIG = "cartpole_dqn_offline.yaml"
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
@@ -87,41 +99,63 @@ def configure(task: dsl.PipelineTask, step: str, secret: str | None) -> dsl.Pipe
     return task
 
 
-def default_workflow_config() -> dict:
-    """ReAgent's offline CartPole training config (spec section 6), validated, as the pipeline default."""
-    from batchrl.config import (
-        AdamParameters,
-        DiscreteDQNModel,
-        DQNTrainerParameters,
-        EvaluationParameters,
-        FullyConnectedParameters,
-        ModelConfig,
-        NetBuilderConfig,
-        OptimizerConfig,
-        PreprocessingOptions,
-        RLParameters,
-        WorkflowConfig,
-    )
+def shipped_config(name: str = DEFAULT_CONFIG):
+    """A shipped workflow config file (``configs/<name>`` in the repository, package data when installed)."""
+    return resources.files("batchrl") / "configs" / name
 
-    net = NetBuilderConfig(FullyConnected=FullyConnectedParameters(sizes=[128, 64], activations=["relu", "relu"]))
-    trainer = DQNTrainerParameters(
-        actions=["0", "1"], double_q_learning=True, minibatch_size=512, minibatches_per_step=1,
-        rl=RLParameters(gamma=0.99, target_update_rate=0.1, maxq_learning=True, temperature=0.35,
-                        softmax_policy=False, q_network_loss="mse"),
-        optimizer=OptimizerConfig(Adam=AdamParameters(lr=0.01, weight_decay=0.01)))
-    model = DiscreteDQNModel(trainer_param=trainer, net_builder=net, cpe_net_builder=net,
-                             preprocessing_options=PreprocessingOptions(num_samples=1000),
-                             eval_parameters=EvaluationParameters(calc_cpe_in_training=True))
-    config = WorkflowConfig(env_name="CartPole-v0", model=ModelConfig(DiscreteDQN=model), seed=42, num_epochs=20,
-                            num_eval_episodes=50, passing_score_bar=120)
+
+def default_workflow_config(name: str = DEFAULT_CONFIG) -> dict:
+    """The shipped config ``name``, validated, as the pipeline's ``workflow_config`` default."""
+    from batchrl.config import load_config
+
+    with resources.as_file(shipped_config(name)) as path:
+        config = load_config(path)
     return config.model_dump(mode="json", exclude_unset=True)
 
 
+#: The config fields the pipeline's defaults mirror; the default config must set each (no fallback
+#: here, so there is no second copy of ``batchrl run``'s fallbacks to drift).
+MIRRORED_FIELDS = ("env_name", "num_train_transitions", "input_table_spec.table_sample",
+                   "input_table_spec.eval_table_sample", "num_eval_episodes", "passing_score_bar")
+
+
+def config_defaults(workflow_config: dict) -> dict[str, Any]:
+    """The pipeline parameters that mirror a field of ``workflow_config`` (see :data:`MIRRORED_FIELDS`)."""
+    from batchrl.config import parse_config
+    from batchrl.errors import BatchRLError
+
+    where = "pipeline default workflow_config"
+    config = parse_config(workflow_config, where=where)
+    missing = [name for name in MIRRORED_FIELDS if _field(config, name) is None]
+    if missing:
+        raise BatchRLError(f"the pipeline's default config does not set {', '.join(missing)}", where=where,
+                           fix=f"set them, as configs/{DEFAULT_CONFIG} does")
+    model = config.model.value
+    options = model.state_options if config.model.continuous else model.preprocessing_options
+    spec = config.input_table_spec
+    return {
+        "env": config.env_name, "transitions": config.num_train_transitions,
+        "data_seed": config.seed, "train_seed": config.seed,
+        "actions": [] if config.model.continuous else [str(a) for a in model.trainer_param.actions],
+        "table_sample": float(spec.table_sample), "eval_table_sample": float(spec.eval_table_sample),
+        "num_samples": options.num_samples, "num_epochs": config.num_epochs,
+        "num_eval_episodes": config.num_eval_episodes, "passing_score_bar": float(config.passing_score_bar),
+    }
+
+
+def _field(config: Any, dotted: str) -> Any:
+    for name in dotted.split("."):
+        config = getattr(config, name)
+    return config
+
+
 @cache
-def build_pipeline(images: Images = DEFAULT_IMAGES):
-    """The batch-RL pipeline (a KFP graph component) whose steps run in ``images``."""
+def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = None):
+    """The batch-RL pipeline (a KFP graph component) whose steps run in ``images``; ``pipeline_root``
+    (optional) is compiled in as its default artifact root (a run's own pipeline root overrides it)."""
     ops = build_components(images)
     default_config = default_workflow_config()
+    defaults = config_defaults(default_config)
 
     @dsl.pipeline(name="train-and-evaluate", description="normalize, prepare, train (GPU when the cluster "
                   "has one), evaluate, and publish when the evaluation passes")
@@ -148,16 +182,18 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
                                  table_sample=table_sample, eval_table_sample=eval_table_sample, **spark)
         configure(prepare, "prepare", object_store_secret)
 
-        gpu_count = ops["gpu_request"](mode=gpu_mode, gpus=gpus, accelerator_type=accelerator_type)
-        configure(gpu_count, "gpu_request", None)  # reads the node list only: no object-store credentials
+        gpu = ops["gpu_request"](mode=gpu_mode, gpus=gpus, accelerator_type=accelerator_type,
+                                 tolerations=gpu_tolerations, node_selector=gpu_node_selector)
+        configure(gpu, "gpu_request", None)  # reads the node list only: no object-store credentials
         train = ops["train"](train_table=prepare.outputs["train_table"], eval_table=prepare.outputs["eval_table"],
                              normalization=normalize.outputs["normalization"], workflow_config=workflow_config,
                              num_epochs=num_epochs, algorithm=algorithm, seed=train_seed, actions=actions,
                              s3_endpoint=s3_endpoint)
-        configure(train, "train", object_store_secret).after(gpu_count)
-        train.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_count.output)
-        kubernetes.add_toleration_json(train, gpu_tolerations)
-        kubernetes.add_node_selector_json(train, gpu_node_selector)
+        configure(train, "train", object_store_secret)
+        # the limit is a string output (the driver drops a non-string one); placement only with GPUs
+        train.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu.outputs["limit"])
+        kubernetes.add_toleration_json(train, gpu.outputs["tolerations"])
+        kubernetes.add_node_selector_json(train, gpu.outputs["node_selector"])
 
         evaluate = ops["evaluate"](model=train.outputs["model"], eval_table=prepare.outputs["eval_table"], env=env,
                                    episodes=num_eval_episodes, seed=train_seed, bootstrap=cpe_bootstrap, fqe=fqe,
@@ -171,27 +207,27 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
     @dsl.pipeline(name=PIPELINE_NAME, description="Batch (offline) RL, ReAgent's workflow: logged data -> "
                   "timeline -> normalization -> training tables -> training (DQN, CQL, ..., SAC, TD3) -> CPE and gym "
                   "evaluation "
-                  "-> publish when it passes")
+                  "-> publish when it passes", pipeline_root=pipeline_root)
     def batch_rl(
-        env: str = "CartPole-v0",
+        env: str = defaults["env"],
         input_uri: str = "",
-        transitions: int = 30000,
-        data_seed: int = 42,
+        transitions: int = defaults["transitions"],
+        data_seed: int = defaults["data_seed"],
         start_ds: str = "2019-01-01",
         end_ds: str = "2019-01-01",
         add_terminal_state_row: bool = True,
-        actions: list = ["0", "1"],  # noqa: B006 (KFP reads defaults from the signature)
-        table_sample: float = 90.0,
-        eval_table_sample: float = 10.0,
-        num_samples: int = 1000,
+        actions: list = defaults["actions"],
+        table_sample: float = defaults["table_sample"],
+        eval_table_sample: float = defaults["eval_table_sample"],
+        num_samples: int = defaults["num_samples"],
         workflow_config: dict = default_config,
         algorithm: str = "",
-        num_epochs: int = 20,
-        train_seed: int = 42,
-        num_eval_episodes: int = 50,
+        num_epochs: int = defaults["num_epochs"],
+        train_seed: int = defaults["train_seed"],
+        num_eval_episodes: int = defaults["num_eval_episodes"],
         cpe_bootstrap: int = 200,
         fqe: bool = True,
-        passing_score_bar: float = 120.0,
+        passing_score_bar: float = defaults["passing_score_bar"],
         publish_gate: str = "score",
         publish_uri: str = "",
         gpu_mode: str = "auto",
@@ -202,7 +238,7 @@ def build_pipeline(images: Images = DEFAULT_IMAGES):
         spark_master: str = "local[*]",
         spark_conf: dict = {},  # noqa: B006
         spark_mode: str = "local",
-        spark_kubernetes: dict = {},  # noqa: B006
+        spark_kubernetes: dict = {"image": images.spark},  # noqa: B006
         s3_endpoint: str = "",
         object_store_secret: str = "batchrl-s3",
     ):

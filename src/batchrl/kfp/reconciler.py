@@ -86,9 +86,11 @@ class _Pass:
             found = kfp.lookup_pipeline_version(self.client, *key, host=self.host)
             if found is not None:
                 stored = kfp.pipeline_version_spec(self.client, found[0], found[1], self.host)
-                self.versions[key] = {"pipeline_id": found[0], "version_id": found[1], "inputs": spec_inputs(stored)}
+                self.versions[key] = {"pipeline_id": found[0], "version_id": found[1], "inputs": spec_inputs(stored),
+                                      "pipeline_root": stored.get("defaultPipelineRoot")}
             elif self.shipped.provides(*key):
-                self.versions[key] = {"pipeline_id": None, "version_id": None, "inputs": self.shipped.inputs()}
+                self.versions[key] = {"pipeline_id": None, "version_id": None, "inputs": self.shipped.inputs(),
+                                      "pipeline_root": kfp.pipeline_root_of(self.shipped.package)}
             else:
                 raise BatchRLError(
                     f"pipeline version '{spec.pipeline_version}' of pipeline '{spec.pipeline}' is not in KFP, and the "

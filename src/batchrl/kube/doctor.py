@@ -5,7 +5,7 @@ runs those that apply and the CLI prints them as a table. The checks:
 
 - ``kfp``: the KFP API answers and its backend version (``tag_name`` of ``/apis/v1beta1/healthz``,
   kubeflow/pipelines ``backend/src/apiserver/main.go``) is at least every entry of
-  :data:`KFP_MIN_VERSIONS` (the features the compiled pipeline uses);
+  :mod:`batchrl.kfp.backend` (the features the compiled pipeline uses);
 - ``spark-operator``: the API group ``sparkoperator.k8s.io`` is served with version ``v1beta2``;
 - ``object-store secret``: the secret exists with non-empty ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``;
 - ``service account <name>``: it exists, and a SubjectAccessReview allows it every verb that our own
@@ -30,15 +30,8 @@ from typing import Any
 import yaml
 
 from batchrl.errors import BatchRLError
+from batchrl.kfp.backend import FULL_KFP_BACKEND, backend_problems
 
-#: The oldest KFP backend each feature of the compiled pipeline needs (kubeflow/pipelines
-#: ``backend/src/v2/driver``: the parameter-driven secret name, tolerations and node selector arrived in
-#: 2.5.0; ``optional: true`` on a secret mapped to env vars is honoured from 2.15.0). Merge note: the
-#: i14-kfp helper exposes the same constants; keep one of the two.
-KFP_MIN_VERSIONS: dict[str, tuple[int, int, int]] = {
-    "secretNameParameter / tolerationJson / nodeSelectorJson": (2, 5, 0),
-    "optional secret env vars (use_secret_as_env(optional=True))": (2, 15, 0),
-}
 SPARK_OPERATOR_GROUP = "sparkoperator.k8s.io"
 SPARK_OPERATOR_VERSION = "v1beta2"
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -124,7 +117,8 @@ def _version(text: str) -> tuple[int, int, int] | None:
 
 
 def check_kfp(host: str, token: str | None = None, timeout: float = 10.0) -> CheckResult:
-    """The KFP API answers and its backend is new enough for every feature in :data:`KFP_MIN_VERSIONS`."""
+    """The KFP API answers and its backend is new enough for every feature the compiled pipeline uses
+    (:mod:`batchrl.kfp.backend`, the one table of which KFP release honours which IR feature)."""
     name = "kfp api"
     request = urllib.request.Request(f"{host.rstrip('/')}/apis/v1beta1/healthz")
     if token:
@@ -145,11 +139,10 @@ def check_kfp(host: str, token: str | None = None, timeout: float = 10.0) -> Che
     if found is None:
         return CheckResult(name, False, f"{host} answers but reports version {tag!r}",
                            "install a released KFP backend (its ml-pipeline deployment sets TAG_NAME)")
-    too_old = [f"{feature} needs >= {'.'.join(map(str, need))}" for feature, need in KFP_MIN_VERSIONS.items()
-               if found < need]
+    too_old = backend_problems(".".join(map(str, found)))
     if too_old:
         return CheckResult(name, False, f"KFP backend {tag}: " + "; ".join(too_old),
-                           f"upgrade Kubeflow Pipelines to >= {'.'.join(map(str, max(KFP_MIN_VERSIONS.values())))}")
+                           f"upgrade Kubeflow Pipelines to >= {FULL_KFP_BACKEND}")
     return CheckResult(name, True, f"KFP backend {tag} at {host}")
 
 
