@@ -8,7 +8,7 @@ import torch
 from batchrl.config import SACTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.continuous import Critic, GaussianActor
-from batchrl.training.sac import SACTrainer, alpha_loss, soft_q_target
+from batchrl.training.algorithms.sac import SACTrainer, alpha_loss, soft_q_target
 
 
 @pytest.fixture(autouse=True)
