@@ -257,7 +257,11 @@ def gym_train(config: GymTrainConfig, output: str, device: str | None = None) ->
 
 
 class _Harness:
-    """One run's environment, replay buffer, preprocessor, trainer and counters (steps 1 and 2)."""
+    """One run's environment, replay buffer, preprocessor, trainer and counters.
+
+    Constructing it does step 1: the buffer prefilled by a uniformly random policy, the normalization
+    identified from those states, the Preprocessor, and the registry's trainer (torch seeded first).
+    """
 
     def __init__(self, config: GymTrainConfig, output: str, dev: torch.device):
         self.config, self.output, self.dev = config, output, dev
@@ -275,6 +279,15 @@ class _Harness:
         self.env_steps = self.updates = self.steps_since_train = 0
         self.train_seconds = 0.0
         self.last_losses: dict[str, float] = {}
+        if storage.exists(f"{output}/tensorboard"):  # a previous run's events (after the checks above)
+            storage.delete(f"{output}/tensorboard")
+        self._prefill()
+        self.normalization = identify_states(self.buffer.state[: len(self.buffer)], config)
+        self.preprocessor = Preprocessor(self.normalization, sorted(self.normalization)).to(dev)
+        self.transform = preprocess_fn(self.preprocessor)
+        torch.manual_seed(config.seed)
+        self.trainer: Trainer = build_trainer(config.model, self.preprocessor.output_dim, self.spaces.action_dim,
+                                              device=dev, seed=config.seed)
 
     def to_env(self, index_or_action: Any) -> Any:
         """A model action (index, or a vector in [-1, 1]^d) -> the environment's action."""
@@ -283,9 +296,8 @@ class _Harness:
         env_units = self.scaler(torch.as_tensor(index_or_action, dtype=torch.float32)).numpy()
         return env_units.reshape(self.action_space.shape)
 
-    def prefill(self) -> None:
-        """Step 1: ``train_after_ts`` transitions of a uniformly random policy; then the normalization
-        identified from their states, the Preprocessor and the trainer (torch seeded here)."""
+    def _prefill(self) -> None:
+        """``train_after_ts`` transitions of a uniformly random policy into the buffer."""
         config, spaces, env = self.config, self.spaces, self.env
         obs, _ = env.reset(seed=self.episode_seed)
         start_of_episode = True
@@ -305,12 +317,6 @@ class _Harness:
                     start_of_episode = True
                 bar.update(1)
         self.env_steps = len(self.buffer)
-        self.normalization = identify_states(self.buffer.state[: len(self.buffer)], config)
-        self.preprocessor = Preprocessor(self.normalization, sorted(self.normalization)).to(self.dev)
-        self.transform = preprocess_fn(self.preprocessor)
-        torch.manual_seed(config.seed)
-        self.trainer: Trainer = build_trainer(config.model, self.preprocessor.output_dim, spaces.action_dim,
-                                              device=self.dev, seed=config.seed)
 
     @torch.no_grad()
     def greedy(self, observation: np.ndarray) -> Any:
@@ -420,10 +426,7 @@ def _gym_train(config: GymTrainConfig, output: str, dev: torch.device) -> dict:
     started = time.perf_counter()
     output = output.rstrip("/")
     harness = _Harness(config, output, dev)
-    if storage.exists(f"{output}/tensorboard"):
-        storage.delete(f"{output}/tensorboard")
     try:
-        harness.prefill()
         tensorboard = TensorBoardLog(output)
         returns, keep_best = _train_episodes(harness, tensorboard)
     finally:
