@@ -8,6 +8,10 @@ exact bit pattern (``float.hex``).
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/training_parity.py --write runs/parity-before.json
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/training_parity.py --check runs/parity-before.json
 
+``benchmarks/training_parity-2f914cb.json`` holds the numbers of commit 2f914cb (before the algorithm
+registry of issue 18) on the development machine (x86_64, torch 2.13.0 CPU); other CPUs or torch
+versions may round differently, so record a fresh reference there before a refactor.
+
 Runs (one torch thread, CPU): ``batchrl train`` for 2 epochs on a 600-transition random CartPole-v0 table
 (every discrete algorithm; DQN with the CPE models) and on a 1,200-transition random Pendulum-v1 table
 (SAC, SAC with a value network, TD3, TD3+BC); ``batchrl gym-train`` for a few episodes (DQN, CRR on
