@@ -1,14 +1,10 @@
-"""Contract every discrete offline-RL trainer must meet (QR-DQN, C51, BCQ, CRR, IQL): config blocks,
-finite named losses, determinism, checkpoint round trip, TorchScript export parity, masks honoured."""
+"""The discrete offline-RL algorithms' config blocks (QR-DQN, C51, BCQ, CRR, IQL): validation, paper defaults,
+the shipped configs. The trainer contract of every registered algorithm: test_algorithms_contract.py."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
-import torch
 from pydantic import ValidationError
-from torch import nn
 
 from batchrl.config import (
     DiscreteBCQModel,
@@ -17,10 +13,6 @@ from batchrl.config import (
     DiscreteIQLModel,
     DiscreteQRDQNModel,
 )
-from batchrl.data.loader import Batch
-from batchrl.models.policy import masked_argmax
-from batchrl.serving.export import script_model
-from batchrl.training.algorithms import build_algorithm_trainer
 
 NET = {"FullyConnected": {"sizes": [16], "activations": ["relu"]}}
 TRAINER = {"actions": [0, 1, 2], "rl": {"gamma": 0.9, "target_update_rate": 0.1},
@@ -38,74 +30,6 @@ MODELS = {
     "DiscreteIQL": (DiscreteIQLModel, {"trainer_param": {**TRAINER, "expectile": 0.8},
                                        "actor_net_builder": NET, "critic_net_builder": NET, "value_net_builder": NET}),
 }
-STATE_DIM = 4
-
-
-def random_batch(rows: int, seed: int) -> Batch:
-    gen = torch.Generator().manual_seed(seed)
-    possible = torch.rand(rows, 3, generator=gen) > 0.2
-    possible[:, 0] = True
-    action = torch.where(possible[:, 1], torch.randint(0, 2, (rows,), generator=gen), 0)
-    return Batch(state=torch.randn(rows, STATE_DIM, generator=gen), state_presence=None,
-                 next_state=torch.randn(rows, STATE_DIM, generator=gen), next_state_presence=None,
-                 action=action, next_action=torch.zeros(rows, dtype=torch.long), reward=torch.rand(rows, generator=gen),
-                 possible_actions_mask=possible, possible_next_actions_mask=torch.rand(rows, 3, generator=gen) > 0.3,
-                 not_terminal=torch.rand(rows, generator=gen) > 0.1, action_probability=torch.full((rows,), 0.5),
-                 step=torch.ones(rows, dtype=torch.long), time_diff=torch.ones(rows, dtype=torch.long))
-
-
-def make(name: str, seed: int = 0):
-    cls, block = MODELS[name]
-    torch.manual_seed(seed)
-    return build_algorithm_trainer(cls.model_validate(block), STATE_DIM)
-
-
-class Identity(nn.Module):
-    def forward(self, values: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
-        return values * presence
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_trainer_contract(name):
-    trainer = make(name)
-    batches = [random_batch(32, seed) for seed in range(6)]
-    for b in batches:
-        terms = trainer.update(b)
-        assert {"loss", "td_loss"} <= set(terms)
-        assert all(v.dim() == 0 and torch.isfinite(v) and not v.requires_grad for v in terms.values())
-    evaluated = trainer.evaluate(batches[0])
-    assert set(evaluated) == set(terms) and all(torch.isfinite(v) for v in evaluated.values())
-    assert trainer.learning_rate == pytest.approx(0.01)
-    trainer.end_epoch()
-    assert trainer.learning_rate == pytest.approx(0.005)  # the schedule steps once per epoch
-
-    # determinism: the same seed and batches give the same model
-    again = make(name)
-    for b in batches:
-        again.update(b)
-    again.end_epoch()
-    state = batches[0].state
-    assert torch.equal(trainer.q_network(state), again.q_network(state))
-
-    # checkpoint round trip: a fresh trainer loaded from the state continues exactly like the original
-    buffer = io.BytesIO()
-    torch.save(trainer.state_dict(), buffer)
-    restored = make(name, seed=1)
-    restored.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=False))
-    extra = random_batch(32, 99)
-    assert trainer.update(extra)["loss"].item() == pytest.approx(restored.update(extra)["loss"].item())
-    assert torch.equal(trainer.q_network(state), restored.q_network(state))
-
-    # export: the scripted module returns the same scores [B, A]
-    scripted = script_model(Identity(), trainer.q_network, ["0", "1", "2"], [0, 1, 2, 3], {}, {"algorithm": name})
-    names, scores = scripted(state, torch.ones_like(state))
-    assert names == ["0", "1", "2"] and scores.shape == (32, 3)
-    with torch.no_grad():
-        trainer.q_network.eval()
-        assert torch.allclose(scores, trainer.q_network(state).float(), atol=1e-5)
-    # greedy evaluation honours the possible-action mask
-    mask = batches[0].possible_actions_mask
-    assert mask.gather(1, masked_argmax(scores, mask).unsqueeze(1)).all()
 
 
 @pytest.mark.parametrize(("name", "change", "message"), [

@@ -84,3 +84,6 @@ def test_gym_train_short_online_run(tmp_path, name):
     assert summary["updates"] > 0 and summary["eval"]["episodes"] == 2
     policy = load_policy(str(tmp_path / "m" / "model.torchscript"))
     assert policy.action_names == ["0", "1"] and policy.outputs(torch.zeros(3, 4)).shape == (3, 2)
+    # exported like a batch-trained model: the metadata names what the scores are
+    scores = {"DiscreteBCQ": "bcq_filtered_q_values", "DiscreteCRR": "actor_logits", "DiscreteIQL": "actor_logits"}
+    assert policy.metadata["output"] == scores.get(name, "q_values")

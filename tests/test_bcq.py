@@ -10,7 +10,7 @@ from test_algorithms_support import batch, table_network
 
 from batchrl.config import BCQTrainerParameters, OptimizerConfig, RLParameters, SGDParameters
 from batchrl.models.heads import FILTERED_SCORE, BCQScores, bcq_allowed
-from batchrl.training.bcq import BCQTrainer, imitator_loss
+from batchrl.training.algorithms.bcq import BCQTrainer, imitator_loss
 
 LOGITS = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
 

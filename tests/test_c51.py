@@ -9,8 +9,9 @@ import torch
 from test_algorithms_support import batch, table_network
 
 from batchrl.config import C51TrainerParameters, OptimizerConfig, RLParameters, SGDParameters
-from batchrl.training.c51 import c51_trainer, categorical_network, cross_entropy
-from batchrl.training.distributional import categorical_projection, categorical_support
+from batchrl.models.distributional import AtomNetwork, CategoricalMean, categorical_support
+from batchrl.training.algorithms.c51 import c51_trainer, cross_entropy
+from batchrl.training.algorithms.distributional import categorical_projection
 
 SUPPORT = torch.tensor([0.0, 1.0, 2.0])
 
@@ -54,7 +55,9 @@ def trainer(online, target, double_q=True):
     params = C51TrainerParameters(actions=["a", "b"], num_atoms=3, qmin=0.0, qmax=2.0, double_q_learning=double_q,
                                   rl=RLParameters(gamma=0.5, target_update_rate=0.5),
                                   optimizer=OptimizerConfig(SGD=SGDParameters(lr=0.5)))
-    t = c51_trainer(categorical_network(table_network(online), 2, params), params)
+    network = CategoricalMean(AtomNetwork(table_network(online), 2, params.num_atoms),
+                              categorical_support(params.qmin, params.qmax, params.num_atoms))
+    t = c51_trainer(network, params)
     t.q_target.atoms.body.load_state_dict(table_network(target).state_dict())
     return t
 

@@ -177,16 +177,18 @@ def test_algorithm_and_table_action_kinds_must_match(tables, tmp_path):
 
 
 def test_greedy_rollouts_play_a_continuous_policy_in_pendulum(tmp_path):
-    from batchrl.models.continuous import DeterministicActor
+    from batchrl.config import ModelConfig
     from batchrl.preprocessing.preprocessor import Preprocessor
-    from batchrl.training.continuous import export_actor
+    from batchrl.training.algorithms import build_trainer, export_policy
 
     normalization = {i: NormalizationParameters(feature_type="DO_NOT_PREPROCESS") for i in range(3)}
     torch.manual_seed(0)
-    actor = DeterministicActor(3, 1, [8], ["relu"])
+    net = {"FullyConnected": {"sizes": [8], "activations": ["relu"]}}
+    trainer = build_trainer(ModelConfig.model_validate({"TD3": {"actor_net_builder": net, "critic_net_builder": net}}),
+                            3, 1)
     uri = str(tmp_path / "model.torchscript")
-    export_actor(uri, Preprocessor(normalization, [0, 1, 2]), actor, [-2.0], [2.0], ["0"], [0, 1, 2],
-                 {}, {"algorithm": "TD3"})
+    export_policy(uri, trainer, Preprocessor(normalization, [0, 1, 2]), ["0"], [0, 1, 2], {}, {"algorithm": "TD3"},
+                  action_bounds=([-2.0], [2.0]))
     rollouts = greedy_rollouts(load_policy(uri), "Pendulum-v1", episodes=3, seed=0, num_envs=2, max_steps=20)
     assert rollouts.lengths.tolist() == [20, 20, 20] and (rollouts.returns < 0).all()
     with pytest.raises(BatchRLError, match="this model's actions are continuous"):

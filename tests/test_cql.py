@@ -9,8 +9,8 @@ import torch
 from test_dqn import ONLINE, TARGET, hand_batch, table_network
 
 from batchrl.config import CQLTrainerParameters, OptimizerConfig, RLParameters, SGDParameters
-from batchrl.training.cql import conservative_penalty, cql_trainer
-from batchrl.training.dqn import DQNTrainer
+from batchrl.training.algorithms.cql import conservative_penalty, cql_trainer
+from batchrl.training.algorithms.dqn import DQNTrainer
 
 
 def test_penalty_on_toy_batch():

@@ -10,7 +10,7 @@ from test_algorithms_support import batch, table_network
 
 from batchrl.config import CRRTrainerParameters, OptimizerConfig, RLParameters, SGDParameters
 from batchrl.training.actor_losses import masked_log_policy, weighted_log_likelihood_loss
-from batchrl.training.crr import CRRTrainer, crr_advantage, crr_weight
+from batchrl.training.algorithms.crr import CRRTrainer, crr_advantage, crr_weight
 
 Q = torch.tensor([[1.0, 3.0], [2.0, 0.0]])
 PI = torch.tensor([[0.5, 0.5], [0.25, 0.75]])

@@ -8,8 +8,9 @@ from torch import nn
 
 from batchrl.config import DQNTrainerParameters, OptimizerConfig, RLParameters, SGDParameters
 from batchrl.data.loader import Batch
-from batchrl.training.dqn import DQNTrainer, discount, q_loss
+from batchrl.training.algorithms.dqn import DQNTrainer
 from batchrl.training.optim import soft_update
+from batchrl.training.td import discount, q_loss
 
 ONLINE = [[1.0, 2.0, 3.0], [4.0, 0.0, 1.0], [0.0, 5.0, 2.0], [2.0, 2.0, 9.0]]
 TARGET = [[10.0, 20.0, 30.0], [4.0, 40.0, 10.0], [60.0, 5.0, 20.0], [20.0, 20.0, 90.0]]

@@ -10,7 +10,7 @@ from test_algorithms_support import batch, table_network
 
 from batchrl.config import IQLTrainerParameters, OptimizerConfig, RLParameters, SGDParameters
 from batchrl.models.heads import StateValue
-from batchrl.training.iql import IQLTrainer, expectile_loss
+from batchrl.training.algorithms.iql import IQLTrainer, expectile_loss
 
 
 def test_expectile_loss_hand_computed():

@@ -7,8 +7,9 @@ import torch
 from test_algorithms_support import batch, table_network
 
 from batchrl.config import OptimizerConfig, QRDQNTrainerParameters, RLParameters, SGDParameters
-from batchrl.training.distributional import quantile_huber_loss, quantile_midpoints
-from batchrl.training.qrdqn import qrdqn_trainer, quantile_network
+from batchrl.models.distributional import AtomNetwork, QuantileMean
+from batchrl.training.algorithms.distributional import quantile_huber_loss, quantile_midpoints
+from batchrl.training.algorithms.qrdqn import qrdqn_trainer
 
 
 def test_quantile_midpoints():
@@ -51,7 +52,7 @@ def trainer(double_q: bool = True) -> object:
     params = QRDQNTrainerParameters(actions=["a", "b"], num_atoms=2, double_q_learning=double_q,
                                     rl=RLParameters(gamma=0.5, target_update_rate=0.5),
                                     optimizer=OptimizerConfig(SGD=SGDParameters(lr=0.1)))
-    t = qrdqn_trainer(quantile_network(table_network(ONLINE), 2, 2), params)
+    t = qrdqn_trainer(QuantileMean(AtomNetwork(table_network(ONLINE), 2, 2)), params)
     t.q_target.atoms.body.load_state_dict(table_network(TARGET).state_dict())
     return t
 

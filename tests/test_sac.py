@@ -8,7 +8,7 @@ import torch
 from batchrl.config import SACTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.continuous import Critic, GaussianActor
-from batchrl.training.sac import SACTrainer, alpha_loss, soft_q_target
+from batchrl.training.algorithms.sac import SACTrainer, alpha_loss, soft_q_target
 
 
 @pytest.fixture(autouse=True)
@@ -124,3 +124,15 @@ def test_reagent_offline_sac_model_block_is_accepted_and_trains_with_a_value_net
     assert "value_loss" in terms and float(terms["value_loss"]) < float(first["value_loss"])
     # with V, the target comes from V_T; the Q target copies are not used nor moved
     assert all(torch.equal(a, b) for a, b in zip(q_target_before, trainer.q1_target.parameters(), strict=True))
+
+
+def test_an_optimizer_step_ignores_gradients_another_loss_left():
+    """SAC's actor loss backpropagates into the critics; the next critic step must not use that gradient."""
+    from batchrl.config import OptimizerConfig, SGDParameters
+    from batchrl.training.steps import every_update
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    steps = every_update(OptimizerConfig(SGD=SGDParameters(lr=1.0)), [weight])
+    (5.0 * weight).sum().backward()  # another loss reached the parameter
+    assert steps((2.0 * weight).sum())
+    assert weight.item() == -2.0 and weight.grad is None

@@ -8,7 +8,7 @@ import torch
 from batchrl.config import TD3TrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.continuous import Critic, DeterministicActor
-from batchrl.training.td3 import (
+from batchrl.training.algorithms.td3 import (
     TD3Trainer,
     clipped_double_q_target,
     smoothed_target_action,
@@ -115,7 +115,7 @@ def test_state_dict_round_trip_continues_identically():
     a.end_epoch()
     b_ = _trainer(actor_network_optimizer={"Adam": {"lr": 0.01, "lr_schedulers": [{"StepLR": {"step_size": 1}}]}})
     b_.load_state_dict(copy.deepcopy(a.state_dict()))  # as after torch.save/torch.load
-    assert b_.actor_optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
+    assert b_.actor_steps.learning_rate == pytest.approx(0.001)
     for b in batches[3:]:
         a.update(b)
         b_.update(b)

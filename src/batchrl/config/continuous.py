@@ -107,7 +107,9 @@ class TD3TrainerParameters(_ContinuousTrainerBase):
     bc_alpha: float | None = Field(default=None, gt=0.0)  # TD3+BC (Fujimoto & Gu 2021) for offline data; 2.5
 
 
-class _ContinuousModelBase(_Strict):
+class ContinuousModelBase(_Strict):
+    """The model block of a continuous-action algorithm (which makes it one: ``ModelConfig.continuous``)."""
+
     critic_net_builder: ContinuousNetBuilder = Field(default_factory=_fc)
     eval_parameters: Any = None
     preprocessing_options: PreprocessingOptions | None = None
@@ -116,7 +118,7 @@ class _ContinuousModelBase(_Strict):
     action_float_features: list[tuple[int, str]] | None = None  # offline: [[action feature id, name]]
 
     @model_validator(mode="after")
-    def _builders(self) -> _ContinuousModelBase:
+    def _builders(self) -> ContinuousModelBase:
         if self.critic_net_builder.name != "FullyConnected":
             raise ValueError("critic_net_builder must be FullyConnected")
         if self.preprocessing_options is not None and self.state_preprocessing_options is not None:
@@ -131,7 +133,7 @@ class _ContinuousModelBase(_Strict):
         return self.preprocessing_options or self.state_preprocessing_options or PreprocessingOptions()
 
 
-class SACModel(_ContinuousModelBase):
+class SACModel(ContinuousModelBase):
     """``value_net_builder`` (optional): V(s) of Haarnoja et al. 2018a."""
 
     trainer_param: SACTrainerParameters = Field(default_factory=SACTrainerParameters)
@@ -147,7 +149,7 @@ class SACModel(_ContinuousModelBase):
         return self
 
 
-class TD3Model(_ContinuousModelBase):
+class TD3Model(ContinuousModelBase):
     trainer_param: TD3TrainerParameters = Field(default_factory=TD3TrainerParameters)
     actor_net_builder: ContinuousNetBuilder = Field(default_factory=_fc)
 

@@ -10,13 +10,13 @@ names the key, where it is, and the keys that are allowed there.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from batchrl.config.base import _exactly_one, _Strict, validation_error
-from batchrl.config.continuous import SACModel, TD3Model
+from batchrl.config.continuous import ContinuousModelBase, SACModel, TD3Model
 from batchrl.config.discrete import (
     DiscreteBCQModel,
     DiscreteC51DQNModel,
@@ -28,8 +28,6 @@ from batchrl.config.discrete import (
 )
 from batchrl.errors import BatchRLError
 
-#: Algorithms whose actions are continuous vectors (the rest choose among discrete actions).
-CONTINUOUS_ALGORITHMS = ("SAC", "TD3")
 AnyModel = (DiscreteDQNModel | DiscreteCQLModel | DiscreteQRDQNModel | DiscreteC51DQNModel | DiscreteBCQModel
             | DiscreteCRRModel | DiscreteIQLModel | SACModel | TD3Model)
 
@@ -61,6 +59,13 @@ class ModelConfig(_Strict):
     @property
     def continuous(self) -> bool:
         return self.name in CONTINUOUS_ALGORITHMS
+
+
+#: Algorithms whose actions are continuous vectors: those whose model block is a continuous one
+#: (:mod:`batchrl.config.continuous`); the rest choose among discrete actions.
+CONTINUOUS_ALGORITHMS = tuple(name for name, field in ModelConfig.model_fields.items()
+                              if any(isinstance(t, type) and issubclass(t, ContinuousModelBase)
+                                     for t in get_args(field.annotation)))
 
 
 # ---------------------------------------------------------------- workflow

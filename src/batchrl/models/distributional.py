@@ -13,6 +13,11 @@ import torch
 from torch import nn
 
 
+def categorical_support(qmin: float, qmax: float, num_atoms: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The atoms z_k = qmin + k (qmax - qmin) / (N - 1), k = 0..N-1 (float [N])."""
+    return torch.linspace(qmin, qmax, num_atoms, device=device, dtype=torch.float32)
+
+
 class AtomNetwork(nn.Module):
     """body(x) ``[B, A * N]`` -> ``[B, A, N]``."""
 

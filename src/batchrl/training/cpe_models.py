@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from batchrl.config import DQNTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.policy import masked_softmax
-from batchrl.training.dqn import autocast, discount, td_target
 from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
+from batchrl.training.td import autocast, discount, td_target
 
 
 class CPETrainer:

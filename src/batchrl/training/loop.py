@@ -1,7 +1,7 @@
 """The training loop shared by every trainer: epochs, per-epoch evaluation, logging, checkpoints.
 
-A trainer is anything with ``update(batch) -> dict of named 0-d loss tensors`` (it owns its optimizer
-steps); the loop never computes a loss itself. After each epoch it evaluates on the eval table
+The trainers (:class:`~batchrl.training.trainer.Trainer`, then the CPE models) each return named 0-d loss
+tensors from ``update(batch)`` and own their optimizer steps; the loop never computes a loss itself. After each epoch it evaluates on the eval table
 (:mod:`batchrl.training.metrics`), writes TensorBoard scalars and, every ``checkpoint_every`` epochs
 and after the last, a checkpoint. A non-finite loss stops training with a clear error.
 """
@@ -16,22 +16,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from batchrl import storage
-from batchrl.data.loader import Batch, TransitionLoader
+from batchrl.data.loader import TransitionLoader
 from batchrl.errors import BatchRLError
 from batchrl.progress import Progress
+from batchrl.training.cpe_models import CPETrainer
+from batchrl.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-
-class Trainer(Protocol):
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]: ...
-
-    def end_epoch(self) -> None: ...
 
 
 class TensorBoardLog:
@@ -71,15 +67,22 @@ class TensorBoardLog:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _finite_or_raise(values: dict[str, float], epoch: int, step: int, where: str, last_good: int | None) -> None:
+#: How to fix a run whose losses became non-finite (offline and online training).
+DIVERGED_FIX = ("lower the learning rate (trainer_param.optimizer), use rl.q_network_loss: huber, a smaller "
+                "rl.target_update_rate, or check the rewards and normalization for extreme values")
+
+
+def check_finite(values: dict[str, float], when: str, where: str, fix_prefix: str = "") -> None:
+    """A :class:`BatchRLError` naming the non-finite ``values`` ("training diverged: ... {when}")."""
     bad = [name for name, value in values.items() if not math.isfinite(value)]
     if bad:
-        resume = (f"the last checkpoint is epoch {last_good}; " if last_good else "")
-        raise BatchRLError(
-            f"training diverged: {', '.join(bad)} became non-finite in epoch {epoch} (step {step})",
-            where=where,
-            fix=f"{resume}lower the learning rate (trainer_param.optimizer), use rl.q_network_loss: huber, a "
-                "smaller rl.target_update_rate, or check the rewards and normalization for extreme values")
+        raise BatchRLError(f"training diverged: {', '.join(bad)} became non-finite {when}", where=where,
+                           fix=fix_prefix + DIVERGED_FIX)
+
+
+def _finite_or_raise(values: dict[str, float], epoch: int, step: int, where: str, last_good: int | None) -> None:
+    resume = (f"the last checkpoint is epoch {last_good}; " if last_good else "")
+    check_finite(values, f"in epoch {epoch} (step {step})", where, resume)
 
 
 @dataclass
@@ -103,7 +106,7 @@ class TrainingLoop:
         learning_rate: current learning rate (logged).
     """
 
-    trainers: list[Trainer]
+    trainers: list[Trainer | CPETrainer]
     loader: TransitionLoader
     evaluate: Callable[[int], dict[str, Any]]
     save: Callable[[int, LoopState], None]

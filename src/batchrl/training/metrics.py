@@ -14,7 +14,7 @@ from batchrl.data.loader import Batch
 from batchrl.evaluation.cpe import CPEInputs, estimate_all, target_policy_probs
 from batchrl.models.policy import masked_argmax
 from batchrl.training.cpe_models import CPETrainer
-from batchrl.training.dqn import DQNTrainer
+from batchrl.training.trainer import Trainer
 
 EVAL_CHUNK_ROWS = 65536
 
@@ -53,7 +53,7 @@ def cpe_inputs(batch: Batch, q: torch.Tensor, reward_hat: torch.Tensor | None, q
         episode=cpu.episode, not_terminal=cpu.not_terminal)
 
 
-def epoch_metrics(trainer: DQNTrainer, cpe: CPETrainer | None, eval_batch: Batch, action_names: list[str],
+def epoch_metrics(trainer: Trainer, cpe: CPETrainer | None, eval_batch: Batch, action_names: list[str],
                   *, gamma: float, temperature: float, seed: int, bootstrap: int) -> dict[str, Any]:
     """Metrics of the current models on the (preprocessed, on-device) eval batch."""
     chunks = _chunks(eval_batch)

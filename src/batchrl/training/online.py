@@ -14,6 +14,9 @@ The shape of ReAgent's gym tests:
    :func:`export_policy`) and played greedily for ``num_eval_episodes`` episodes; the summary says
    whether the mean return reaches ``passing_score_bar``.
 
+The trainer comes from the algorithm registry (:mod:`batchrl.training.algorithms`), its minibatches go
+through the same preprocessing transform as batch training's, and the policy is exported the same way.
+
 Episodes cut by the time limit (truncated) still bootstrap: ``not_terminal`` is False only when the
 environment terminated.
 """
@@ -22,9 +25,9 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,16 +35,18 @@ import torch
 from batchrl import __version__, storage
 from batchrl.data.loader import Batch
 from batchrl.errors import BatchRLError
-from batchrl.models.builders import build_network
+from batchrl.evaluation.rollouts import greedy_rollouts
 from batchrl.models.continuous import ActionScaler
 from batchrl.preprocessing.identify import IdentifyOptions, identify_feature
 from batchrl.preprocessing.normalization import Normalization, to_json_dict, write_normalization
 from batchrl.preprocessing.preprocessor import Preprocessor
 from batchrl.progress import Progress
-from batchrl.serving.export import export_model, load_policy
-from batchrl.training.continuous import build_continuous_trainer, export_actor
+from batchrl.serving.export import load_policy
+from batchrl.training.algorithms import build_trainer, export_policy
 from batchrl.training.gym_config import GymTrainConfig
-from batchrl.training.loop import TensorBoardLog
+from batchrl.training.inputs import network_input, preprocess_fn, resolve_device
+from batchrl.training.loop import TensorBoardLog, check_finite
+from batchrl.training.trainer import ActingTrainer, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -154,60 +159,22 @@ def identify_states(states: np.ndarray, config: GymTrainConfig) -> Normalization
             for i in range(states.shape[1])}
 
 
-# ---------------------------------------------------------------- trainers
-
-
-def build_trainer(config: GymTrainConfig, input_dim: int, action_dim: int, device: torch.device):
-    """The configured trainer with fresh networks (torch seeded by the caller)."""
-    model, name = config.model.value, config.model.name
-    if config.model.continuous:
-        return build_continuous_trainer(model, input_dim, action_dim, device=device, seed=config.seed)
-    if name == "DiscreteDQN":
-        from batchrl.training.dqn import DQNTrainer
-
-        return DQNTrainer(build_network(model.net_builder, input_dim, action_dim), model.trainer_param,
-                          device=device)
-    if name == "DiscreteCQL":
-        from batchrl.training.cql import cql_trainer
-
-        return cql_trainer(build_network(model.net_builder, input_dim, action_dim), model.trainer_param,
-                           device=device)
-    from batchrl.training.algorithms import build_algorithm_trainer
-
-    return build_algorithm_trainer(model, input_dim, device=device)
-
-
-# ---------------------------------------------------------------- export and evaluation
-
-
-def export_policy(uri: str, config: GymTrainConfig, trainer, preprocessor: Preprocessor, normalization: Normalization,
-                  action_names: list[str], action_space, metadata: dict) -> None:
-    """Write ``model.torchscript``: ``(values float32[B, F], presence float32[B, F]) -> (names, out)``.
-
-    Discrete actions: ``out`` = Q-values float32[B, A] (spec section 8). Continuous actions (SAC/TD3):
-    ``out`` = the deterministic action float32[B, d] in the environment's units ([low, high] per
-    dimension) and ``names`` = ["0", ..., "d-1"], the action dimensions; metadata ``output: actions``.
-    """
-    feature_ids = sorted(normalization)
-    norm_json = to_json_dict(normalization)
-    if config.model.continuous:
-        export_actor(uri, preprocessor, trainer.actor, action_space.low.reshape(-1).tolist(),
-                     action_space.high.reshape(-1).tolist(), action_names, feature_ids, norm_json, metadata)
-    else:
-        export_model(uri, preprocessor, trainer.q_network, action_names, feature_ids, norm_json,
-                     {**metadata, "output": "q_values", "action_space": "discrete"})
+# ---------------------------------------------------------------- evaluation
 
 
 def evaluate_policy(uri: str, config: GymTrainConfig) -> np.ndarray:
     """Greedy returns of the exported policy at ``uri`` over ``num_eval_episodes`` episodes."""
-    from batchrl.evaluation.rollouts import greedy_rollouts
-
     return greedy_rollouts(load_policy(uri), config.env, config.num_eval_episodes, config.seed + EVAL_SEED_OFFSET,
                            max_steps=config.max_steps).returns
 
 
 def greedy_check(env_id: str, max_steps: int | None, act, episodes: int, seed: int) -> tuple[float, int]:
-    """(mean return, environment steps) of ``episodes`` episodes of ``act`` (observation -> env action)."""
+    """(mean return, environment steps) of ``episodes`` episodes of ``act`` (observation -> env action).
+
+    One environment reset with ``seed + k`` for episode k, like the training episodes (the vectorized
+    :func:`~batchrl.evaluation.rollouts.greedy_rollouts` draws CartPole's initial states differently), on
+    the policy being trained, before any export.
+    """
     env = make_env(env_id, max_steps)
     total, steps = 0.0, 0
     try:
@@ -226,6 +193,7 @@ def greedy_check(env_id: str, max_steps: int | None, act, episodes: int, seed: i
 
 
 def make_env(env_id: str, max_steps: int | None):
+    """One gymnasium environment (the harness steps a single one); an unknown id is a BatchRLError."""
     import gymnasium as gym
 
     try:
@@ -274,22 +242,12 @@ def _spaces(env, config: GymTrainConfig) -> _Spaces:
                        fix="use an environment with a Discrete or Box action space")
 
 
-def _check_finite(terms: dict[str, float], step: int, where: str) -> None:
-    bad = [name for name, value in terms.items() if not math.isfinite(value)]
-    if bad:
-        raise BatchRLError(f"training diverged: {', '.join(bad)} became non-finite at environment step {step}",
-                           where=where, fix="lower the learning rate, use rl.q_network_loss: huber or a smaller "
-                           "rl.target_update_rate")
-
-
 def gym_train(config: GymTrainConfig, output: str, device: str | None = None) -> dict:
     """Train online in ``config.env``, export the policy to ``output``, evaluate it greedily.
 
     Returns the summary (also written to ``output/training_summary.json``); ``passed`` is whether the
     mean greedy return reaches ``passing_score_bar`` (None when no bar is set).
     """
-    from batchrl.training.train import resolve_device
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small online minibatches: extra threads only contend (10-100x slower when loaded)
     try:
@@ -298,179 +256,214 @@ def gym_train(config: GymTrainConfig, output: str, device: str | None = None) ->
         torch.set_num_threads(threads)
 
 
+class _Harness:
+    """One run's environment, replay buffer, preprocessor, trainer and counters.
+
+    Constructing it does step 1: the buffer prefilled by a uniformly random policy, the normalization
+    identified from those states, the Preprocessor, and the registry's trainer (torch seeded first).
+    """
+
+    def __init__(self, config: GymTrainConfig, output: str, dev: torch.device):
+        self.config, self.output, self.dev = config, output, dev
+        self.env = make_env(config.env, config.max_steps)
+        self.spaces = _spaces(self.env, config)
+        self.action_space = self.env.action_space
+        self.rng = np.random.default_rng(config.seed)
+        self.action_space.seed(config.seed)
+        self.scaler = None if self.spaces.discrete else ActionScaler(self.action_space.low.reshape(-1).tolist(),
+                                                                     self.action_space.high.reshape(-1).tolist())
+        discrete = self.spaces.discrete
+        self.buffer = ReplayBuffer(config.replay_memory_size, self.spaces.obs_dim,
+                                   None if discrete else self.spaces.action_dim, self.spaces.action_dim if discrete else 0)
+        self.episode_seed = config.seed
+        self.env_steps = self.updates = self.steps_since_train = 0
+        self.train_seconds = 0.0
+        self.last_losses: dict[str, float] = {}
+        if storage.exists(f"{output}/tensorboard"):  # a previous run's events (after the checks above)
+            storage.delete(f"{output}/tensorboard")
+        self._prefill()
+        self.normalization = identify_states(self.buffer.state[: len(self.buffer)], config)
+        self.preprocessor = Preprocessor(self.normalization, sorted(self.normalization)).to(dev)
+        self.transform = preprocess_fn(self.preprocessor)
+        torch.manual_seed(config.seed)
+        self.trainer: Trainer = build_trainer(config.model, self.preprocessor.output_dim, self.spaces.action_dim,
+                                              device=dev, seed=config.seed)
+
+    def to_env(self, index_or_action: Any) -> Any:
+        """A model action (index, or a vector in [-1, 1]^d) -> the environment's action."""
+        if self.spaces.discrete:
+            return int(self.action_space.start) + int(index_or_action)
+        env_units = self.scaler(torch.as_tensor(index_or_action, dtype=torch.float32)).numpy()
+        return env_units.reshape(self.action_space.shape)
+
+    def _prefill(self) -> None:
+        """``train_after_ts`` transitions of a uniformly random policy into the buffer."""
+        config, spaces, env = self.config, self.spaces, self.env
+        obs, _ = env.reset(seed=self.episode_seed)
+        start_of_episode = True
+        with Progress(config.train_after_ts, f"prefill {config.env}", "steps") as bar:
+            while len(self.buffer) < config.train_after_ts:
+                action = (int(self.rng.integers(spaces.action_dim)) if spaces.discrete
+                          else self.rng.uniform(-1.0, 1.0, spaces.action_dim).astype(np.float32))
+                next_obs, reward, terminated, truncated, _ = env.step(self.to_env(action))
+                self.buffer.add(np.ravel(obs), action, float(reward), np.ravel(next_obs), bool(terminated),
+                                start_of_episode)
+                start_of_episode = False
+                obs = next_obs
+                if terminated or truncated:
+                    self.buffer.end_episode()
+                    self.episode_seed += 1
+                    obs, _ = env.reset(seed=self.episode_seed)
+                    start_of_episode = True
+                bar.update(1)
+        self.env_steps = len(self.buffer)
+
+    @torch.no_grad()
+    def greedy(self, observation: np.ndarray) -> Any:
+        """The environment action of the greedy (deterministic) policy being trained."""
+        out = self.trainer.q_network(network_input(self.preprocessor, observation, self.dev)).float()
+        return self.to_env(int(out.argmax(dim=1)[0]) if self.spaces.discrete else out[0].cpu().numpy())
+
+    def explore(self, observation: np.ndarray) -> tuple[Any, float | None]:
+        """(model action, epsilon or None) of the exploring policy (``exploration`` for discrete actions,
+        the trainer's own noise for continuous ones)."""
+        x = network_input(self.preprocessor, observation, self.dev)
+        if not self.spaces.discrete:
+            return cast(ActingTrainer, self.trainer).act(x, explore=True)[0].cpu().numpy(), None
+        with torch.no_grad():
+            q = self.trainer.q_network(x).float().cpu().numpy()[0]
+        exploration = self.config.exploration
+        if exploration.name == "softmax":
+            return explore_discrete(q, self.rng, temperature=exploration.softmax.temperature), None
+        e = exploration.epsilon_greedy
+        epsilon = linear_epsilon(self.env_steps - self.config.train_after_ts, e.start, e.end, e.decay_steps)
+        return explore_discrete(q, self.rng, epsilon=epsilon), epsilon
+
+    def train_step(self, tensorboard: TensorBoardLog) -> None:
+        """One minibatch from the buffer to the trainer; every LOG_EVERY_UPDATES, log and check the losses."""
+        started = time.perf_counter()
+        terms = self.trainer.update(self.transform(self.buffer.sample(self.config.batch_size, self.rng, self.dev)))
+        self.train_seconds += time.perf_counter() - started
+        self.updates += 1
+        if self.updates % LOG_EVERY_UPDATES == 0:
+            self.last_losses = {k: float(v) for k, v in terms.items()}
+            check_finite(self.last_losses, f"at environment step {self.env_steps}", self.output)
+            tensorboard.scalars({f"train/{k}": v for k, v in self.last_losses.items()}, self.env_steps)
+
+    def episode(self, tensorboard: TensorBoardLog) -> float:
+        """Step 2, one training episode of the exploring policy (one epoch for the schedules); its return."""
+        self.episode_seed += 1
+        obs, _ = self.env.reset(seed=self.episode_seed)
+        total, length, done, epsilon = 0.0, 0, False, None
+        while not done:
+            action, epsilon = self.explore(obs)
+            next_obs, reward, terminated, truncated, _ = self.env.step(self.to_env(action))
+            self.buffer.add(np.ravel(obs), action, float(reward), np.ravel(next_obs), bool(terminated), length == 0)
+            obs, total, length, self.env_steps = next_obs, total + float(reward), length + 1, self.env_steps + 1
+            done = bool(terminated or truncated)
+            self.steps_since_train += 1
+            if self.steps_since_train >= self.config.train_every_ts:
+                self.steps_since_train = 0
+                self.train_step(tensorboard)
+        self.buffer.end_episode()
+        self.trainer.end_epoch()  # learning-rate schedules: one training episode = one epoch
+        scalars = {"episode/return": total, "episode/length": float(length)}
+        if epsilon is not None:
+            scalars["exploration/epsilon"] = epsilon
+        tensorboard.scalars(scalars, self.env_steps)
+        return total
+
+
+@dataclass
+class _KeepBest:
+    """``keep_best``'s greedy checks during training and the best policy's serving-network state."""
+
+    checks: list[dict[str, float]]
+    best: tuple[int, float, dict] | None = None  # (episode, mean return, serving network state)
+    check_steps: int = 0
+
+    def check(self, harness: _Harness, episode: int, tensorboard: TensorBoardLog) -> None:
+        config = harness.config
+        mean, steps = greedy_check(config.env, config.max_steps, harness.greedy, config.keep_best.episodes,
+                                   config.seed + CHECK_SEED_OFFSET)
+        self.check_steps += steps
+        self.checks.append({"episode": episode, "mean_return": mean})
+        tensorboard.scalars({"check/mean_return": mean}, harness.env_steps)
+        if self.best is None or mean >= self.best[1]:  # ties: the later policy, trained longer
+            self.best = (episode, mean, copy.deepcopy(harness.trainer.q_network.state_dict()))
+
+    def summary(self) -> dict | None:
+        if self.best is None:
+            return None
+        return {"episode": self.best[0], "mean_return": self.best[1], "checks": self.checks,
+                "check_env_steps": self.check_steps}
+
+
+def _train_episodes(harness: _Harness, tensorboard: TensorBoardLog) -> tuple[list[float], _KeepBest]:
+    """Step 2: the training episodes, with ``keep_best``'s checks; the best policy restored at the end."""
+    config, keep_best = harness.config, _KeepBest([])
+    returns: list[float] = []
+    log.info("gym-train: %s on %s (%s), %d prefill transitions, %d training episodes", config.model.name,
+             config.env, harness.dev, harness.env_steps, config.num_train_episodes)
+    with Progress(config.num_train_episodes, f"train {config.model.name} on {config.env}", "episodes") as bar:
+        for episode in range(1, config.num_train_episodes + 1):
+            returns.append(harness.episode(tensorboard))
+            bar.update(1)
+            if config.keep_best is not None and episode % config.keep_best.every_episodes == 0:
+                keep_best.check(harness, episode, tensorboard)
+            if episode % 10 == 0:
+                log.info("episode %d/%d: return %.1f (mean of last 10: %.1f), %d env steps, %d updates", episode,
+                         config.num_train_episodes, returns[-1], float(np.mean(returns[-10:])), harness.env_steps,
+                         harness.updates)
+    if keep_best.best is not None:
+        harness.trainer.q_network.load_state_dict(keep_best.best[2])
+        log.info("keep_best: exporting the policy of episode %d (mean greedy check return %.2f)", keep_best.best[0],
+                 keep_best.best[1])
+    return returns, keep_best
+
+
 def _gym_train(config: GymTrainConfig, output: str, dev: torch.device) -> dict:
     started = time.perf_counter()
     output = output.rstrip("/")
-    env = make_env(config.env, config.max_steps)
-    spaces = _spaces(env, config)
-    action_space = env.action_space
-    rng = np.random.default_rng(config.seed)
-    action_space.seed(config.seed)
-    scaler = None if spaces.discrete else ActionScaler(action_space.low.reshape(-1).tolist(),
-                                                         action_space.high.reshape(-1).tolist())
-    buffer = ReplayBuffer(config.replay_memory_size, spaces.obs_dim, None if spaces.discrete else spaces.action_dim,
-                          spaces.action_dim if spaces.discrete else 0)
-    if storage.exists(f"{output}/tensorboard"):
-        storage.delete(f"{output}/tensorboard")
-    episode_seed = config.seed
-
-    def to_env(index_or_action):
-        if spaces.discrete:
-            return int(action_space.start) + int(index_or_action)
-        env_units = scaler(torch.as_tensor(index_or_action, dtype=torch.float32)).numpy()
-        return env_units.reshape(action_space.shape)
-
-    # 1. prefill with a uniformly random policy
-    obs, _ = env.reset(seed=episode_seed)
-    start_of_episode = True
-    with Progress(config.train_after_ts, f"prefill {config.env}", "steps") as bar:
-        while len(buffer) < config.train_after_ts:
-            action = (int(rng.integers(spaces.action_dim)) if spaces.discrete
-                      else rng.uniform(-1.0, 1.0, spaces.action_dim).astype(np.float32))
-            next_obs, reward, terminated, truncated, _ = env.step(to_env(action))
-            buffer.add(np.ravel(obs), action, float(reward), np.ravel(next_obs), bool(terminated), start_of_episode)
-            start_of_episode = False
-            obs = next_obs
-            if terminated or truncated:
-                buffer.end_episode()
-                episode_seed += 1
-                obs, _ = env.reset(seed=episode_seed)
-                start_of_episode = True
-            bar.update(1)
-    env_steps = len(buffer)
-
-    normalization = identify_states(buffer.state[: len(buffer)], config)
-    preprocessor = Preprocessor(normalization, sorted(normalization)).to(dev)
-    torch.manual_seed(config.seed)
-    trainer = build_trainer(config, preprocessor.output_dim, spaces.action_dim, dev)
-
-    @torch.no_grad()
-    def transform(batch: Batch) -> Batch:
-        from dataclasses import replace
-
-        return replace(batch, state=preprocessor(batch.state, batch.state_presence), state_presence=None,
-                       next_state=preprocessor(batch.next_state, batch.next_state_presence), next_state_presence=None)
-
-    @torch.no_grad()
-    def network_input(observation: np.ndarray) -> torch.Tensor:
-        values = torch.as_tensor(np.ravel(observation), dtype=torch.float32, device=dev).unsqueeze(0)
-        return preprocessor(values, torch.ones_like(values))
-
-    @torch.no_grad()
-    def greedy(observation: np.ndarray):
-        x = network_input(observation)
-        if spaces.discrete:
-            return to_env(int(trainer.q_network(x).float().argmax(dim=1)[0]))
-        return to_env(trainer.act(x, explore=False)[0].cpu().numpy())
-
-    keep_best = config.keep_best
-    checks: list[dict[str, float]] = []
-    best: tuple[int, float, dict] | None = None  # (episode, mean return, serving network state)
-    check_steps = 0
-
-    exploration = config.exploration
-    tensorboard = TensorBoardLog(output)
-    episode_returns: list[float] = []
-    updates, train_seconds, steps_since_train = 0, 0.0, 0
-    last_losses: dict[str, float] = {}
-    log.info("gym-train: %s on %s (%s), %d prefill transitions, %d training episodes", config.model.name,
-             config.env, dev, env_steps, config.num_train_episodes)
+    harness = _Harness(config, output, dev)
     try:
-        # 2. training episodes
-        with Progress(config.num_train_episodes, f"train {config.model.name} on {config.env}", "episodes") as bar:
-            for episode in range(config.num_train_episodes):
-                episode_seed += 1
-                obs, _ = env.reset(seed=episode_seed)
-                total, length, done = 0.0, 0, False
-                epsilon = None
-                while not done:
-                    x = network_input(obs)
-                    if spaces.discrete:
-                        with torch.no_grad():
-                            q = trainer.q_network(x).float().cpu().numpy()[0]
-                        explored = env_steps - config.train_after_ts
-                        if exploration.name == "softmax":
-                            action = explore_discrete(q, rng, temperature=exploration.softmax.temperature)
-                        else:
-                            e = exploration.epsilon_greedy
-                            epsilon = linear_epsilon(explored, e.start, e.end, e.decay_steps)
-                            action = explore_discrete(q, rng, epsilon=epsilon)
-                    else:
-                        action = trainer.act(x, explore=True)[0].cpu().numpy()
-                    next_obs, reward, terminated, truncated, _ = env.step(to_env(action))
-                    buffer.add(np.ravel(obs), action, float(reward), np.ravel(next_obs), bool(terminated), length == 0)
-                    obs, total, length, env_steps = next_obs, total + float(reward), length + 1, env_steps + 1
-                    done = bool(terminated or truncated)
-                    steps_since_train += 1
-                    if steps_since_train >= config.train_every_ts:
-                        steps_since_train = 0
-                        t0 = time.perf_counter()
-                        terms = trainer.update(transform(buffer.sample(config.batch_size, rng, dev)))
-                        train_seconds += time.perf_counter() - t0
-                        updates += 1
-                        if updates % LOG_EVERY_UPDATES == 0:
-                            last_losses = {k: float(v) for k, v in terms.items()}
-                            _check_finite(last_losses, env_steps, output)
-                            tensorboard.scalars({f"train/{k}": v for k, v in last_losses.items()}, env_steps)
-                buffer.end_episode()
-                trainer.end_epoch()  # learning-rate schedules: one training episode = one epoch
-                episode_returns.append(total)
-                scalars = {"episode/return": total, "episode/length": float(length)}
-                if epsilon is not None:
-                    scalars["exploration/epsilon"] = epsilon
-                tensorboard.scalars(scalars, env_steps)
-                bar.update(1)
-                if keep_best is not None and (episode + 1) % keep_best.every_episodes == 0:
-                    mean, steps = greedy_check(config.env, config.max_steps, greedy, keep_best.episodes,
-                                               config.seed + CHECK_SEED_OFFSET)
-                    check_steps += steps
-                    checks.append({"episode": episode + 1, "mean_return": mean})
-                    tensorboard.scalars({"check/mean_return": mean}, env_steps)
-                    if best is None or mean >= best[1]:  # ties: the later policy, trained longer
-                        best = (episode + 1, mean, copy.deepcopy(trainer.q_network.state_dict()))
-                if (episode + 1) % 10 == 0:
-                    log.info("episode %d/%d: return %.1f (mean of last 10: %.1f), %d env steps, %d updates",
-                             episode + 1, config.num_train_episodes, total, float(np.mean(episode_returns[-10:])),
-                             env_steps, updates)
+        tensorboard = TensorBoardLog(output)
+        returns, keep_best = _train_episodes(harness, tensorboard)
     finally:
-        env.close()
-    if best is not None:
-        trainer.q_network.load_state_dict(best[2])
-        log.info("keep_best: exporting the policy of episode %d (mean greedy check return %.2f)", best[0], best[1])
+        harness.env.close()
 
     # 3. export and greedy evaluation of the exported policy
+    params = config.model.value.trainer_param
     metadata = {"algorithm": config.model.name, "env": config.env, "seed": config.seed, "online": True,
-                "gamma": config.model.value.trainer_param.rl.gamma,
-                "temperature": config.model.value.trainer_param.rl.temperature,
-                "softmax_policy": config.model.value.trainer_param.rl.softmax_policy,
-                "batchrl_version": __version__}
+                "gamma": params.rl.gamma, "temperature": params.rl.temperature,
+                "softmax_policy": params.rl.softmax_policy, "batchrl_version": __version__}
     paths = {"model": f"{output}/{MODEL_FILE}", "normalization": f"{output}/{NORMALIZATION_FILE}",
              "tensorboard": f"{output}/tensorboard", "summary": f"{output}/{SUMMARY_FILE}"}
-    export_policy(paths["model"], config, trainer, preprocessor.cpu(), normalization, spaces.action_names,
-                  action_space, metadata)
+    space, normalization = harness.action_space, harness.normalization
+    bounds = None if harness.spaces.discrete else (space.low.reshape(-1).tolist(), space.high.reshape(-1).tolist())
+    export_policy(paths["model"], harness.trainer, harness.preprocessor.cpu(), harness.spaces.action_names,
+                  sorted(normalization), to_json_dict(normalization), metadata, action_bounds=bounds)
     write_normalization(paths["normalization"], normalization)
-    returns = evaluate_policy(paths["model"], config)
-    mean = float(returns.mean())
-    tensorboard.scalars({"eval/mean_return": mean}, env_steps)
+    eval_returns = evaluate_policy(paths["model"], config)
+    mean = float(eval_returns.mean())
+    tensorboard.scalars({"eval/mean_return": mean}, harness.env_steps)
     tensorboard.close()
     bar_value = config.passing_score_bar
     summary = {
         "algorithm": config.model.name, "env": config.env, "device": str(dev), "seed": config.seed,
-        "env_steps": env_steps, "prefill_steps": config.train_after_ts, "train_episodes": config.num_train_episodes,
-        "updates": updates, "minibatch_size": config.batch_size,
-        "train_returns_last_10": float(np.mean(episode_returns[-10:])) if episode_returns else None,
-        "train_returns": episode_returns, "final_losses": last_losses,
-        "keep_best": None if best is None else {"episode": best[0], "mean_return": best[1], "checks": checks,
-                                                 "check_env_steps": check_steps},
-        "eval": {"episodes": len(returns), "mean": mean, "std": float(returns.std()),
-                 "min": float(returns.min()), "max": float(returns.max())},
+        "env_steps": harness.env_steps, "prefill_steps": config.train_after_ts,
+        "train_episodes": config.num_train_episodes, "updates": harness.updates, "minibatch_size": config.batch_size,
+        "train_returns_last_10": float(np.mean(returns[-10:])) if returns else None,
+        "train_returns": returns, "final_losses": harness.last_losses, "keep_best": keep_best.summary(),
+        "eval": {"episodes": len(eval_returns), "mean": mean, "std": float(eval_returns.std()),
+                 "min": float(eval_returns.min()), "max": float(eval_returns.max())},
         "passing_score_bar": bar_value, "passed": None if bar_value is None else mean >= bar_value,
         "gamma": metadata["gamma"], "temperature": metadata["temperature"],
-        "action_names": spaces.action_names, "feature_ids": sorted(normalization),
-        "train_seconds": round(train_seconds, 2), "seconds": round(time.perf_counter() - started, 2),
+        "action_names": harness.spaces.action_names, "feature_ids": sorted(normalization),
+        "train_seconds": round(harness.train_seconds, 2), "seconds": round(time.perf_counter() - started, 2),
         "paths": paths, "config": config.model_dump(mode="json"),
     }
     storage.write_json(paths["summary"], summary)
-    log.info("gym-train: greedy mean return %.2f +- %.2f over %d episodes (bar %s)", mean, float(returns.std()),
-             len(returns), bar_value)
+    log.info("gym-train: greedy mean return %.2f +- %.2f over %d episodes (bar %s)", mean, float(eval_returns.std()),
+             len(eval_returns), bar_value)
     return {k: v for k, v in summary.items() if k not in ("train_returns", "config")}

@@ -1,10 +1,13 @@
-"""Optimizer stepping shared by the multi-network trainers: gradient accumulation, AMP scaling, learning-rate
-schedules, eval mode.
+"""Optimizer stepping, the one way every trainer does it: gradient accumulation, AMP scaling,
+learning-rate schedules; and eval mode.
 
 ``GradientSteps`` builds one optimizer (and its ``lr_schedulers``) per named parameter group.
 ``steps(loss)`` backpropagates ``loss / k`` each minibatch and, every ``k`` minibatches
-(``minibatches_per_step``), steps every optimizer and zeroes their gradients; it returns True then,
-so the trainer knows to move its target networks. ``end_epoch()`` steps the schedules.
+(``minibatches_per_step``; 1 for the actor-critic trainers), steps every optimizer; it returns True then,
+so the trainer knows to move its target networks. Gradients are zeroed before the first backward of
+each step (another loss may have reached these parameters since: SAC's actor loss backpropagates
+through the critics) and after the step. ``end_epoch()`` steps the schedules. Its ``state_dict``
+holds the optimizers, schedules, scaler and minibatch count, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from batchrl.training.optim import build_optimizer, build_schedulers
 
 
 class GradientSteps:
+    """The optimizers of named parameter groups, stepped together every ``every`` minibatches."""
+
     def __init__(self, groups: dict[str, tuple[OptimizerConfig, Iterable[nn.Parameter]]], every: int,
                  amp_dtype: torch.dtype | None):
         self.optimizers = {name: build_optimizer(config, params) for name, (config, params) in groups.items()}
@@ -30,6 +35,8 @@ class GradientSteps:
         self.minibatches = 0
 
     def __call__(self, loss: Tensor) -> bool:
+        if self.minibatches % self.every == 0:
+            self.zero_grad()
         self.scaler.scale(loss / self.every).backward()
         self.minibatches += 1
         if self.minibatches % self.every:
@@ -37,9 +44,12 @@ class GradientSteps:
         for optimizer in self.optimizers.values():
             self.scaler.step(optimizer)
         self.scaler.update()
+        self.zero_grad()
+        return True
+
+    def zero_grad(self) -> None:
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
-        return True
 
     def end_epoch(self) -> None:
         for scheduler in self.schedulers:
@@ -62,6 +72,11 @@ class GradientSteps:
             scheduler.load_state_dict(saved)
         self.scaler.load_state_dict(state["scaler"])
         self.minibatches = int(state["minibatches"])
+
+
+def every_update(config: OptimizerConfig, parameters: Iterable[nn.Parameter]) -> GradientSteps:
+    """One optimizer stepped after every update, in float32 (the actor-critic trainers: SAC, TD3)."""
+    return GradientSteps({"main": (config, parameters)}, 1, None)
 
 
 @contextlib.contextmanager

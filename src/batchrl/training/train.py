@@ -21,20 +21,20 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from batchrl import __version__, storage
-from batchrl.config import DiscreteCQLModel, DiscreteDQNModel, WorkflowConfig
+from batchrl.config import WorkflowConfig
 from batchrl.data.loader import Batch, DatasetInfo, TransitionLoader, dataset_info, read_eval_batch
 from batchrl.errors import BatchRLError
 from batchrl.models.builders import build_network
 from batchrl.preprocessing.normalization import from_json_dict, read_normalization
 from batchrl.preprocessing.preprocessor import Preprocessor
 from batchrl.serving.export import export_model
-from batchrl.training.algorithms import build_algorithm_trainer
+from batchrl.training.algorithms import build_trainer, export_policy
 from batchrl.training.checkpoints import (
     list_checkpoints,
     load_checkpoint,
@@ -43,12 +43,13 @@ from batchrl.training.checkpoints import (
     rng_state,
     save_checkpoint,
 )
-from batchrl.training.continuous import build_continuous_trainer, continuous_epoch_metrics, export_actor
 from batchrl.training.cpe_models import CPETrainer
-from batchrl.training.cql import cql_trainer
-from batchrl.training.dqn import DQNTrainer
+from batchrl.training.inputs import amp_dtype, preprocess_fn, resolve_device
 from batchrl.training.loop import LoopState, TensorBoardLog, TrainingLoop
 from batchrl.training.metrics import epoch_metrics
+from batchrl.training.trainer import Trainer
+
+__all__ = ["amp_dtype", "config_fingerprint", "preprocess_fn", "resolve_device", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +62,6 @@ SUMMARY_FILE = "training_summary.json"
 CPE_BOOTSTRAP = 200
 #: Config keys that may change when resuming (they do not change the trained model).
 RESUMABLE_CHANGES = ("num_epochs", "checkpoint_every", "keep_checkpoints", "device", "cpu_threads")
-
-
-def resolve_device(requested: str | None) -> torch.device:
-    """``auto`` (or None): CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if requested in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise BatchRLError(f"device '{requested}' requested but no CUDA device is available",
-                           fix="use --device cpu (or auto), or run on a machine with a GPU")
-    try:
-        return torch.device(requested)
-    except RuntimeError as exc:
-        raise BatchRLError(f"unknown device '{requested}'", fix="use auto, cpu, cuda or cuda:N") from exc
-
-
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA: bfloat16 where supported, else float16 (with a gradient scaler)."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def config_fingerprint(config: WorkflowConfig) -> str:
@@ -112,28 +93,11 @@ def _check_tables(config: WorkflowConfig, train: DatasetInfo, eval_: DatasetInfo
                            where=eval_.uri, fix="prepare both tables in one `batchrl prepare` run")
 
 
-def preprocess_fn(preprocessor: Preprocessor, action_preprocessor: Preprocessor | None = None):
-    """Batch -> Batch with states replaced by the network input (run on the batch's device); with an
-    ``action_preprocessor``, continuous actions scaled to [-1, 1] as well."""
-
-    @torch.no_grad()
-    def transform(batch: Batch) -> Batch:
-        batch = replace(batch, state=preprocessor(batch.state, batch.state_presence), state_presence=None,
-                        next_state=preprocessor(batch.next_state, batch.next_state_presence),
-                        next_state_presence=None)
-        if action_preprocessor is not None:
-            batch = replace(batch, action=action_preprocessor(batch.action, batch.action_presence),
-                            action_presence=None)
-        return batch
-
-    return transform
-
-
 @dataclass
 class _Setup:
     """What differs between discrete and continuous training; the rest of :func:`train` is shared."""
 
-    trainer: Any
+    trainer: Trainer
     cpe: CPETrainer | None
     transform: Callable[[Batch], Batch]
     evaluate: Callable[[Batch, int], dict[str, Any]]  # (eval batch, epoch) -> metrics
@@ -145,14 +109,7 @@ def _discrete_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Pre
     model_config = config.model.value
     params = model_config.trainer_param
     num_actions = len(params.actions)
-    if isinstance(model_config, DiscreteCQLModel):
-        q_network = build_network(model_config.net_builder, preprocessor.output_dim, num_actions)
-        trainer = cql_trainer(q_network, model_config.trainer_param, device=dev, amp_dtype=amp)
-    elif isinstance(model_config, DiscreteDQNModel):
-        q_network = build_network(model_config.net_builder, preprocessor.output_dim, num_actions)
-        trainer = DQNTrainer(q_network, params, device=dev, amp_dtype=amp)
-    else:  # QR-DQN, C51, BCQ, CRR, IQL (docs/algorithms.md)
-        trainer = build_algorithm_trainer(model_config, preprocessor.output_dim, device=dev, amp_dtype=amp)
+    trainer = build_trainer(config.model, preprocessor.output_dim, num_actions, device=dev, amp_dtype=amp)
     cpe = None
     if model_config.evaluation.calc_cpe_in_training:
         cpe = CPETrainer(build_network(model_config.cpe_net_builder, preprocessor.output_dim, num_actions),
@@ -166,8 +123,7 @@ def _discrete_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Pre
 
     def export(output: str, metadata: dict[str, Any]) -> dict[str, str]:
         paths = {"model": f"{output}/{MODEL_FILE}"}
-        export_model(paths["model"], preprocessor, trainer.q_network, params.actions, info.feature_ids, norm_json,
-                     {**metadata, "output": getattr(trainer, "scores", "q_values"), "action_space": "discrete"})
+        export_policy(paths["model"], trainer, preprocessor, params.actions, info.feature_ids, norm_json, metadata)
         if cpe is not None:
             paths["reward_model"] = f"{output}/{REWARD_MODEL_FILE}"
             paths["q_value_model"] = f"{output}/{VALUE_MODEL_FILE}"
@@ -180,22 +136,34 @@ def _discrete_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Pre
     return _Setup(trainer, cpe, preprocess_fn(preprocessor), evaluate, export)
 
 
+def continuous_epoch_metrics(trainer: Trainer, eval_batch: Batch, action_names: list[str]) -> dict[str, Any]:
+    """Per-epoch metrics on the (preprocessed) eval batch: the held-out terms and the mean action per
+    dimension of the policy and of the logged data (normalized units, [-1, 1])."""
+    terms = {name: float(value) for name, value in trainer.evaluate(eval_batch).items()}
+    with torch.no_grad():
+        policy = trainer.q_network(eval_batch.state).float().cpu()
+    logged = eval_batch.action.float().cpu()
+    return {"eval": terms,
+            "policy_action_mean": {a: float(policy[:, i].mean()) for i, a in enumerate(action_names)},
+            "logged_action_mean": {a: float(logged[:, i].mean()) for i, a in enumerate(action_names)}}
+
+
 def _continuous_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Preprocessor, norm_json: dict,
-                      dev: torch.device) -> _Setup:
+                      dev: torch.device, amp: torch.dtype | None) -> _Setup:
     """SAC / TD3 on a continuous-action table: actions scaled to [-1, 1] by their CONTINUOUS_ACTION
     normalization (from the table's metadata); the exported actor maps back to [min, max]."""
     action_normalization = from_json_dict(info.action_normalization, where=f"{info.uri} action_normalization")
     action_ids = [int(a) for a in info.action_names]
     action_preprocessor = Preprocessor(action_normalization, action_ids).to(dev)
-    trainer = build_continuous_trainer(config.model.value, preprocessor.output_dim, len(action_ids), device=dev,
-                                       seed=config.seed)
+    trainer = build_trainer(config.model, preprocessor.output_dim, len(action_ids), device=dev, amp_dtype=amp,
+                            seed=config.seed)
     low = [float(action_normalization[i].min_value) for i in action_ids]
     high = [float(action_normalization[i].max_value) for i in action_ids]
 
     def export(output: str, metadata: dict[str, Any]) -> dict[str, str]:
         uri = f"{output}/{MODEL_FILE}"
-        export_actor(uri, preprocessor, trainer.actor, low, high, info.action_names, info.feature_ids, norm_json,
-                     {**metadata, "action_normalization": info.action_normalization})
+        export_policy(uri, trainer, preprocessor, info.action_names, info.feature_ids, norm_json,
+                      {**metadata, "action_normalization": info.action_normalization}, action_bounds=(low, high))
         return {"model": uri}
 
     return _Setup(trainer, None, preprocess_fn(preprocessor, action_preprocessor),
@@ -203,37 +171,10 @@ def _continuous_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: P
                   export)
 
 
-def train(config: WorkflowConfig, train: str, eval: str, normalization: str, output: str,
-          device: str | None = None, resume: bool = False) -> dict:
-    """Train the configured model on ``train``, evaluate on ``eval`` each epoch, write ``output``."""
-    started = time.perf_counter()
-    output = output.rstrip("/")
-    params = config.model.value.trainer_param
-    algorithm = config.model.name
-    dev = resolve_device(device or config.device)
-    amp = amp_dtype(dev)
-    info, eval_info = dataset_info(train), dataset_info(eval)
-    _check_tables(config, info, eval_info)
-    norm_json = storage.read_json(normalization)
-    preprocessor = Preprocessor(read_normalization(normalization), info.feature_ids).to(dev)
-
-    torch.manual_seed(config.seed)
-    if config.model.continuous:
-        amp = None  # the actor-critic trainers run in float32
-        setup = _continuous_setup(config, info, preprocessor, norm_json, dev)
-    else:
-        setup = _discrete_setup(config, info, preprocessor, norm_json, dev, amp)
-    trainer, cpe = setup.trainer, setup.cpe
-    trainers = [trainer] + ([cpe] if cpe else [])
-
-    loader = TransitionLoader(train, config.batch_size, seed=config.seed, device=dev, transform=setup.transform)
-    eval_batch = setup.transform(read_eval_batch(eval, eval_info).to(dev))
-    log.info("train: %s on %s, %d training rows (%s), %d eval rows, %d features -> %d inputs, actions %s",
-             algorithm, dev, loader.num_rows, "resident" if loader.resident else "streaming", len(eval_batch),
-             info.num_features, preprocessor.output_dim, info.action_names)
-
-    fingerprint = config_fingerprint(config)
-    state, resumed_from = LoopState(), None
+def _restore(setup: _Setup, output: str, fingerprint: str, resume: bool) -> tuple[LoopState, str | None]:
+    """With ``resume`` and a checkpoint under ``output``: the trainers, loop state and RNG state restored
+    from the latest one (its config fingerprint must match); otherwise a fresh state, and the checkpoints
+    and TensorBoard logs of an earlier run removed."""
     checkpoints = list_checkpoints(output)
     if resume and checkpoints:
         epoch, uri = max(checkpoints.items())
@@ -242,35 +183,40 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
             raise BatchRLError("the checkpoint was written with a different config (model, seed or tables)",
                                where=uri, fix="resume with the config of the interrupted run, or start "
                                "without --resume (which discards its checkpoints)")
-        trainer.load_state_dict(saved["trainer"])
-        if cpe is not None:
-            cpe.load_state_dict(saved["cpe"])
+        setup.trainer.load_state_dict(saved["trainer"])
+        if setup.cpe is not None:
+            setup.cpe.load_state_dict(saved["cpe"])
         state = LoopState(epoch=int(saved["epoch"]), global_step=int(saved["global_step"]),
                           history=list(saved["history"]))
         restore_rng_state(saved["rng"])
-        resumed_from = uri
         log.info("resuming after epoch %d from %s", epoch, uri)
-    else:
-        if resume:
-            log.warning("--resume: no checkpoint under %s; starting from the beginning", output)
-        for stale in ("checkpoints", "tensorboard"):
-            if storage.exists(f"{output}/{stale}"):
-                log.info("removing %s/%s of a previous run", output, stale)
-                storage.delete(f"{output}/{stale}")
+        return state, uri
+    if resume:
+        log.warning("--resume: no checkpoint under %s; starting from the beginning", output)
+    for stale in ("checkpoints", "tensorboard"):
+        if storage.exists(f"{output}/{stale}"):
+            log.info("removing %s/%s of a previous run", output, stale)
+            storage.delete(f"{output}/{stale}")
+    return LoopState(), None
+
+
+def _run(config: WorkflowConfig, setup: _Setup, loader: TransitionLoader, eval_batch: Batch, output: str,
+         state: LoopState, resumed: bool) -> TrainingLoop:
+    """The training loop from ``state`` to ``config.num_epochs``, checkpointing as configured."""
+    trainer, cpe = setup.trainer, setup.cpe
+    fingerprint = config_fingerprint(config)
 
     def save(epoch: int, loop_state: LoopState) -> None:
         save_checkpoint(output, epoch, {
             "epoch": epoch, "global_step": loop_state.global_step, "history": loop_state.history,
             "trainer": trainer.state_dict(), "cpe": cpe.state_dict() if cpe else None, "rng": rng_state(),
-            "fingerprint": fingerprint, "algorithm": algorithm})
+            "fingerprint": fingerprint, "algorithm": config.model.name})
         if config.keep_checkpoints is not None:
             prune_checkpoints(output, config.keep_checkpoints)
 
-    def evaluate(epoch: int) -> dict[str, Any]:
-        return setup.evaluate(eval_batch, epoch)
-
-    tensorboard = TensorBoardLog(output, purge_step=state.global_step + 1 if resumed_from else None)
-    loop = TrainingLoop(trainers=trainers, loader=loader, evaluate=evaluate, save=save,
+    tensorboard = TensorBoardLog(output, purge_step=state.global_step + 1 if resumed else None)
+    loop = TrainingLoop(trainers=[trainer] + ([cpe] if cpe else []), loader=loader,
+                        evaluate=lambda epoch: setup.evaluate(eval_batch, epoch), save=save,
                         learning_rate=lambda: trainer.learning_rate, tensorboard=tensorboard,
                         num_epochs=config.num_epochs, checkpoint_every=config.checkpoint_every, where=output)
     threads = torch.get_num_threads()
@@ -281,13 +227,39 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
     finally:
         torch.set_num_threads(threads)
         tensorboard.close()
+    return loop
+
+
+def train(config: WorkflowConfig, train: str, eval: str, normalization: str, output: str,
+          device: str | None = None, resume: bool = False) -> dict:
+    """Train the configured model on ``train``, evaluate on ``eval`` each epoch, write ``output``."""
+    started = time.perf_counter()
+    output = output.rstrip("/")
+    params = config.model.value.trainer_param
+    algorithm = config.model.name
+    dev = resolve_device(device or config.device)
+    amp = None if config.model.continuous else amp_dtype(dev)  # the actor-critic trainers run in float32
+    info, eval_info = dataset_info(train), dataset_info(eval)
+    _check_tables(config, info, eval_info)
+    norm_json = storage.read_json(normalization)
+    preprocessor = Preprocessor(read_normalization(normalization), info.feature_ids).to(dev)
+
+    torch.manual_seed(config.seed)
+    setup = (_continuous_setup if config.model.continuous else _discrete_setup)(
+        config, info, preprocessor, norm_json, dev, amp)
+    loader = TransitionLoader(train, config.batch_size, seed=config.seed, device=dev, transform=setup.transform)
+    eval_batch = setup.transform(read_eval_batch(eval, eval_info).to(dev))
+    log.info("train: %s on %s, %d training rows (%s), %d eval rows, %d features -> %d inputs, actions %s",
+             algorithm, dev, loader.num_rows, "resident" if loader.resident else "streaming", len(eval_batch),
+             info.num_features, preprocessor.output_dim, info.action_names)
+    state, resumed_from = _restore(setup, output, config_fingerprint(config), resume)
+    loop = _run(config, setup, loader, eval_batch, output, state, resumed_from is not None)
 
     metadata = {"algorithm": algorithm, "gamma": params.rl.gamma, "temperature": params.rl.temperature,
                 "softmax_policy": params.rl.softmax_policy, "epochs": state.epoch, "seed": config.seed,
                 "batchrl_version": __version__}
     paths = {**setup.export(output, metadata), "checkpoints": f"{output}/checkpoints",
              "tensorboard": f"{output}/tensorboard", "summary": f"{output}/{SUMMARY_FILE}"}
-
     final = state.history[-1] if state.history else {}
     rate = loop.train_rows / loop.train_seconds if loop.train_seconds > 0 else None
     summary = {
@@ -297,7 +269,7 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
         "final": final, "per_epoch": state.history,
         "transitions_per_s": round(rate, 1) if rate else None,
         "train_rows": loader.num_rows, "eval_rows": len(eval_batch), "resident": loader.resident,
-        "gamma": params.rl.gamma, "temperature": params.rl.temperature, "cpe_in_training": cpe is not None,
+        "gamma": params.rl.gamma, "temperature": params.rl.temperature, "cpe_in_training": setup.cpe is not None,
         "feature_ids": info.feature_ids, "action_names": info.action_names,
         "action_space": "continuous" if info.continuous else "discrete",
         "inputs": {"train": train, "eval": eval, "normalization": normalization},

@@ -13,16 +13,17 @@ exported model returns the mean over quantiles (spec section 8).
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from batchrl.config import QRDQNTrainerParameters
-from batchrl.models.distributional import AtomNetwork, QuantileMean
-from batchrl.training.distributional import DistributionalDQNTrainer, quantile_huber_loss, quantile_midpoints
-
-
-def quantile_network(body: nn.Module, num_actions: int, num_atoms: int) -> QuantileMean:
-    """Q-values [B, A] as the mean of ``body``'s [B, A * N] outputs read as N quantiles per action."""
-    return QuantileMean(AtomNetwork(body, num_actions, num_atoms))
+from batchrl.config import DiscreteQRDQNModel, QRDQNTrainerParameters
+from batchrl.models.builders import quantile_network
+from batchrl.models.distributional import QuantileMean
+from batchrl.training.algorithms.distributional import (
+    DistributionalDQNTrainer,
+    quantile_huber_loss,
+    quantile_midpoints,
+)
+from batchrl.training.trainer import BuildContext
 
 
 def qrdqn_trainer(q_network: QuantileMean, params: QRDQNTrainerParameters, *, device: torch.device | str = "cpu",
@@ -37,3 +38,10 @@ def qrdqn_trainer(q_network: QuantileMean, params: QRDQNTrainerParameters, *, de
         return quantile_huber_loss(quantiles, target_samples, tau, params.huber_kappa)
 
     return DistributionalDQNTrainer(q_network, params, target, loss, device=device, amp_dtype=amp_dtype)
+
+
+def build(model: DiscreteQRDQNModel, context: BuildContext) -> DistributionalDQNTrainer:
+    """DiscreteQRDQN: a quantile network from ``net_builder`` (``num_atoms`` quantiles per action)."""
+    params = model.trainer_param
+    network = quantile_network(model.net_builder, context.input_dim, context.action_dim, params.num_atoms)
+    return qrdqn_trainer(network, params, device=context.device, amp_dtype=context.amp_dtype)

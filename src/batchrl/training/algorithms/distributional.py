@@ -1,7 +1,7 @@
 """Distributional RL: the quantile Huber loss (QR-DQN), the categorical projection (C51) and the
 trainer both share.
 
-The math is pure functions over tensors; :mod:`batchrl.training.qrdqn` and :mod:`batchrl.training.c51`
+The math is pure functions over tensors; :mod:`~batchrl.training.algorithms.qrdqn` and :mod:`~batchrl.training.algorithms.c51`
 plug their target and loss into :class:`DistributionalDQNTrainer` (DQN's discount, reward boost,
 double-Q/SARSA next action and possible-action masks).
 """
@@ -17,9 +17,9 @@ from torch import Tensor, nn
 from batchrl.config import DQNTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.policy import masked_argmax
-from batchrl.training.dqn import autocast, boosted_reward, discount, reward_boost_vector
 from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, detached, eval_mode
+from batchrl.training.td import autocast, boosted_reward, discount, reward_boost_vector
 
 
 def quantile_midpoints(num_atoms: int, device: torch.device | str = "cpu") -> Tensor:
@@ -51,11 +51,6 @@ def quantile_huber_loss(predicted: Tensor, target: Tensor, tau: Tensor, kappa: f
     huber = torch.where(abs_u <= kappa, 0.5 * u * u, kappa * (abs_u - 0.5 * kappa))
     weight = (tau.view(1, -1, 1) - (u.detach() < 0).float()).abs()
     return (weight * huber / kappa).mean(dim=2).sum(dim=1)
-
-
-def categorical_support(qmin: float, qmax: float, num_atoms: int, device: torch.device | str = "cpu") -> Tensor:
-    """The atoms z_k = qmin + k (qmax - qmin) / (N - 1), k = 0..N-1 (float [N])."""
-    return torch.linspace(qmin, qmax, num_atoms, device=device, dtype=torch.float32)
 
 
 def categorical_projection(next_probs: Tensor, reward: Tensor, scale: Tensor, support: Tensor) -> Tensor:

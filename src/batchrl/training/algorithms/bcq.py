@@ -21,13 +21,16 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
-from batchrl.config import BCQTrainerParameters
+from batchrl.config import BCQTrainerParameters, DiscreteBCQModel
 from batchrl.data.loader import Batch
+from batchrl.models.builders import build_network
 from batchrl.models.heads import BCQScores, bcq_allowed
 from batchrl.models.policy import effective_mask
 from batchrl.training.actor_losses import masked_log_policy
-from batchrl.training.dqn import DQNTrainer, autocast
+from batchrl.training.algorithms.dqn import DQNTrainer
 from batchrl.training.steps import GradientSteps, detached, eval_mode
+from batchrl.training.td import autocast
+from batchrl.training.trainer import BuildContext
 
 
 def imitator_loss(logits: Tensor, action: Tensor, possible: Tensor) -> Tensor:
@@ -93,3 +96,10 @@ class BCQTrainer:
         self.dqn.load_state_dict(state["dqn"])
         self.imitator.load_state_dict(state["imitator"])
         self.imitator_steps.load_state_dict(state["imitator_steps"])
+
+
+def build(model: DiscreteBCQModel, context: BuildContext) -> BCQTrainer:
+    """DiscreteBCQ: the Q-network (``net_builder``), then the imitator (``imitator_net_builder``)."""
+    q_network = build_network(model.net_builder, context.input_dim, context.action_dim)
+    imitator = build_network(model.imitator_net_builder, context.input_dim, context.action_dim)
+    return BCQTrainer(q_network, imitator, model.trainer_param, device=context.device, amp_dtype=context.amp_dtype)

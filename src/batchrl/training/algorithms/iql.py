@@ -18,12 +18,14 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from batchrl.config import IQLTrainerParameters
+from batchrl.config import DiscreteIQLModel, IQLTrainerParameters
 from batchrl.data.loader import Batch
+from batchrl.models.builders import build_network, state_value
 from batchrl.training.actor_losses import exp_advantage_weight, weighted_log_likelihood_loss
-from batchrl.training.dqn import autocast, boosted_reward, discount, q_loss, reward_boost_vector, td_target
 from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, detached, eval_mode
+from batchrl.training.td import autocast, boosted_reward, discount, q_loss, reward_boost_vector, td_target
+from batchrl.training.trainer import BuildContext
 
 
 def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
@@ -100,3 +102,11 @@ class IQLTrainer:
         self.value.load_state_dict(state["value"])
         self.actor.load_state_dict(state["actor"])
         self.steps.load_state_dict(state["steps"])
+
+
+def build(model: DiscreteIQLModel, context: BuildContext) -> IQLTrainer:
+    """DiscreteIQL: the critic, then V(s) (``value_net_builder``), then the actor."""
+    critic = build_network(model.critic, context.input_dim, context.action_dim)
+    value = state_value(model.value_net_builder, context.input_dim)
+    actor = build_network(model.actor_net_builder, context.input_dim, context.action_dim)
+    return IQLTrainer(critic, value, actor, model.trainer_param, device=context.device, amp_dtype=context.amp_dtype)

@@ -18,17 +18,19 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from batchrl.config import CRRTrainerParameters
+from batchrl.config import CRRTrainerParameters, DiscreteCRRModel
 from batchrl.data.loader import Batch
+from batchrl.models.builders import build_network
 from batchrl.models.policy import masked_softmax
 from batchrl.training.actor_losses import (
     binary_advantage_weight,
     exp_advantage_weight,
     weighted_log_likelihood_loss,
 )
-from batchrl.training.dqn import autocast, boosted_reward, discount, q_loss, reward_boost_vector, td_target
 from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, detached, eval_mode
+from batchrl.training.td import autocast, boosted_reward, discount, q_loss, reward_boost_vector, td_target
+from batchrl.training.trainer import BuildContext
 
 
 def crr_advantage(q: Tensor, pi: Tensor, action: Tensor, possible: Tensor, mode: str) -> Tensor:
@@ -111,3 +113,10 @@ class CRRTrainer:
         self.critic_target.load_state_dict(state["critic_target"])
         self.actor.load_state_dict(state["actor"])
         self.steps.load_state_dict(state["steps"])
+
+
+def build(model: DiscreteCRRModel, context: BuildContext) -> CRRTrainer:
+    """DiscreteCRR: the critic (``critic_net_builder`` or ``net_builder``), then the actor."""
+    critic = build_network(model.critic, context.input_dim, context.action_dim)
+    actor = build_network(model.actor_net_builder, context.input_dim, context.action_dim)
+    return CRRTrainer(critic, actor, model.trainer_param, device=context.device, amp_dtype=context.amp_dtype)

@@ -21,10 +21,13 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from batchrl.config import TD3TrainerParameters
+from batchrl.config import TD3Model, TD3TrainerParameters
 from batchrl.data.loader import Batch
-from batchrl.training.continuous import critic_evaluation, critic_step
-from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
+from batchrl.models import builders
+from batchrl.training.optim import soft_update
+from batchrl.training.steps import every_update
+from batchrl.training.trainer import BuildContext
+from batchrl.training.twin_critic import critic_evaluation, critic_step
 
 
 def smoothed_target_action(target_action: Tensor, noise: Tensor, noise_clip: float) -> Tensor:
@@ -53,6 +56,8 @@ class TD3Trainer:
     ``q_network`` is the serving network: the actor (state -> action in [-1, 1]^d).
     """
 
+    scores = "actions"  # what q_network returns (export metadata "output")
+
     def __init__(self, actor: nn.Module, q1: nn.Module, q2: nn.Module, params: TD3TrainerParameters, *,
                  device: torch.device | str = "cpu", seed: int = 0):
         self.device = torch.device(device)
@@ -61,12 +66,10 @@ class TD3Trainer:
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
         self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
-        self.actor_optimizer = build_optimizer(params.actor_network_optimizer, self.actor.parameters())
-        self.q_optimizer = build_optimizer(params.q_network_optimizer,
-                                           list(self.q1.parameters()) + list(self.q2.parameters()))
+        self.actor_steps = every_update(params.actor_network_optimizer, self.actor.parameters())
+        self.critic_steps = every_update(params.q_network_optimizer,
+                                         list(self.q1.parameters()) + list(self.q2.parameters()))
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.schedulers = [*build_schedulers(params.q_network_optimizer, self.q_optimizer),
-                           *build_schedulers(params.actor_network_optimizer, self.actor_optimizer)]
         self.updates = 0
         self._last_actor_loss = torch.zeros((), device=self.device)
 
@@ -76,7 +79,7 @@ class TD3Trainer:
 
     @property
     def learning_rate(self) -> float:
-        return float(self.q_optimizer.param_groups[0]["lr"])
+        return self.critic_steps.learning_rate
 
     def _noise(self, like: Tensor, std: float) -> Tensor:
         return std * torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
@@ -112,9 +115,7 @@ class TD3Trainer:
                 actor_loss = -self.q1(batch.state, mu).mean()
             else:
                 actor_loss = td3_bc_actor_loss(self.q1(batch.state, mu), mu, batch.action, q1, self.params.bc_alpha)
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_optimizer.step()
+            self.actor_steps(actor_loss)
             self._last_actor_loss = actor_loss.detach()
             soft_update(self.actor_target, self.actor, self.tau)
             soft_update(self.q1_target, self.q1, self.tau)
@@ -124,20 +125,23 @@ class TD3Trainer:
 
     def end_epoch(self) -> None:
         """Step the learning-rate schedules (``lr_schedulers`` of the critic and actor optimizers)."""
-        for scheduler in self.schedulers:
-            scheduler.step()
+        self.critic_steps.end_epoch()
+        self.actor_steps.end_epoch()
 
     def state_dict(self) -> dict:
         return {name: getattr(self, name).state_dict() for name in (
-            "actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "actor_optimizer", "q_optimizer")
-                } | {"generator": self.generator.get_state(), "updates": self.updates,
-                   "schedulers": [x.state_dict() for x in self.schedulers]}
+            "actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "critic_steps", "actor_steps")
+                } | {"generator": self.generator.get_state(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "actor_optimizer",
-                     "q_optimizer"):
+        for name in ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "critic_steps", "actor_steps"):
             getattr(self, name).load_state_dict(state[name])
         self.generator.set_state(state["generator"])
         self.updates = int(state["updates"])
-        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
-            scheduler.load_state_dict(saved)
+
+
+def build(model: TD3Model, context: BuildContext) -> TD3Trainer:
+    """TD3 / TD3+BC: the twin critics, then the deterministic actor."""
+    critics = [builders.critic(model.critic_net_builder, context.input_dim, context.action_dim) for _ in range(2)]
+    actor = builders.deterministic_actor(model.actor_net_builder, context.input_dim, context.action_dim)
+    return TD3Trainer(actor, *critics, model.trainer_param, device=context.device, seed=context.seed)

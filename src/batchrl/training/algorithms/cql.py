@@ -13,9 +13,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from batchrl.config import CQLTrainerParameters
+from batchrl.config import CQLTrainerParameters, DiscreteCQLModel
+from batchrl.models.builders import build_network
 from batchrl.models.policy import effective_mask
-from batchrl.training.dqn import DQNTrainer
+from batchrl.training.algorithms.dqn import DQNTrainer
+from batchrl.training.trainer import BuildContext
 
 
 def conservative_penalty(q: Tensor, action: Tensor, possible: Tensor) -> Tensor:
@@ -29,3 +31,9 @@ def cql_trainer(q_network: nn.Module, params: CQLTrainerParameters, *, device: t
     """A :class:`DQNTrainer` whose loss adds ``params.alpha * mean(conservative_penalty)``."""
     return DQNTrainer(q_network, params, device=device, penalty=conservative_penalty, penalty_name="cql_penalty",
                       penalty_weight=params.alpha, amp_dtype=amp_dtype)
+
+
+def build(model: DiscreteCQLModel, context: BuildContext) -> DQNTrainer:
+    """DiscreteCQL: one Q-network from ``net_builder``."""
+    return cql_trainer(build_network(model.net_builder, context.input_dim, context.action_dim), model.trainer_param,
+                       device=context.device, amp_dtype=context.amp_dtype)

@@ -14,21 +14,13 @@ Returns outside [qmin, qmax] are clipped to the end atoms, so the support must c
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from batchrl.config import C51TrainerParameters
-from batchrl.models.distributional import AtomNetwork, CategoricalMean
-from batchrl.training.distributional import (
-    DistributionalDQNTrainer,
-    categorical_projection,
-    categorical_support,
-)
-
-
-def categorical_network(body: nn.Module, num_actions: int, params: C51TrainerParameters) -> CategoricalMean:
-    """Q-values [B, A] as the expectation of ``body``'s [B, A * N] logits over the configured atoms."""
-    support = categorical_support(params.qmin, params.qmax, params.num_atoms)
-    return CategoricalMean(AtomNetwork(body, num_actions, params.num_atoms), support)
+from batchrl.config import C51TrainerParameters, DiscreteC51DQNModel
+from batchrl.models.builders import categorical_network
+from batchrl.models.distributional import CategoricalMean
+from batchrl.training.algorithms.distributional import DistributionalDQNTrainer, categorical_projection
+from batchrl.training.trainer import BuildContext
 
 
 def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
@@ -45,3 +37,11 @@ def c51_trainer(q_network: CategoricalMean, params: C51TrainerParameters, *, dev
         return categorical_projection(torch.softmax(next_logits, dim=1), reward, scale, support.to(reward.device))
 
     return DistributionalDQNTrainer(q_network, params, target, cross_entropy, device=device, amp_dtype=amp_dtype)
+
+
+def build(model: DiscreteC51DQNModel, context: BuildContext) -> DistributionalDQNTrainer:
+    """DiscreteC51DQN: a categorical network from ``net_builder`` (``num_atoms`` atoms on [qmin, qmax])."""
+    params = model.trainer_param
+    network = categorical_network(model.net_builder, context.input_dim, context.action_dim, params.qmin,
+                                  params.qmax, params.num_atoms)
+    return c51_trainer(network, params, device=context.device, amp_dtype=context.amp_dtype)

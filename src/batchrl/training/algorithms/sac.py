@@ -26,10 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from batchrl.config import SACTrainerParameters
+from batchrl.config import SACModel, SACTrainerParameters
 from batchrl.data.loader import Batch
-from batchrl.training.continuous import critic_evaluation, critic_step
-from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
+from batchrl.models import builders
+from batchrl.training.optim import soft_update
+from batchrl.training.steps import GradientSteps, every_update
+from batchrl.training.trainer import BuildContext
+from batchrl.training.twin_critic import critic_evaluation, critic_step
 
 
 def soft_q_target(reward: Tensor, gamma: float, not_terminal: Tensor, q1_next: Tensor, q2_next: Tensor,
@@ -50,6 +53,8 @@ class SACTrainer:
     ``q_network`` is the serving network: the actor (state -> deterministic action tanh(mean)).
     """
 
+    scores = "actions"  # what q_network returns (export metadata "output")
+
     def __init__(self, actor: nn.Module, q1: nn.Module, q2: nn.Module, params: SACTrainerParameters,
                  action_dim: int, *, value: nn.Module | None = None, device: torch.device | str = "cpu",
                  seed: int = 0):
@@ -60,19 +65,16 @@ class SACTrainer:
         self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
         self.value = value.to(self.device) if value is not None else None
         self.value_target = copy.deepcopy(self.value).requires_grad_(False) if value is not None else None
-        self.value_optimizer = (build_optimizer(params.value_network_optimizer, self.value.parameters())
-                                if value is not None else None)
-        self.actor_optimizer = build_optimizer(params.actor_network_optimizer, self.actor.parameters())
-        self.q_optimizer = build_optimizer(params.q_network_optimizer,
-                                           list(self.q1.parameters()) + list(self.q2.parameters()))
+        self.value_steps = (every_update(params.value_network_optimizer, self.value.parameters())
+                            if self.value is not None else None)
+        self.actor_steps = every_update(params.actor_network_optimizer, self.actor.parameters())
+        self.critic_steps = every_update(params.q_network_optimizer, list(self.q1.parameters()) + list(self.q2.parameters()))
         self.log_alpha = torch.tensor(float(torch.log(torch.tensor(params.entropy_temperature))),
                                       device=self.device, requires_grad=params.alpha_optimizer is not None)
-        self.alpha_optimizer = (build_optimizer(params.alpha_optimizer, [self.log_alpha])
-                                if params.alpha_optimizer is not None else None)
+        self.alpha_steps = (every_update(params.alpha_optimizer, [self.log_alpha])
+                            if params.alpha_optimizer is not None else None)
         self.target_entropy = params.target_entropy if params.target_entropy is not None else -float(action_dim)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.schedulers = [*build_schedulers(params.q_network_optimizer, self.q_optimizer),
-                           *build_schedulers(params.actor_network_optimizer, self.actor_optimizer)]
 
     @property
     def q_network(self) -> nn.Module:
@@ -84,7 +86,7 @@ class SACTrainer:
 
     @property
     def learning_rate(self) -> float:
-        return float(self.q_optimizer.param_groups[0]["lr"])
+        return self.critic_steps.learning_rate
 
     @torch.no_grad()
     def act(self, state: Tensor, explore: bool) -> Tensor:
@@ -113,25 +115,19 @@ class SACTrainer:
         action, log_prob = self.actor.sample(batch.state, self.generator)
         q_new = torch.minimum(self.q1(batch.state, action), self.q2(batch.state, action))
         actor_loss = (alpha * log_prob - q_new).mean()
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
-
-        if self.value is not None:
+        self.actor_steps(actor_loss)
+        value_loss = None
+        if self.value is not None and self.value_steps is not None:
             value_target = (q_new - alpha * log_prob).detach()
             value_loss = F.mse_loss(self.value(batch.state).squeeze(1), value_target)
-            self.value_optimizer.zero_grad(set_to_none=True)
-            value_loss.backward()
-            self.value_optimizer.step()
+            self.value_steps(value_loss)
         terms = {"loss": q_loss.detach(), "q_loss": q_loss.detach(), "actor_loss": actor_loss.detach(),
                  "entropy": -log_prob.detach().mean(), "alpha": alpha, "q_logged": q1.detach().mean()}
-        if self.alpha_optimizer is not None:
+        if self.alpha_steps is not None:
             loss = alpha_loss(self.log_alpha, log_prob, self.target_entropy)
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.alpha_optimizer.step()
+            self.alpha_steps(loss)
             terms["alpha_loss"] = loss.detach()
-        if self.value is not None:
+        if value_loss is not None and self.value is not None and self.value_target is not None:
             terms["value_loss"] = value_loss.detach()
             soft_update(self.value_target, self.value, self.tau)
         else:
@@ -140,31 +136,42 @@ class SACTrainer:
         return terms
 
     def end_epoch(self) -> None:
-        """Step the learning-rate schedules (``lr_schedulers`` of the critic and actor optimizers)."""
-        for scheduler in self.schedulers:
-            scheduler.step()
+        """Step the learning-rate schedules of every optimizer (their ``lr_schedulers``)."""
+        for steps in self._steps():
+            steps.end_epoch()
+
+    def _steps(self) -> list[GradientSteps]:
+        return [s for s in (self.critic_steps, self.actor_steps, self.value_steps, self.alpha_steps) if s is not None]
 
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "q1": self.q1.state_dict(), "q2": self.q2.state_dict(),
                 "q1_target": self.q1_target.state_dict(), "q2_target": self.q2_target.state_dict(),
-                "actor_optimizer": self.actor_optimizer.state_dict(), "q_optimizer": self.q_optimizer.state_dict(),
+                "critic_steps": self.critic_steps.state_dict(), "actor_steps": self.actor_steps.state_dict(),
                 "log_alpha": self.log_alpha.detach().clone(),
-                "alpha_optimizer": self.alpha_optimizer.state_dict() if self.alpha_optimizer else None,
-                "generator": self.generator.get_state(), "schedulers": [x.state_dict() for x in self.schedulers],
+                "alpha_steps": self.alpha_steps.state_dict() if self.alpha_steps else None,
+                "generator": self.generator.get_state(),
                 "value": self.value.state_dict() if self.value is not None else None,
-                "value_target": self.value_target.state_dict() if self.value is not None else None,
-                "value_optimizer": self.value_optimizer.state_dict() if self.value is not None else None}
+                "value_target": self.value_target.state_dict() if self.value_target is not None else None,
+                "value_steps": self.value_steps.state_dict() if self.value_steps is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("actor", "q1", "q2", "q1_target", "q2_target", "actor_optimizer", "q_optimizer"):
+        for name in ("actor", "q1", "q2", "q1_target", "q2_target", "critic_steps", "actor_steps"):
             getattr(self, name).load_state_dict(state[name])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        if self.alpha_optimizer is not None:
-            self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        if self.alpha_steps is not None:
+            self.alpha_steps.load_state_dict(state["alpha_steps"])
         self.generator.set_state(state["generator"])
-        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
-            scheduler.load_state_dict(saved)
         if self.value is not None:
-            for name in ("value", "value_target", "value_optimizer"):
+            for name in ("value", "value_target", "value_steps"):
                 getattr(self, name).load_state_dict(state[name])
+
+
+def build(model: SACModel, context: BuildContext) -> SACTrainer:
+    """SAC: the twin critics, the Gaussian actor, then the optional value network V(s)."""
+    critics = [builders.critic(model.critic_net_builder, context.input_dim, context.action_dim) for _ in range(2)]
+    actor = builders.gaussian_actor(model.actor_net_builder, context.input_dim, context.action_dim)
+    value = (builders.continuous_mlp(model.value_net_builder, context.input_dim, 1)
+             if model.value_net_builder is not None else None)
+    return SACTrainer(actor, *critics, model.trainer_param, context.action_dim, value=value, device=context.device,
+                      seed=context.seed)

@@ -1,0 +1,122 @@
+"""DQN on logged transitions, discrete actions (spec section 6; Mnih et al. 2015, "Human-level control
+through deep RL"; double Q: van Hasselt et al. 2016).
+
+Per minibatch, with the TD target y of :mod:`batchrl.training.td` (reward boost, three discount modes,
+double-Q / max-Q / SARSA next value, possible-action masks):
+
+    loss = mean l(Q(s, a_logged) - y),  l = squared error (mse) | Huber (delta 1)
+
+then the target network moves toward the online one: theta_T <- tau theta + (1 - tau) theta_T.
+A variant adds ``penalty_weight * mean(penalty(Q(s, .), a, mask))`` to the loss (discrete CQL,
+:mod:`batchrl.training.algorithms.cql`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from batchrl.config import DiscreteDQNModel, DQNTrainerParameters
+from batchrl.data.loader import Batch
+from batchrl.models.builders import build_network
+from batchrl.training.optim import soft_update
+from batchrl.training.steps import GradientSteps, detached, eval_mode
+from batchrl.training.td import (
+    autocast,
+    boosted_reward,
+    discount,
+    next_state_value,
+    q_loss,
+    reward_boost_vector,
+    td_target,
+)
+from batchrl.training.trainer import BuildContext
+
+Penalty = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+class DQNTrainer:
+    """Owns the Q-network, its target copy and optimizer; ``update(batch)`` does one training step.
+
+    ``amp_dtype`` (CUDA only): bfloat16 or float16 autocast; float16 uses a gradient scaler.
+    """
+
+    scores = "q_values"  # what q_network returns (export metadata "output")
+
+    def __init__(self, q_network: nn.Module, params: DQNTrainerParameters, *, device: torch.device | str = "cpu",
+                 penalty: Penalty | None = None, penalty_name: str = "penalty", penalty_weight: float = 0.0,
+                 amp_dtype: torch.dtype | None = None):
+        self.device = torch.device(device)
+        self.params, self.rl = params, params.rl
+        self.num_actions = len(params.actions)
+        self.q_network = q_network.to(self.device)
+        self.q_target = copy.deepcopy(self.q_network).requires_grad_(False)
+        self.penalty, self.penalty_name, self.penalty_weight = penalty, penalty_name, penalty_weight
+        self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
+        self.steps = GradientSteps({"q": (params.optimizer, self.q_network.parameters())},
+                                   params.minibatches_per_step, self.amp_dtype)
+        self.reward_boost = reward_boost_vector(self.rl, params.actions, self.device)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.steps.learning_rate
+
+    def target_values(self, batch: Batch) -> Tensor:
+        """y for each row (no gradient)."""
+        with torch.no_grad(), autocast(self.device, self.amp_dtype):
+            q_next_target = self.q_target(batch.next_state).float()
+            q_next = self.q_network(batch.next_state).float() if self.params.double_q_learning else q_next_target
+        value = next_state_value(q_next, q_next_target, batch.possible_next_actions_mask, batch.next_action,
+                                 double_q=self.params.double_q_learning, maxq=self.rl.maxq_learning)
+        reward = boosted_reward(batch.reward, batch.action, self.reward_boost)
+        return td_target(reward, discount(self.rl, batch.step, batch.time_diff), batch.not_terminal, value)
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        """Named loss terms (with gradient); ``loss`` is what is minimized."""
+        target = self.target_values(batch)
+        with autocast(self.device, self.amp_dtype):
+            q = self.q_network(batch.state).float()
+        q_logged = q.gather(1, batch.action.unsqueeze(1)).squeeze(1)
+        td = q_loss(q_logged, target, self.rl.q_network_loss).mean()
+        terms = {"loss": td, "td_loss": td}
+        if self.penalty is not None:
+            penalty = self.penalty(q, batch.action, batch.possible_actions_mask).mean()
+            terms[self.penalty_name] = penalty
+            terms["loss"] = td + self.penalty_weight * penalty
+        terms["q_logged"] = q_logged.mean()
+        return terms
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        """One minibatch: backward; every ``minibatches_per_step`` minibatches an optimizer step and a
+        soft target update. Returns the detached loss terms (0-d tensors on the device)."""
+        terms = self.losses(batch)
+        if self.steps(terms["loss"]):
+            soft_update(self.q_target, self.q_network, self.rl.target_update_rate)
+        return detached(terms)
+
+    def end_epoch(self) -> None:
+        """Step the learning-rate schedules (once per epoch)."""
+        self.steps.end_epoch()
+
+    def evaluate(self, batch: Batch) -> dict[str, Tensor]:
+        """The loss terms on held-out data, without training (eval TD loss)."""
+        with eval_mode(self.q_network):
+            return detached(self.losses(batch))
+
+    def state_dict(self) -> dict:
+        return {"q_network": self.q_network.state_dict(), "q_target": self.q_target.state_dict(),
+                "steps": self.steps.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.q_network.load_state_dict(state["q_network"])
+        self.q_target.load_state_dict(state["q_target"])
+        self.steps.load_state_dict(state["steps"])
+
+
+def build(model: DiscreteDQNModel, context: BuildContext) -> DQNTrainer:
+    """DiscreteDQN: one Q-network from ``net_builder``."""
+    return DQNTrainer(build_network(model.net_builder, context.input_dim, context.action_dim), model.trainer_param,
+                      device=context.device, amp_dtype=context.amp_dtype)
