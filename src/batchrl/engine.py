@@ -200,6 +200,11 @@ class Engine:
         """``df`` computed once for several uses; :meth:`uncache` releases it."""
         raise NotImplementedError
 
+    def named(self, df: DataFrame) -> DataFrame:
+        """``df`` under a name of its own, still lazy: later operations start from the name (on DuckDB this
+        keeps SQLFrame from re-translating a large plan for every operation; Spark needs nothing)."""
+        return df
+
     def uncache(self, df: DataFrame) -> None:
         raise NotImplementedError
 
@@ -329,6 +334,9 @@ class DuckDBEngine(Engine):
 
     def read_order(self) -> Column:
         return self.api.F.expr("row_number() over ()")
+
+    def named(self, df: DataFrame) -> DataFrame:
+        return self._view(self.sql_text(df))
 
     def cache(self, df: DataFrame) -> DataFrame:
         name = f"batchrl_cached_{uuid.uuid4().hex[:12]}"

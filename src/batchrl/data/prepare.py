@@ -377,7 +377,7 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
     eval_range = [100.0 - options.eval_table_sample, 100.0]
     conditions = {"train": F.col("_split") < options.table_sample, "eval": F.col("_split") >= eval_range[0]}
     try:  # a bad custom reward expression fails here (Spark: when planned; DuckDB: when run)
-        rows = training_rows(df, options, feature_ids, actions, metric_names, multi, action_ids)
+        rows = runner.named(training_rows(df, options, feature_ids, actions, metric_names, multi, action_ids))
         counts, results = _part_stats(rows, conditions)
     except BatchRLError:
         raise
