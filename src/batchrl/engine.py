@@ -224,7 +224,10 @@ class DuckDBEngine(Engine):
             os.path.join(tempfile.gettempdir(), "batchrl-duckdb")
         threads = threads or (int(os.environ["BATCHRL_DUCKDB_THREADS"]) if os.environ.get("BATCHRL_DUCKDB_THREADS")
                               else None)
+        # preserve_insertion_order off: results need not keep the input's row order (the stages order
+        # explicitly where it matters), which lets DuckDB stream and spill instead of buffering
         config = {"memory_limit": self.memory_limit, "temp_directory": self.temp_dir,
+                  "preserve_insertion_order": False,
                   "autoload_known_extensions": False, "autoinstall_known_extensions": False}
         if threads:
             config["threads"] = threads
@@ -432,6 +435,7 @@ def reset_duckdb(**settings: Any) -> DuckDBEngine:
     """Replace this process's DuckDB engine (e.g. with another memory limit)."""
     global _duckdb
     if _duckdb is not None:
+        _duckdb.session.stop()  # SQLFrame keeps one session per process: a new one needs the old one stopped
         _duckdb.connection.close()
     _duckdb = DuckDBEngine(**settings)
     return _duckdb
