@@ -98,9 +98,15 @@ def resolve(engine: str | None, spark_master: str | None = "local[*]") -> str:
 
 def any_of(F, array: Column, predicate) -> Column:
     """True when ``predicate`` holds for some element of ``array`` (Spark's ``exists``, which SQLFrame
-    lacks); false for an empty or null array."""
-    return F.coalesce(F.array_max(F.transform(array, lambda x: F.coalesce(predicate(x), F.lit(False)))),
-                      F.lit(False))
+    lacks): ``array_contains(transform(array, x -> coalesce(predicate(x), false)), true)``; false for an
+    empty or null array."""
+    flags = F.transform(array, lambda x: F.coalesce(predicate(x), F.lit(False)))
+    return F.coalesce(F.array_contains(flags, F.lit(True)), F.lit(False))
+
+
+def map_values(F, m: Column) -> Column:
+    """``map_values`` (a function of both engines that SQLFrame's API lacks), called by name."""
+    return F.call_function("map_values", m)
 
 
 def has_key(F, m: Column, key: Column) -> Column:
@@ -184,8 +190,10 @@ class Engine:
     def to_arrow(self, df: DataFrame) -> pa.Table:
         raise NotImplementedError
 
-    def write_parquet(self, df: DataFrame, writer: storage.DatasetWriter, sort_by: list[str] | None = None) -> None:
-        """Write ``df`` as Parquet into ``writer``'s staging location (``sort_by``: row order in the files)."""
+    def write_parquet(self, df: DataFrame, writer: storage.DatasetWriter,
+                      sort_by: list[str] | None = None) -> int | None:
+        """Write ``df`` as Parquet into ``writer``'s staging location (``sort_by``: row order in the files);
+        the number of rows written when the engine knows it without another pass, else None."""
         raise NotImplementedError
 
     def run_sql(self, sql: str, views: dict[str, DataFrame]) -> list[tuple]:
@@ -289,17 +297,18 @@ class DuckDBEngine(Engine):
     def to_arrow(self, df: DataFrame) -> pa.Table:
         return self.connection.sql(self.sql_text(df)).to_arrow_table()
 
-    def write_parquet(self, df: DataFrame, writer: storage.DatasetWriter, sort_by: list[str] | None = None) -> None:
+    def write_parquet(self, df: DataFrame, writer: storage.DatasetWriter,
+                      sort_by: list[str] | None = None) -> int | None:
         query = self.sql_text(df)
         if sort_by:
             query = f"SELECT * FROM ({query}) ORDER BY {', '.join(sort_by)}"
         staging = writer.staging
         if staging.is_local:
             path = staging.child("part-00000.parquet").path.replace("'", "''")
-            self.connection.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
-            return
+            return self.connection.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)"
+                                           ).fetchone()[0]
         reader = self.connection.sql(query).to_arrow_reader(64 * 1024)
-        index, rows, out = 0, 0, None
+        index, rows, total, out = 0, 0, 0, None
         try:
             for batch in reader:
                 if out is None:
@@ -307,6 +316,7 @@ class DuckDBEngine(Engine):
                     out = pq.ParquetWriter(path, batch.schema, filesystem=staging.fs, compression="zstd")
                 out.write_batch(batch)
                 rows += batch.num_rows
+                total += batch.num_rows
                 if rows >= ROWS_PER_FILE:
                     out.close()
                     out, rows, index = None, 0, index + 1
@@ -316,6 +326,7 @@ class DuckDBEngine(Engine):
         finally:
             if out is not None:
                 out.close()
+        return total
 
     def run_sql(self, sql: str, views: dict[str, DataFrame]) -> list[tuple]:
         import sqlglot
@@ -387,11 +398,13 @@ class SparkEngine(Engine):
     def to_arrow(self, df: DataFrame) -> pa.Table:
         return df.toArrow()
 
-    def write_parquet(self, df: DataFrame, writer: storage.DatasetWriter, sort_by: list[str] | None = None) -> None:
+    def write_parquet(self, df: DataFrame, writer: storage.DatasetWriter,
+                      sort_by: list[str] | None = None) -> int | None:
         if sort_by:  # whole groups of the first key per file, sorted within
             df = df.repartition(sort_by[0]).sortWithinPartitions(*sort_by)
         (df.write.mode("overwrite").option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
          .parquet(storage.spark_path(writer.staging.uri)))
+        return None
 
     def run_sql(self, sql: str, views: dict[str, DataFrame]) -> list[tuple]:
         names = {}

@@ -50,6 +50,7 @@ class RunOptions:
     engine: str | None = None  # data stages' engine; None: the config's (auto: DuckDB)
     device: str | None = None
     evaluate: bool = True
+    stop_after: str | None = None  # a stage name: stop once it is done (e.g. "prepare": the data stages only)
     on_stage: Callable[[str, dict[str, Any], float], None] | None = field(default=None, repr=False)
 
 
@@ -77,8 +78,22 @@ def _normalize_options(prep: PreprocessingOptions, seed: int):
     return NormalizeOptions(**{"seed": seed, **prep.model_dump(exclude_none=True)})
 
 
+class _Stop(Exception):
+    """Raised after ``RunOptions.stop_after``'s stage."""
+
+
 def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
-    """Run every stage in order; return {stage: summary} plus the artifact locations."""
+    """Run every stage in order (up to ``options.stop_after``); return {stage: summary} plus the artifact
+    locations."""
+    try:
+        return _run_stages(config, options)
+    except _Stop as stop:
+        results = stop.args[0]
+        storage.write_json(f"{options.workdir.rstrip('/')}/run_summary.json", results)
+        return results
+
+
+def _run_stages(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
     from batchrl.data.gym_logging import GenerateOptions, generate
     from batchrl.data.normalize import normalize, normalize_actions
     from batchrl.data.prepare import PrepareOptions, prepare
@@ -103,6 +118,8 @@ def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
             results["artifacts"][name] = uris[artifact]
         if options.on_stage:
             options.on_stage(name, summary, elapsed)
+        if name == options.stop_after:
+            raise _Stop(results)
         return summary
 
     logged = options.input or uris["logged"]

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spark-master", default="local[*]", help="Spark master with --engine spark (default local[*])")
     p.add_argument("--device", help="training device: auto, cpu, cuda, cuda:N (default: the config's)")
     p.add_argument("--no-evaluate", action="store_true", help="stop after training")
+    p.add_argument("--stop-after", choices=["generate", "validate", "timeline", "normalize", "prepare", "train"],
+                   help="stop once this stage is done (e.g. prepare: the data stages only)")
     p.set_defaults(func=run)
 
 
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     results = run_workflow(config, RunOptions(
         workdir=args.workdir, input=args.input, ds=args.ds, start_ds=args.start_ds, end_ds=args.end_ds,
         spark_master=args.spark_master, engine=args.engine, device=args.device, evaluate=not args.no_evaluate,
+        stop_after=args.stop_after,
         on_stage=_artifact_line))
     print("\nartifacts:")
     for name, uri in results["artifacts"].items():

@@ -459,11 +459,12 @@ def timeline(input: str, output: str, options: TimelineOptions, spark_master: st
              checked["episodes"], output, runner.describe())
     writer = storage.DatasetWriter(output)
     try:
-        runner.write_parquet(result, writer)
-        written = runner.read_staged(writer)
-        output_rows = written.count()
-        if options.validation_sql:
-            run_validation_sql(runner, options.validation_sql, raw, written)
+        output_rows = runner.write_parquet(result, writer)
+        if options.validation_sql or output_rows is None:
+            written = runner.read_staged(writer)
+            output_rows = written.count() if output_rows is None else output_rows
+            if options.validation_sql:
+                run_validation_sql(runner, options.validation_sql, raw, written)
         elapsed = time.perf_counter() - started
         summary = {
             "input": input,

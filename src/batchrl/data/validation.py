@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from batchrl import storage
-from batchrl.engine import any_of, api, get_engine, type_name
+from batchrl.engine import any_of, api, get_engine, map_values, type_name
 from batchrl.errors import BatchRLError
 
 if TYPE_CHECKING:
@@ -92,8 +92,7 @@ def _row_checks(df: DataFrame, kind: LoggedKind) -> dict[str, tuple[str, Column]
     checks["non-finite reward"] = ("reward", non_finite(F.col("reward")))
     checks["null or non-finite state feature value"] = (
         "state_features",
-        any_of(F, F.map_keys("state_features"),
-               lambda k: F.element_at("state_features", k).isNull() | non_finite(F.element_at("state_features", k))),
+        any_of(F, map_values(F, F.col("state_features")), lambda v: v.isNull() | non_finite(v)),
     )
     prob = F.col("action_probability")
     if kind.parametric:
