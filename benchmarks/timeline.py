@@ -172,6 +172,10 @@ def run_workflow_data_stages(workdir: str, engine: str, master: str) -> dict[str
     return {m.group(2): float(m.group(1)) for m in re.finditer(r"^\[\s*([\d.]+)s\] (\w+)", proc.stdout, re.M)}
 
 
+def _cell(row: dict, key: str, fmt: str = "{:.1f}") -> str:
+    return fmt.format(row[key]) if key in row else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
@@ -210,12 +214,10 @@ def main() -> None:
                 row["duckdb_over_polars"] = row["duckdb"] / row["polars"]
             results["timeline"].append(row)
 
-            def cell(key: str, fmt: str = "{:.1f}") -> str:
-                return fmt.format(row[key]) if key in row else "-"
-
-            print(f"| {rows:,} | {cell('duckdb')} | {cell('spark')} | {cell('duckdb_sql')} | {cell('polars')} | "
-                  f"{cell('pandas')} | {cell('duckdb_over_raw_duckdb', '{:.2f}x')} | "
-                  f"{cell('duckdb_over_polars', '{:.2f}x')} |", flush=True)
+            print(f"| {rows:,} | {_cell(row, 'duckdb')} | {_cell(row, 'spark')} | {_cell(row, 'duckdb_sql')} | "
+                  f"{_cell(row, 'polars')} | {_cell(row, 'pandas')} | "
+                  f"{_cell(row, 'duckdb_over_raw_duckdb', '{:.2f}x')} | "
+                  f"{_cell(row, 'duckdb_over_polars', '{:.2f}x')} |", flush=True)
         print("\n`batchrl run configs/cartpole_dqn_offline.yaml --stop-after prepare` (30,000 transitions):")
         print("| engine | " + " | ".join(DATA_STAGES) + " | validate+timeline+normalize+prepare |")
         print("|---|" + "---|" * (len(DATA_STAGES) + 1))
