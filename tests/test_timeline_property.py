@@ -59,7 +59,7 @@ def _sorted_rows(table: pa.Table) -> list[dict]:
 
 
 #: Examples per engine: DuckDB runs a case in milliseconds, Spark in about a second.
-EXAMPLES = {"duckdb": 60, "spark": 10}
+EXAMPLES = {"duckdb": 30, "spark": 10}
 
 
 def test_engine_equals_pandas_reference(engine):

@@ -78,6 +78,19 @@ def api(obj: Any) -> Api:
     return _api("duckdb" if type(obj).__module__.startswith("sqlframe") else "spark")
 
 
+_schemas: dict[int, tuple[Any, Any]] = {}
+
+
+def schema_of(df: DataFrame) -> Any:
+    """``df.schema``, asked once per DataFrame (SQLFrame runs a DESCRIBE query for every ``.schema``)."""
+    cached = _schemas.get(id(df))
+    if cached is None or cached[0] is not df:
+        if len(_schemas) > 256:
+            _schemas.clear()
+        cached = _schemas[id(df)] = (df, df.schema)
+    return cached[1]
+
+
 def type_name(dtype: Any) -> str:
     """``StringType``, ``MapType``, ... : the same names on both engines (for ``isinstance``-free checks)."""
     return type(dtype).__name__

@@ -24,7 +24,7 @@ import pyarrow as pa
 from pydantic import Field, ValidationError
 
 from batchrl import storage
-from batchrl.engine import api, get_engine, hash_unit, type_name
+from batchrl.engine import api, get_engine, hash_unit, schema_of, type_name
 from batchrl.errors import BatchRLError
 from batchrl.preprocessing.identify import MIN_SAMPLES, IdentifyOptions, NotIdentified, identify_feature
 from batchrl.preprocessing.normalization import FeatureType, Normalization, write_normalization
@@ -123,7 +123,7 @@ def _check_column(df: DataFrame, column: str, where: str) -> None:
     if column not in df.columns:
         raise BatchRLError(f"column '{column}' not found (columns: {', '.join(df.columns)})", where=where,
                            fix="pass --column with a map column of the timeline table, e.g. state_features")
-    dtype = next(f.dataType for f in df.schema.fields if f.name == column)
+    dtype = next(f.dataType for f in schema_of(df).fields if f.name == column)
     if not (type_name(dtype) == "MapType" and type_name(dtype.keyType) in NUMERIC
             and type_name(dtype.valueType) in NUMERIC):
         raise BatchRLError(f"column '{column}' is {dtype.simpleString()}, not a map of feature id -> value",

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from batchrl import storage
 from batchrl.data.schema import END_TRUNCATED, training_columns
-from batchrl.engine import any_of, api, get_engine, has_key, hash_unit, type_name
+from batchrl.engine import any_of, api, get_engine, has_key, hash_unit, schema_of, type_name
 from batchrl.errors import BatchRLError
 from batchrl.preprocessing.normalization import FeatureType, read_normalization
 
@@ -99,7 +99,7 @@ def _check_input(df: DataFrame, options: PrepareOptions, where: str) -> tuple[bo
     if missing:
         raise BatchRLError(f"the timeline table has no column(s) {missing}", where=where,
                            fix="pass the output of `batchrl timeline`")
-    schema = {f.name: f.dataType for f in df.schema.fields}
+    schema = {f.name: f.dataType for f in schema_of(df).fields}
     action = schema["action"]
     continuous = type_name(action) == "MapType" and type_name(action.keyType) in ("LongType", "IntegerType")
     if not continuous and type_name(action) != "StringType":

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from batchrl import storage
-from batchrl.engine import api, get_engine, type_name
+from batchrl.engine import api, get_engine, schema_of, type_name
 from batchrl.errors import BatchRLError
 
 if TYPE_CHECKING:
@@ -341,8 +341,8 @@ def build_timeline(df: DataFrame, options: TimelineOptions, outliers: OutlierFil
     values, then the output columns.
     """
     F, Window = api(df).F, api(df).Window
-    schema = timeline_schema(df.schema, options)
-    rewards, possible = _columns_used(df.schema, options)
+    schema = timeline_schema(schema_of(df), options)
+    rewards, possible = _columns_used(schema_of(df), options)
     types = {f.name: f.dataType for f in schema.fields}
     rows = df.where((F.col("ds") >= options.start_ds) & (F.col("ds") <= options.end_ds))
     if options.outlier_episode_length_percentile is not None and outliers is None:
@@ -452,7 +452,7 @@ def timeline(input: str, output: str, options: TimelineOptions, spark_master: st
         rows_read = in_range.count()
         in_range = drop_duplicate_keys(in_range, runner)
     checked = validate_logged(in_range, where=where)
-    schema = timeline_schema(in_range.schema, options)  # raises on missing reward/extra columns
+    schema = timeline_schema(schema_of(in_range), options)  # raises on missing reward/extra columns
     outliers = outlier_filter(in_range, options)
     result = build_timeline(in_range, options, outliers)
     log.info("timeline: %d rows, %d episodes in the ds range; writing %s with %s", checked["rows"],
@@ -473,7 +473,7 @@ def timeline(input: str, output: str, options: TimelineOptions, spark_master: st
             "input_episodes": checked["episodes"],
             "duplicates_dropped": (rows_read - checked["rows"]) if rows_read is not None else 0,
             "output_rows": output_rows,
-            "action_kind": _action_kind(_field_type(in_range.schema, "action")),
+            "action_kind": _action_kind(_field_type(schema_of(in_range), "action")),
             "steps": options.steps,
             "add_terminal_state_row": options.add_terminal_state_row,
             "outlier_filter": asdict(outliers) if outliers else None,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from batchrl import storage
-from batchrl.engine import any_of, api, get_engine, map_values, type_name
+from batchrl.engine import any_of, api, get_engine, map_values, schema_of, type_name
 from batchrl.errors import BatchRLError
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class LoggedKind:
 
 
 def _type_errors(df: DataFrame) -> tuple[list[str], LoggedKind | None]:
-    fields = {f.name: f.dataType for f in df.schema.fields}
+    fields = {f.name: f.dataType for f in schema_of(df).fields}
     errors = [f"missing column '{c}'" for c in REQUIRED if c not in fields]
     integral = ("LongType", "IntegerType", "ShortType")
     real = ("DoubleType", "FloatType")
