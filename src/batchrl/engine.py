@@ -24,6 +24,7 @@ under a memory limit and spills to a temporary directory beyond it:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import uuid
@@ -127,23 +128,34 @@ def has_key(F, m: Column, key: Column) -> Column:
     return F.array_contains(F.map_keys(m), key)
 
 
-HASH_HEX_DIGITS = 8
+def hash_key(F, *columns: Column) -> Column:
+    """A seeded, engine-independent hash of ``columns``: ``md5(concat_ws('|', columns as strings))``, 32
+    lowercase hex digits. Read as a 128-bit number h, ``u = h / 16^32`` is uniform in [0, 1); the string
+    order is the numeric order, so the stages compare and sort the hex strings themselves.
 
-
-def hash_unit(F, *columns: Column) -> Column:
-    """A seeded, engine-independent hash of ``columns`` in [0, 1): the first 8 hex digits of
-    ``md5(concat_ws('|', columns as strings))`` over 16^8.
-
-    Spark's ``xxhash64`` has no DuckDB twin; md5, substring and instr exist on both, and integers and
-    strings print the same on both (doubles do not: hash only ids and strings).
+    Spark's ``xxhash64`` has no DuckDB twin; md5 and concat_ws exist on both, and integers and strings
+    print the same on both (doubles do not: hash only ids and strings).
     """
-    digest = F.md5(F.concat_ws("|", *[c.cast("string") for c in columns]))
-    value = None
-    for i in range(HASH_HEX_DIGITS):
-        digit = (F.instr(F.lit("0123456789abcdef"), F.substring(digest, i + 1, 1)) - 1).cast("double")
-        term = digit * float(16 ** (HASH_HEX_DIGITS - 1 - i))
-        value = term if value is None else value + term
-    return value / float(16 ** HASH_HEX_DIGITS)
+    return F.md5(F.concat_ws("|", *[c.cast("string") for c in columns]))
+
+
+def hash_threshold(fraction: float) -> str:
+    """The string ``t`` with ``key < t`` exactly when ``u = int(key, 16) / 16^32 < fraction`` ("" for none,
+    "g", above every hex key, for all)."""
+    if fraction <= 0.0:
+        return ""
+    if fraction >= 1.0:
+        return "g"
+    return format(math.ceil(fraction * 16 ** 32), "032x")
+
+
+def hash_below(F, key: Column, fraction: float) -> Column:
+    """``u < fraction`` for a :func:`hash_key` column."""
+    if fraction <= 0.0:
+        return F.lit(False)
+    if fraction >= 1.0:
+        return F.lit(True)
+    return key < F.lit(hash_threshold(fraction))
 
 
 # ---------------------------------------------------------------- memory

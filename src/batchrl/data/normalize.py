@@ -1,8 +1,8 @@
 """The normalize stage: per-feature normalization of a map column of the timeline table (spec section 4).
 
 Sampling runs in the data engine (DuckDB or Spark, :mod:`batchrl.engine`): the map column is exploded
-into (feature id, value) pairs; each pair gets a seeded hash ``u = hash_unit(seed, feature, mdp_id,
-sequence_number)`` in [0, 1) (md5-based, the same on both engines), and each feature keeps its
+into (feature id, value) pairs; each pair gets a seeded hash ``u = md5(seed|feature|mdp_id|sequence_number)
+/ 16^32`` in [0, 1) (:func:`batchrl.engine.hash_key`, the same on both engines), and each feature keeps its
 ``num_samples`` pairs of smallest ``(u, value)``. That sample depends only on the data and the
 seed, not on partitioning, so the same seed gives the same file. (To avoid sorting every pair, pairs
 are first pre-filtered by ``u`` below a bound that keeps a comfortable margin over ``num_samples``; a
@@ -24,7 +24,7 @@ import pyarrow as pa
 from pydantic import Field, ValidationError
 
 from batchrl import storage
-from batchrl.engine import api, get_engine, hash_unit, schema_of, type_name
+from batchrl.engine import api, get_engine, hash_key, hash_threshold, schema_of, type_name
 from batchrl.errors import BatchRLError
 from batchrl.preprocessing.identify import MIN_SAMPLES, IdentifyOptions, NotIdentified, identify_feature
 from batchrl.preprocessing.normalization import FeatureType, Normalization, write_normalization
@@ -50,11 +50,11 @@ class NormalizeOptions(IdentifyOptions):
 
 
 def _exploded(df: DataFrame, column: str, seed: int) -> DataFrame:
-    """(feature_id, value, u) for every entry of the map column; u in [0, 1) from a seeded hash."""
+    """(feature_id, value, u) for every entry of the map column; u is a seeded hash key (hex, ordered as u)."""
     F = api(df).F
     row_key = [c for c in ("mdp_id", "sequence_number") if c in df.columns]
     keyed = df.select(*row_key, F.col(column).alias("_map"), F.explode(F.map_keys(column)).alias("_key"))
-    u = hash_unit(F, F.lit(seed), F.col("_key").cast("bigint"), *[F.col(c) for c in row_key])
+    u = hash_key(F, F.lit(seed), F.col("_key").cast("bigint"), *[F.col(c) for c in row_key])
     return keyed.select(F.col("_key").cast("bigint").alias("feature_id"),
                         F.element_at(F.col("_map"), F.col("_key")).cast("double").alias("value"), u.alias("u"))
 
@@ -65,7 +65,7 @@ def _sample(engine: Engine, pairs: DataFrame, num_samples: int,
     F, Window = engine.api.F, engine.api.Window
     if bounds is not None:
         limits = engine.from_arrow(pa.table({"feature_id": pa.array(list(bounds), pa.int64()),
-                                             "bound": pa.array(list(bounds.values()), pa.float64())}))
+                                             "bound": pa.array([hash_threshold(b) for b in bounds.values()])}))
         pairs = pairs.join(limits, "feature_id").where(F.col("u") < F.col("bound"))
     window = Window.partitionBy("feature_id").orderBy("u", "value")
     ranked = pairs.select("feature_id", "value", F.row_number().over(window).alias("rank")) \

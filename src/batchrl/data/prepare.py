@@ -5,8 +5,8 @@ implementation for both, no Python UDFs):
 
 1. reward: ``COALESCE(expr, 0)`` of a custom SQL expression if given; else with multi-step
    (``multi_steps = K``) the discounted sum ``sum_{j < step} gamma^j reward[j]``; else ``reward``;
-2. split by a stable hash of ``mdp_id``: h = 100 * hash_unit(split_seed, mdp_id) in [0, 100) (md5-based,
-   :func:`batchrl.engine.hash_unit`);
+2. split by a stable hash of ``mdp_id``: h = 100 u in [0, 100) with u = md5(split_seed|mdp_id) / 16^32
+   (:func:`batchrl.engine.hash_key`, the same on both engines);
    train keeps h < table_sample, eval keeps h >= 100 - eval_table_sample (whole episodes stay together;
    the ranges must not overlap);
 3. ``step`` = 1, or with multi-step ``min(len(next_state_features), K)`` (at least 1);
@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from batchrl import storage
 from batchrl.data.schema import END_TRUNCATED, training_columns
-from batchrl.engine import any_of, api, get_engine, has_key, hash_unit, schema_of, type_name
+from batchrl.engine import any_of, api, get_engine, has_key, hash_below, hash_key, schema_of, type_name
 from batchrl.errors import BatchRLError
 from batchrl.preprocessing.normalization import FeatureType, read_normalization
 
@@ -189,8 +189,8 @@ def _mask(F, possible: Column | None, actions: list[str]) -> Column:
 
 
 def _split_hash(F, mdp_id: Column, seed: int) -> Column:
-    """Stable position of an episode in [0, 100) from its mdp_id."""
-    return hash_unit(F, F.lit(seed), mdp_id) * 100.0
+    """The episode's hash key; its position in [0, 100) is 100 u (:func:`batchrl.engine.hash_key`)."""
+    return hash_key(F, F.lit(seed), mdp_id)
 
 
 def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int], actions: list[str],
@@ -375,7 +375,8 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
         actions = list(options.actions) if options.actions is not None else inferred
     train_range = [0.0, options.table_sample]
     eval_range = [100.0 - options.eval_table_sample, 100.0]
-    conditions = {"train": F.col("_split") < options.table_sample, "eval": F.col("_split") >= eval_range[0]}
+    conditions = {"train": hash_below(F, F.col("_split"), options.table_sample / 100.0),
+                  "eval": ~hash_below(F, F.col("_split"), eval_range[0] / 100.0)}
     try:  # a bad custom reward expression fails here (Spark: when planned; DuckDB: when run)
         rows = runner.named(training_rows(df, options, feature_ids, actions, metric_names, multi, action_ids))
         counts, results = _part_stats(rows, conditions)
@@ -411,7 +412,7 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
         "gamma": options.gamma,
         "multi_steps": options.multi_steps,
         "split": {"train": train_range, "eval": eval_range,
-                  "hash": "100 * int(md5(split_seed|mdp_id)[:8], 16) / 16^8", "split_seed": options.split_seed},
+                  "hash": "100 * int(md5(split_seed|mdp_id), 16) / 16^32", "split_seed": options.split_seed},
         "custom_reward_expression": options.custom_reward_expression,
         "input": input,
         "normalization": normalization,
