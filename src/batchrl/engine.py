@@ -16,8 +16,8 @@ under a memory limit and spills to a temporary directory beyond it:
 - ``BATCHRL_DUCKDB_MEMORY_LIMIT`` (e.g. ``4GB``): default ``BATCHRL_DUCKDB_MEMORY_FRACTION`` (0.6) of the
   container's memory limit (cgroup v2 ``memory.max`` or v1 ``memory.limit_in_bytes``), else of the
   machine's memory;
-- ``BATCHRL_DUCKDB_TEMP_DIR``: where it spills (default a ``batchrl-duckdb`` directory in the system
-  temporary directory);
+- ``BATCHRL_DUCKDB_TEMP_DIR``: where it spills (default ``batchrl-duckdb-<pid>`` in the system temporary
+  directory);
 - ``BATCHRL_DUCKDB_THREADS``: worker threads (default: DuckDB's, the CPUs it may use).
 """
 
@@ -254,7 +254,7 @@ class DuckDBEngine(Engine):
         self.memory_limit = memory_limit or os.environ.get("BATCHRL_DUCKDB_MEMORY_LIMIT") or \
             f"{default_memory_limit() // (1 << 20)}MB"
         self.temp_dir = temp_dir or os.environ.get("BATCHRL_DUCKDB_TEMP_DIR") or \
-            os.path.join(tempfile.gettempdir(), "batchrl-duckdb")
+            os.path.join(tempfile.gettempdir(), f"batchrl-duckdb-{os.getpid()}")  # one per process
         threads = threads or (int(os.environ["BATCHRL_DUCKDB_THREADS"]) if os.environ.get("BATCHRL_DUCKDB_THREADS")
                               else None)
         # preserve_insertion_order off: results need not keep the input's row order (the stages order
