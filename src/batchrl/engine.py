@@ -161,11 +161,13 @@ def hash_below(F, key: Column, fraction: float) -> Column:
 # ---------------------------------------------------------------- memory
 
 
-def container_memory_limit() -> int | None:
-    """The memory limit of this container from cgroups (v2, then v1); None when unlimited or unknown."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+def container_memory_limit(cgroup_root: str = "/sys/fs/cgroup") -> int | None:
+    """The memory limit of this container from cgroups (v2 ``memory.max``, then v1
+    ``memory/memory.limit_in_bytes``); None when unlimited ("max", or v1's huge number) or unknown."""
+    for name in ("memory.max", "memory/memory.limit_in_bytes"):
         try:
-            text = open(path).read().strip()
+            with open(os.path.join(cgroup_root, name)) as fh:
+                text = fh.read().strip()
         except OSError:
             continue
         if text.isdigit() and int(text) < 1 << 60:  # v1 writes a huge number for "unlimited"
