@@ -39,9 +39,9 @@ def main() -> None:
     from batchrl.data.normalize import NormalizeOptions, normalize
     from batchrl.data.prepare import PrepareOptions, prepare
     from batchrl.data.timeline import make_options, timeline
+    from batchrl.engine import get_engine
     from batchrl.preprocessing.normalization import read_normalization
     from batchrl.preprocessing.preprocessor import Preprocessor
-    from batchrl.engine import get_engine
 
     d = (args.workdir or tempfile.mkdtemp(prefix="batchrl-bench-")).rstrip("/")
     generate(f"{d}/logged", GenerateOptions(env="CartPole-v0", transitions=args.transitions, seed=42))
