@@ -356,7 +356,8 @@ def build_timeline(df: DataFrame, options: TimelineOptions, outliers: OutlierFil
     nexts = ["action", "state_features"] + (["possible_actions"] if possible else []) + options.extra_feature_columns
     window: dict[str, Column] = {  # first projection: window values, under _w_<name>
         "_ordinal": F.row_number().over(w),
-        "_since_first": seq - F.min(seq).over(episode),
+        # min over W's running frame = the episode's first sequence number; one window spec, one sort
+        "_since_first": seq - F.min(seq).over(w),
     }
     out: dict[str, Column] = {  # second projection: the output columns, from the window values
         "sequence_number_ordinal": F.col("_w__ordinal"),
