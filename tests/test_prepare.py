@@ -222,3 +222,25 @@ def test_options_take_reagent_int_actions_and_reject_overlaps():
         PrepareOptions(actions=["0", "0"])
     with pytest.raises(ValueError, match="Extra inputs"):
         PrepareOptions(colour=1)
+
+
+def test_continuous_actions_become_vectors(engine, tmp_path, norm):
+    """Map actions -> dense vectors over the action normalization's ids; an empty next action is terminal."""
+    schema = pa.schema([(f.name, STATE_MAP) if f.name in ("action", "next_action") else f
+                        for f in _single_schema() if f.name not in ("possible_actions", "possible_next_actions")])
+    rows = [dict(_row("a", 0, 1, {0: 1.0}, [(100, 0.5)], [(100, -1.0), (101, 2.0)], 1.0, [(0, 2.0)], 1)),
+            dict(_row("a", 1, 2, {0: 2.0}, [(101, 0.25)], [], 2.0, [], 0, end="terminated"))]
+    for row in rows:
+        del row["possible_actions"], row["possible_next_actions"]
+    timeline = _write(tmp_path / "tl", rows, schema)
+    actions = str(tmp_path / "actions.json")
+    write_normalization(actions, {i: NormalizationParameters(feature_type="CONTINUOUS_ACTION", min_value=-2.0,
+                                                              max_value=2.0) for i in (100, 101)})
+    summary = prepare(timeline, norm, str(tmp_path / "train"), str(tmp_path / "eval"),
+                      PrepareOptions(table_sample=100, eval_table_sample=0), MASTER, actions, engine=engine.name)
+    assert summary["action_kind"] == "continuous" and summary["action_names"] == ["100", "101"]
+    got = _rows_by_key(str(tmp_path / "train"))
+    first, last = got[("a", 1)], got[("a", 2)]
+    assert (first["action"], first["action_presence"]) == ([0.5, 0.0], [True, False])
+    assert (first["next_action"], first["not_terminal"]) == ([-1.0, 2.0], True)
+    assert (last["next_action_presence"], last["not_terminal"]) == ([False, False], False)

@@ -246,7 +246,8 @@ def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int]
                                                 if "possible_next_actions" in cols else None, actions)}
         no_action = action == F.lit(len(actions))
     else:
-        missing_next = F.coalesce(F.size(at_step("next_action")), F.lit(0)) <= 0
+        # size of a map as the size of its keys (SQLFrame sizes lists only)
+        missing_next = F.coalesce(F.size(F.map_keys(at_step("next_action"))), F.lit(0)) <= 0
         action, action_presence = _dense(F, col("action"), action_ids)
         next_vector, next_presence_ = _dense(F, at_step("next_action"), action_ids)
         no_mask = F.expr("array()").cast("array<boolean>")
