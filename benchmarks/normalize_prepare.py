@@ -1,10 +1,10 @@
 """Throughput of normalize, prepare and the Preprocessor on CartPole data (issue 4).
 
 Generates random CartPole-v0 transitions, builds the timeline (not timed), then times
-``normalize`` (at two sample sizes) and ``prepare`` end to end (Spark jobs, Parquet write, commit),
-and the Preprocessor (eager and TorchScript) on the prepared states.
+``normalize`` (at two sample sizes) and ``prepare`` end to end (the engine's work, Parquet write, commit)
+on the chosen data engine, and the Preprocessor (eager and TorchScript) on the prepared states.
 
-    .venv/bin/python benchmarks/normalize_prepare.py [--transitions 100000] [--workdir DIR]
+    .venv/bin/python benchmarks/normalize_prepare.py [--transitions 100000] [--engine duckdb|spark] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def main() -> None:
     parser.add_argument("--transitions", type=int, default=100_000)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb")
     args = parser.parse_args()
+    engine, master = args.engine, args.master
 
     import torch
 
@@ -37,26 +39,26 @@ def main() -> None:
     from batchrl.data.normalize import NormalizeOptions, normalize
     from batchrl.data.prepare import PrepareOptions, prepare
     from batchrl.data.timeline import make_options, timeline
+    from batchrl.engine import get_engine
     from batchrl.preprocessing.normalization import read_normalization
     from batchrl.preprocessing.preprocessor import Preprocessor
-    from batchrl.spark import get_spark
 
     d = (args.workdir or tempfile.mkdtemp(prefix="batchrl-bench-")).rstrip("/")
     generate(f"{d}/logged", GenerateOptions(env="CartPole-v0", transitions=args.transitions, seed=42))
-    get_spark(args.master)
+    runner = get_engine(engine, master)
     timeline(f"{d}/logged", f"{d}/timeline", make_options(
         {"startDs": "2019-01-01", "endDs": "2019-01-01", "addTerminalStateRow": True}, where="benchmark"),
-        args.master)
-    # warm-up (JVM code paths), not reported
-    normalize(f"{d}/timeline", f"{d}/warm.json", NormalizeOptions(num_samples=100), args.master)
+        master, engine)
+    # warm-up (JVM code paths, imports), not reported
+    normalize(f"{d}/timeline", f"{d}/warm.json", NormalizeOptions(num_samples=100), master, engine)
     rows = args.transitions
-    print(f"CartPole-v0, {rows} transitions, Spark {args.master}")
+    print(f"CartPole-v0, {rows} transitions, {runner.describe()}")
     for samples in (1000, 100_000):
         _, seconds = _timed(lambda s=samples: normalize(f"{d}/timeline", f"{d}/norm-{s}.json",
-                                                        NormalizeOptions(num_samples=s), args.master))
+                                                        NormalizeOptions(num_samples=s), master, engine))
         print(f"normalize num_samples={samples}: {seconds:.1f} s ({rows * 4 / seconds:,.0f} feature values/s)")
     summary, seconds = _timed(lambda: prepare(f"{d}/timeline", f"{d}/norm-1000.json", f"{d}/train", f"{d}/eval",
-                                              PrepareOptions(actions=["0", "1"]), args.master))
+                                              PrepareOptions(actions=["0", "1"]), master, engine=engine))
     print(f"prepare: {seconds:.1f} s ({rows / seconds:,.0f} rows/s; train {summary['train']['num_rows']}, "
           f"eval {summary['eval']['num_rows']})")
 

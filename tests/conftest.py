@@ -1,4 +1,4 @@
-"""Shared fixtures: one Spark session per test process, a moto S3 server on 127.0.0.1, a CLI runner."""
+"""Shared fixtures: one Spark session per test process, the data engines (DuckDB and Spark), a moto S3 server on 127.0.0.1, a CLI runner."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ def spark():
     from batchrl.spark import get_spark
 
     return get_spark("local[2]", app_name="batchrl-tests")
+
+
+@pytest.fixture(scope="session", params=["duckdb", "spark"])
+def engine(request):
+    """Each data-stage test runs on both engines: DuckDB (SQLFrame) and Spark local[2]."""
+    from batchrl.engine import get_engine
+
+    return get_engine(request.param, "local[2]", app_name="batchrl-tests")
 
 
 def _free_port() -> int:

@@ -1,4 +1,5 @@
-"""The normalize stage (spec section 4): Spark sampling, types keyed by feature id, determinism, errors."""
+"""The normalize stage (spec section 4): sampling on each engine (DuckDB, Spark), types keyed by feature id,
+determinism (the same file from both engines), errors."""
 
 from __future__ import annotations
 
@@ -58,9 +59,9 @@ def timeline(tmp_path_factory):
     return _timeline(str(tmp_path_factory.mktemp("norm") / "timeline"), np.random.default_rng(7))
 
 
-def test_types_per_feature_id_and_same_seed_same_file(spark, timeline, tmp_path):
+def test_types_per_feature_id_and_same_seed_same_file(engine, timeline, tmp_path):
     first, second = str(tmp_path / "a.json"), str(tmp_path / "b.json")
-    summary = normalize(timeline, first, NormalizeOptions(num_samples=2000, seed=11), "local[2]")
+    summary = normalize(timeline, first, NormalizeOptions(num_samples=2000, seed=11), "local[2]", engine.name)
     normalization = read_normalization(first)
     assert {k: v.feature_type.value for k, v in normalization.items()} == KINDS
     assert summary["feature_ids"] == sorted(KINDS)
@@ -70,34 +71,39 @@ def test_types_per_feature_id_and_same_seed_same_file(spark, timeline, tmp_path)
     assert normalization[1].mean == pytest.approx(5.0, abs=0.2)
     assert normalization[1].stddev == pytest.approx(10 / 12**0.5, abs=0.1)
     assert normalization[13].mean == pytest.approx(-3.0, abs=0.01) and normalization[13].stddev < 0.02
-    # the same seed gives the same file, also through the spark_job entry point (JSON options)
+    # the same seed gives the same file, also through the spark_job entry point (JSON options, Spark): the
+    # sample is the same on both engines
     options = NormalizeOptions(num_samples=2000, seed=11)
     run_job({"stage": "normalize", "input": timeline, "output": second, "spark_master": "local[2]",
              "options": json.loads(json.dumps(options.model_dump(mode="json")))})
     assert open(first).read() == open(second).read()
 
 
-def test_sample_is_seeded_exact_and_independent_of_partitioning(spark, timeline):
-    df = spark.read.parquet(storage.spark_path(timeline))
-    one, counts = sample_features(df.repartition(1), "state_features", 300, seed=5)
-    many, _ = sample_features(df.repartition(7), "state_features", 300, seed=5)
+def test_sample_is_seeded_exact_and_independent_of_partitioning(engine, timeline):
+    df = engine.read_parquet(timeline)
+    def parts(n: int):
+        return df.repartition(n) if engine.name == "spark" else df
+
+    one, counts = sample_features(engine, parts(1), "state_features", 300, seed=5)
+    many, _ = sample_features(engine, parts(7), "state_features", 300, seed=5)
     assert counts == {k: ROWS for k in KINDS}
     assert set(one) == set(KINDS)
     for k in KINDS:
         assert len(one[k]) == 300
         np.testing.assert_array_equal(one[k], many[k])
     # another seed, another sample
-    other, _ = sample_features(df, "state_features", 300, seed=6)
+    other, _ = sample_features(engine, df, "state_features", 300, seed=6)
     assert all(not np.array_equal(one[k], other[k]) for k in (1, 3, 8))
 
 
-def test_cli_overrides_quantiles_and_action_column(spark, tmp_path, cli):
+def test_cli_overrides_quantiles_and_action_column(engine, tmp_path, cli):
     path = _timeline(str(tmp_path / "tl"), np.random.default_rng(3), n=600, action_map=True,
                      extra={40: [1.0] * 10})
     out = tmp_path / "n.json"
     code, stdout, _ = cli("normalize", "--input", path, "--output", out, "--num-samples", "500",
                           "--use-quantiles", "--quantile-k2-threshold", "50", "--feature-override", "1=DO_NOT_PREPROCESS",
-                          "--feature-override", "5=CONTINUOUS", "--spark-master", "local[2]")
+                          "--feature-override", "5=CONTINUOUS", "--spark-master", "local[2]",
+                          "--engine", engine.name)
     assert code == 0
     summary = json.loads(stdout)
     normalization = read_normalization(str(out))
@@ -109,28 +115,30 @@ def test_cli_overrides_quantiles_and_action_column(spark, tmp_path, cli):
     # ReAgent's double-encoded form on disk
     assert all(isinstance(v, str) for v in json.loads(out.read_text()).values())
     code, stdout, _ = cli("normalize", "--input", path, "--output", tmp_path / "a.json", "--column", "action",
-                          "--feature-type", "CONTINUOUS_ACTION", "--spark-master", "local[2]")
+                          "--feature-type", "CONTINUOUS_ACTION", "--spark-master", "local[2]", "--engine", engine.name)
     assert code == 0
     actions = read_normalization(str(tmp_path / "a.json"))
     assert list(actions) == [100, 101] and all(p.feature_type == "CONTINUOUS_ACTION" for p in actions.values())
     assert -2.0 <= actions[100].min_value < -1.9 and 1.9 < actions[100].max_value <= 2.0
 
 
-def test_bad_input_is_a_clear_error_and_writes_nothing(spark, timeline, tmp_path, cli):
+def test_bad_input_is_a_clear_error_and_writes_nothing(engine, timeline, tmp_path, cli):
     bad = _timeline(str(tmp_path / "bad"), np.random.default_rng(5), n=200,
                     extra={6: [1.0] * 150 + [float("nan")] * 2 + [float("inf")] * 3})
     out = tmp_path / "n.json"
-    code, _, err = cli("normalize", "--input", bad, "--output", out, "--spark-master", "local[2]")
+    code, _, err = cli("normalize", "--input", bad, "--output", out, "--spark-master", "local[2]",
+                       "--engine", engine.name)
     assert code == 2 and "feature 6: 5 of 155" in err and not os.path.exists(out)
     code, _, err = cli("normalize", "--input", timeline, "--output", out, "--column", "action",
-                       "--spark-master", "local[2]")
+                       "--spark-master", "local[2]", "--engine", engine.name)
     assert code == 2 and "column 'action' is string, not a map" in err and not os.path.exists(out)
     code, _, err = cli("normalize", "--input", timeline, "--output", out, "--feature-override", "3=SPLINE")
     assert code == 2 and "bad --feature-override '3=SPLINE'" in err
     with pytest.raises(BatchRLError, match=r"feature ids not in column 'state_features': \[99\]"):
-        normalize(timeline, str(out), NormalizeOptions(num_samples=50, feature_overrides={99: "ENUM"}), "local[2]")
+        normalize(timeline, str(out), NormalizeOptions(num_samples=50, feature_overrides={99: "ENUM"}), "local[2]",
+                  engine.name)
     with pytest.raises(BatchRLError, match="column 'missing' not found"):
-        normalize(timeline, str(out), NormalizeOptions(column="missing"), "local[2]")
+        normalize(timeline, str(out), NormalizeOptions(column="missing"), "local[2]", engine.name)
     assert not os.path.exists(out)
 
 

@@ -1,4 +1,5 @@
-"""The prepare stage (spec section 3): hand-computed rows, multi-step, custom reward, split, errors."""
+"""The prepare stage (spec section 3): hand-computed rows, multi-step, custom reward, split, errors; each test
+taking ``engine`` runs on DuckDB and on Spark."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def _rows_by_key(uri: str) -> dict[tuple[str, int], dict]:
     return {(r["mdp_id"], r["sequence_number"]): r for r in storage.read_table(uri).to_pylist()}
 
 
-def test_single_step_rows_by_hand(spark, tmp_path, norm, cli):
+def test_single_step_rows_by_hand(engine, tmp_path, norm, cli):
     rows = [
         _row("a", 0, 1, {0: 1.5, 1: 9.0, 2: 1.0}, "1", "0", 1.0, [(0, 2.5)], 1,
              metrics=[("reward", 1.0), ("cost", 2.0)], possible_next=["0"]),
@@ -79,7 +80,7 @@ def test_single_step_rows_by_hand(spark, tmp_path, norm, cli):
     train, evaluation = tmp_path / "train", tmp_path / "eval"
     code, out, err = cli("prepare", "--input", timeline, "--normalization", norm, "--output-train", train,
                          "--output-eval", evaluation, "--actions", "0,1", "--table-sample", "100",
-                         "--eval-table-sample", "0", "--spark-master", MASTER)
+                         "--eval-table-sample", "0", "--spark-master", MASTER, "--engine", engine.name)
     assert code == 0, err
     summary = json.loads(out)
     assert summary["dropped_truncated"] == 1 and summary["unknown_actions"] == 1
@@ -114,7 +115,7 @@ def test_single_step_rows_by_hand(spark, tmp_path, norm, cli):
     assert storage.read_metadata(str(evaluation))["num_rows"] == 0
 
 
-def test_multi_step_reward_step_and_next_elements(spark, tmp_path, norm):
+def test_multi_step_reward_step_and_next_elements(engine, tmp_path, norm):
     rows = [
         _row("m", 0, 1, {0: 0.0}, "0", ["0", "1", "0"], [1.0, 2.0, 4.0], [[(0, 1.0)], [(0, 2.0)], [(0, 3.0)]],
              [1, 2, 3], metrics=[[("m", 1.0)], [("m", 2.0)], [("m", 3.0)]],
@@ -128,7 +129,7 @@ def test_multi_step_reward_step_and_next_elements(spark, tmp_path, norm):
     ]
     timeline = _write(tmp_path / "tl", rows, _multi_schema())
     options = PrepareOptions(actions=["0", "1"], table_sample=100, eval_table_sample=0, multi_steps=2, gamma=0.5)
-    summary = prepare(timeline, norm, str(tmp_path / "train"), str(tmp_path / "eval"), options, MASTER)
+    summary = prepare(timeline, norm, str(tmp_path / "train"), str(tmp_path / "eval"), options, MASTER, engine=engine.name)
     assert summary["dropped_truncated"] == 1
     got = _rows_by_key(str(tmp_path / "train"))
     first, middle, last = got[("m", 1)], got[("m", 2)], got[("m", 3)]
@@ -144,24 +145,25 @@ def test_multi_step_reward_step_and_next_elements(spark, tmp_path, norm):
     # a custom reward expression replaces the discounted sum; null -> 0
     options = PrepareOptions(actions=["0", "1"], table_sample=100, eval_table_sample=0, multi_steps=2, gamma=0.5,
                              custom_reward_expression="CASE WHEN sequence_number > 0 THEN reward[0] * 10 END")
-    prepare(timeline, norm, str(tmp_path / "train2"), str(tmp_path / "eval2"), options, MASTER)
+    prepare(timeline, norm, str(tmp_path / "train2"), str(tmp_path / "eval2"), options, MASTER, engine=engine.name)
     got = _rows_by_key(str(tmp_path / "train2"))
     assert [got[("m", i)]["reward"] for i in (1, 2, 3)] == [0.0, 80.0, 50.0]
 
 
-def test_cartpole_split_is_90_10_by_whole_episodes(spark, tmp_path):
+def test_cartpole_split_is_90_10_by_whole_episodes(engine, tmp_path):
     from batchrl.data.gym_logging import GenerateOptions, generate
     from batchrl.data.timeline import make_options, timeline
 
     logged, tl = str(tmp_path / "logged"), str(tmp_path / "timeline")
     generate(logged, GenerateOptions(env="CartPole-v0", transitions=30000, seed=42))
     timeline(logged, tl, make_options({"startDs": "2019-01-01", "endDs": "2019-01-01",
-                                       "addTerminalStateRow": True}, where="test"), spark_master=MASTER)
+                                       "addTerminalStateRow": True}, where="test"), spark_master=MASTER,
+             engine=engine.name)
     norm = str(tmp_path / "norm.json")
     write_normalization(norm, {i: NormalizationParameters(feature_type="CONTINUOUS", mean=0.0, stddev=1.0)
                                for i in range(4)})
     train, evaluation = str(tmp_path / "train"), str(tmp_path / "eval")
-    summary = prepare(tl, norm, train, evaluation, PrepareOptions(), MASTER)
+    summary = prepare(tl, norm, train, evaluation, PrepareOptions(), MASTER, engine=engine.name)
     assert summary["action_names"] == ["0", "1"]  # inferred, in numeric order
     kept = 30000 - summary["dropped_truncated"]
     assert summary["dropped_truncated"] >= 1  # at least the episode cut by the transition budget
@@ -181,7 +183,7 @@ def test_cartpole_split_is_90_10_by_whole_episodes(spark, tmp_path):
     assert meta["num_rows"] == n_eval and meta["reward_mean"] == 1.0
 
 
-def test_bad_input_is_a_clear_error_and_writes_nothing(spark, tmp_path, norm, cli):
+def test_bad_input_is_a_clear_error_and_writes_nothing(engine, tmp_path, norm, cli):
     multi = _write(tmp_path / "multi", [
         _row("m", 0, 1, {0: 0.0}, "0", ["1"], [1.0], [[(0, 1.0)]], [1], metrics=[[("m", 1.0)]],
              possible_next=[["0"]])], _multi_schema())
@@ -190,21 +192,21 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(spark, tmp_path, norm, cl
     train, evaluation = str(tmp_path / "train"), str(tmp_path / "eval")
     options = PrepareOptions(actions=["0", "1"])
     with pytest.raises(BatchRLError, match="the timeline is multi-step"):
-        prepare(multi, norm, train, evaluation, options, MASTER)
+        prepare(multi, norm, train, evaluation, options, MASTER, engine=engine.name)
     with pytest.raises(BatchRLError, match="needs a multi-step timeline"):
-        prepare(single, norm, train, evaluation, PrepareOptions(multi_steps=2, gamma=0.9), MASTER)
+        prepare(single, norm, train, evaluation, PrepareOptions(multi_steps=2, gamma=0.9), MASTER, engine=engine.name)
     with pytest.raises(BatchRLError, match="could not build the training table"):
         prepare(single, norm, train, evaluation, PrepareOptions(custom_reward_expression="no_such_column + 1"),
-                MASTER)
+                MASTER, engine=engine.name)
     other_norm = str(tmp_path / "other.json")
     write_normalization(other_norm, {50: NormalizationParameters(feature_type="BINARY")})
     with pytest.raises(BatchRLError, match=r"no row has any of the normalization's feature ids \[50\]"):
-        prepare(single, other_norm, train, evaluation, options, MASTER)
+        prepare(single, other_norm, train, evaluation, options, MASTER, engine=engine.name)
     code, _, err = cli("prepare", "--input", single, "--normalization", norm, "--output-train", train,
-                       "--output-eval", evaluation, "--table-sample", "95", "--eval-table-sample", "10")
+                       "--output-eval", evaluation, "--table-sample", "95", "--eval-table-sample", "10", "--engine", engine.name)
     assert code == 2 and "an episode would be in both train and eval" in err
     code, _, err = cli("prepare", "--input", single, "--normalization", tmp_path / "missing.json",
-                       "--output-train", train, "--output-eval", evaluation)
+                       "--output-train", train, "--output-eval", evaluation, "--engine", engine.name)
     assert code == 2 and "file not found" in err
     assert not os.path.exists(train) and not os.path.exists(evaluation)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging directories left
@@ -220,3 +222,25 @@ def test_options_take_reagent_int_actions_and_reject_overlaps():
         PrepareOptions(actions=["0", "0"])
     with pytest.raises(ValueError, match="Extra inputs"):
         PrepareOptions(colour=1)
+
+
+def test_continuous_actions_become_vectors(engine, tmp_path, norm):
+    """Map actions -> dense vectors over the action normalization's ids; an empty next action is terminal."""
+    schema = pa.schema([(f.name, STATE_MAP) if f.name in ("action", "next_action") else f
+                        for f in _single_schema() if f.name not in ("possible_actions", "possible_next_actions")])
+    rows = [dict(_row("a", 0, 1, {0: 1.0}, [(100, 0.5)], [(100, -1.0), (101, 2.0)], 1.0, [(0, 2.0)], 1)),
+            dict(_row("a", 1, 2, {0: 2.0}, [(101, 0.25)], [], 2.0, [], 0, end="terminated"))]
+    for row in rows:
+        del row["possible_actions"], row["possible_next_actions"]
+    timeline = _write(tmp_path / "tl", rows, schema)
+    actions = str(tmp_path / "actions.json")
+    write_normalization(actions, {i: NormalizationParameters(feature_type="CONTINUOUS_ACTION", min_value=-2.0,
+                                                              max_value=2.0) for i in (100, 101)})
+    summary = prepare(timeline, norm, str(tmp_path / "train"), str(tmp_path / "eval"),
+                      PrepareOptions(table_sample=100, eval_table_sample=0), MASTER, actions, engine=engine.name)
+    assert summary["action_kind"] == "continuous" and summary["action_names"] == ["100", "101"]
+    got = _rows_by_key(str(tmp_path / "train"))
+    first, last = got[("a", 1)], got[("a", 2)]
+    assert (first["action"], first["action_presence"]) == ([0.5, 0.0], [True, False])
+    assert (first["next_action"], first["not_terminal"]) == ([-1.0, 2.0], True)
+    assert (last["next_action_presence"], last["not_terminal"]) == ([False, False], False)

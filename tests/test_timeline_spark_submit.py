@@ -33,5 +33,5 @@ def test_spark_submit_runs_the_job(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # spark-submit merges the driver's stderr (log lines) into stdout; the summary is the JSON at the end
     summary = json.loads(proc.stdout[proc.stdout.index("\n{\n") + 1:])
-    assert summary["output_rows"] == 1 and summary["spark_master"] == "local[1]"  # spark-submit's master
+    assert summary["output_rows"] == 1 and summary["engine"] == "spark (local[1])"  # spark-submit's master
     assert storage.read_table(out).column("next_action").to_pylist() == ["action2"]

@@ -1,4 +1,5 @@
-"""Validation of logged tables: each bad-input class names column, count and an example; exit 2."""
+"""Validation of logged tables: each bad-input class names column, count and an example; exit 2. Every test
+runs on both engines (DuckDB, Spark), and both engines word every failure the same."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ def _replace(table, name, values, type_=None):
                             pa.array(values, type=type_ or table.schema.field(name).type))
 
 
-def test_good_table_passes(tmp_path, good, cli):
-    code, out, err = cli("validate", "--input", _write(tmp_path, good, "good"))
+def test_good_table_passes(tmp_path, good, cli, engine):
+    code, out, err = cli("validate", "--input", _write(tmp_path, good, "good"), "--engine", engine.name)
     assert code == 0, err
     assert json.loads(out)["rows"] == 300
 
@@ -71,9 +72,9 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("expected", BAD_INPUTS)
-def test_bad_input_named_with_count_and_example(tmp_path, good, cli, expected):
+def test_bad_input_named_with_count_and_example(tmp_path, good, cli, engine, expected):
     uri = _write(tmp_path, _bad_cases(good)[expected])
-    code, out, err = cli("validate", "--input", uri)
+    code, out, err = cli("validate", "--input", uri, "--engine", engine.name)
     assert code == 2
     assert expected in err
     assert "Traceback" not in err
@@ -81,13 +82,35 @@ def test_bad_input_named_with_count_and_example(tmp_path, good, cli, expected):
         assert "e.g. mdp_id=" in err
 
 
-def test_jsonl_input(tmp_path, good, cli):
+def test_jsonl_input(tmp_path, good, cli, engine):
     path = tmp_path / "logged.jsonl"
     with open(path, "w") as fh:
         for row in good.slice(0, 50).to_pylist():
             row["state_features"] = {str(k): v for k, v in row["state_features"]}
             row["metrics"] = dict(row["metrics"])
             fh.write(json.dumps(row) + "\n")
-    code, out, err = cli("validate", "--input", path)
+    code, out, err = cli("validate", "--input", path, "--engine", engine.name)
     assert code == 0, err
     assert json.loads(out)["rows"] == 50
+
+
+def test_engines_word_every_failure_the_same(good):
+    """All the bad cases in one table, validated on DuckDB and on Spark: the same message, word for word."""
+    from batchrl.data.validation import validate_logged
+    from batchrl.engine import get_engine
+    from batchrl.errors import BatchRLError
+
+    probs, rewards = good.column("action_probability").to_pylist(), good.column("reward").to_pylist()
+    seqs, actions = good.column("sequence_number").to_pylist(), good.column("action").to_pylist()
+    bad = _replace(good, "action_probability", [1.5, 0.0] + probs[2:])
+    bad = _replace(bad, "reward", [float("nan")] + rewards[1:-1] + [None])
+    bad = _replace(bad, "sequence_number", [0, 0] + seqs[2:])
+    bad = _replace(bad, "action", actions[:5] + ["7"] * 3 + actions[8:])
+    messages = {}
+    for name in ("duckdb", "spark"):
+        runner = get_engine(name, "local[2]")
+        with pytest.raises(BatchRLError) as caught:
+            validate_logged(runner.from_arrow(bad))
+        messages[name] = caught.value.message
+    assert messages["duckdb"] == messages["spark"]
+    assert "fails 5 check(s)" in messages["duckdb"]

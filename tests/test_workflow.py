@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -48,3 +49,14 @@ def test_run_with_bad_config_key_exits_2(tmp_path, cli):
     code, _, err = cli("run", _tiny_config(tmp_path, num_epoch=3), "--workdir", tmp_path / "w")
     assert code == 2 and "num_epoch" in err
     assert not (tmp_path / "w").exists()
+
+
+def test_run_names_the_engine_per_data_stage_and_stops_after_prepare(tmp_path, cli):
+    workdir = tmp_path / "work"
+    code, out, err = cli("run", _tiny_config(tmp_path), "--workdir", workdir, "--stop-after", "prepare")
+    assert code == 0, err
+    for stage in ("validate", "timeline", "normalize", "prepare"):
+        (line,) = [line for line in out.splitlines() if re.match(rf"\[\s*[\d.]+s\] {stage}\s", line)]
+        assert line.endswith("engine=duckdb"), line
+    assert (workdir / ARTIFACTS["train"]).exists() and not (workdir / ARTIFACTS["model"]).exists()
+    assert set(json.loads((workdir / "run_summary.json").read_text())) >= {"prepare", "artifacts"}

@@ -29,14 +29,15 @@ def _timeline(payload: dict[str, Any], master: str | None) -> dict:
 
     options = make_options(payload.get("options") or {}, where="spark_job options")
     input, output = resolve_locations(payload.get("input"), payload.get("output"), options)
-    return timeline(input, output, options, spark_master=master)
+    return timeline(input, output, options, spark_master=master, engine="spark")
 
 
 def _normalize(payload: dict[str, Any], master: str | None) -> dict:
     from batchrl.data.normalize import make_options, normalize
 
     options = make_options(payload.get("options") or {}, where="spark_job options")
-    return normalize(_uri(payload, "input"), _uri(payload, "output"), options, spark_master=master)
+    return normalize(_uri(payload, "input"), _uri(payload, "output"), options, spark_master=master,
+                     engine="spark")
 
 
 def _prepare(payload: dict[str, Any], master: str | None) -> dict:
@@ -49,7 +50,7 @@ def _prepare(payload: dict[str, Any], master: str | None) -> dict:
     action_normalization = inputs.get("action_normalization") if isinstance(inputs, dict) else None
     return prepare(_uri(payload, "input", "timeline"), _uri(payload, "input", "normalization"),
                    _uri(payload, "output", "train"), _uri(payload, "output", "eval"), options, spark_master=master,
-                   action_normalization=action_normalization or None)
+                   action_normalization=action_normalization or None, engine="spark")
 
 
 def _uri(payload: dict[str, Any], key: str, part: str | None = None) -> str:

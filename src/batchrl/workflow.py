@@ -47,8 +47,10 @@ class RunOptions:
     start_ds: str | None = None  # timeline range; None: the range present in the logged table
     end_ds: str | None = None
     spark_master: str = "local[*]"
+    engine: str | None = None  # data stages' engine; None: the config's (auto: DuckDB)
     device: str | None = None
     evaluate: bool = True
+    stop_after: str | None = None  # a stage name: stop once it is done (e.g. "prepare": the data stages only)
     on_stage: Callable[[str, dict[str, Any], float], None] | None = field(default=None, repr=False)
 
 
@@ -76,8 +78,22 @@ def _normalize_options(prep: PreprocessingOptions, seed: int):
     return NormalizeOptions(**{"seed": seed, **prep.model_dump(exclude_none=True)})
 
 
+class _Stop(Exception):
+    """Raised after ``RunOptions.stop_after``'s stage."""
+
+
 def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
-    """Run every stage in order; return {stage: summary} plus the artifact locations."""
+    """Run every stage in order (up to ``options.stop_after``); return {stage: summary} plus the artifact
+    locations."""
+    try:
+        return _run_stages(config, options)
+    except _Stop as stop:
+        results = stop.args[0]
+        storage.write_json(f"{options.workdir.rstrip('/')}/run_summary.json", results)
+        return results
+
+
+def _run_stages(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
     from batchrl.data.gym_logging import GenerateOptions, generate
     from batchrl.data.normalize import normalize, normalize_actions
     from batchrl.data.prepare import PrepareOptions, prepare
@@ -87,6 +103,7 @@ def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
     from batchrl.training.train import train
 
     uris = artifact_uris(options.workdir)
+    engine, master = options.engine or config.engine, options.spark_master
     model, continuous = config.model.value, config.model.continuous
     trainer = model.trainer_param
     results: dict[str, Any] = {"algorithm": config.model.name, "artifacts": {}}
@@ -101,6 +118,8 @@ def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
             results["artifacts"][name] = uris[artifact]
         if options.on_stage:
             options.on_stage(name, summary, elapsed)
+        if name == options.stop_after:
+            raise _Stop(results)
         return summary
 
     logged = options.input or uris["logged"]
@@ -113,20 +132,19 @@ def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
             seed=config.seed, ds=options.ds, max_steps=max_steps)), "logged")
     else:
         results["artifacts"]["logged"] = logged
-    checked = stage("validate", lambda: validate_input(logged, options.spark_master))
+    checked = stage("validate", lambda: validate_input(logged, master, engine))
     timeline_options = make_options({"startDs": options.start_ds or checked["min_ds"],
                                      "endDs": options.end_ds or checked["max_ds"],
                                      "addTerminalStateRow": True}, where="batchrl run")
-    stage("timeline", lambda: timeline(logged, uris["timeline"], timeline_options, options.spark_master),
-          "timeline")
+    stage("timeline", lambda: timeline(logged, uris["timeline"], timeline_options, master, engine), "timeline")
     state_options = _normalize_options(model.state_options if continuous else model.preprocessing_options,
                                        config.seed)
-    stage("normalize", lambda: normalize(uris["timeline"], uris["normalization"], state_options,
-                                         options.spark_master), "normalization")
+    stage("normalize", lambda: normalize(uris["timeline"], uris["normalization"], state_options, master, engine),
+          "normalization")
     action_prep = (model.action_preprocessing_options if continuous else None) or PreprocessingOptions()
     action_options = _normalize_options(action_prep, config.seed)
     stage("normalize_actions", lambda: normalize_actions(uris["timeline"], uris["action_normalization"],
-                                                         action_options, options.spark_master),
+                                                         action_options, master, engine),
           "action_normalization")
     spec = config.input_table_spec
     prepare_options = PrepareOptions(
@@ -135,7 +153,7 @@ def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
         eval_table_sample=spec.eval_table_sample if spec.eval_table_sample is not None else 10,
         multi_steps=trainer.rl.multi_steps, gamma=trainer.rl.gamma)
     stage("prepare", lambda: prepare(uris["timeline"], uris["normalization"], uris["train"], uris["eval"],
-                                     prepare_options, options.spark_master, uris["action_normalization"]), "train")
+                                     prepare_options, master, uris["action_normalization"], engine), "train")
     results["artifacts"]["eval"] = uris["eval"]
     stage("train", lambda: train(config, uris["train"], uris["eval"], uris["normalization"], uris["model"],
                                  device=options.device), "model")

@@ -1,4 +1,4 @@
-"""``--spark-mode {local,kubernetes}`` and the Spark-on-Kubernetes options shared by the Spark stages.
+"""``--engine``, ``--spark-mode {local,kubernetes}`` and the Spark-on-Kubernetes options of the data stages.
 
 A Spark stage command calls :func:`add_spark_mode_options` on its parser and, in ``run``, returns
 ``run_on_kubernetes(args, stage, input, output, options)`` when it is not ``None``: with
@@ -17,9 +17,18 @@ from pydantic import BaseModel
 from batchrl.commands._common import build_options, print_summary
 
 
+def add_engine_option(parser: argparse.ArgumentParser) -> None:
+    """``--engine auto|duckdb|spark`` and ``--spark-master`` (the local Spark's master)."""
+    parser.add_argument("--engine", choices=["auto", "duckdb", "spark"], default="auto",
+                        help="data engine: DuckDB in this process (auto, the default) or Spark (spark; always "
+                        "with --spark-mode kubernetes)")
+    parser.add_argument("--spark-master", default="local[*]", help="Spark master with --engine spark (default local[*])")
+
+
 def add_spark_mode_options(parser: argparse.ArgumentParser) -> None:
     from batchrl.kube.sparkapp import DEFAULT_IMAGE
 
+    add_engine_option(parser)
     parser.add_argument("--spark-mode", choices=["local", "kubernetes"], default="local",
                         help="run Spark here (local, default) or as a SparkApplication on Kubernetes "
                         "(spark-operator; input and output must be s3:// URIs)")
@@ -71,6 +80,9 @@ def run_on_kubernetes(args: argparse.Namespace, stage: str, input_uri: str, outp
     from batchrl.errors import BatchRLError
 
     where = f"batchrl {stage}"
+    if args.spark_mode == "kubernetes" and args.engine == "duckdb":
+        raise BatchRLError("--spark-mode kubernetes runs Spark; --engine duckdb runs in this process", where=where,
+                           fix="drop --engine duckdb (or --spark-mode kubernetes)")
     if args.spark_mode != "kubernetes":
         if args.k8s_dry_run:
             raise BatchRLError("--dry-run prints the SparkApplication and needs --spark-mode kubernetes",

@@ -15,7 +15,7 @@ FEATURE_TYPES = ("BINARY", "PROBABILITY", "CONTINUOUS", "BOXCOX", "ENUM", "QUANT
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("normalize", help="identify per-feature normalization of a timeline table",
                        description="Sample each feature of a map column of the timeline table (seeded, in "
-                       "Spark), identify its type (BINARY, PROBABILITY, ENUM, CONTINUOUS, BOXCOX, QUANTILE) "
+                       "DuckDB or Spark), identify its type (BINARY, PROBABILITY, ENUM, CONTINUOUS, BOXCOX, QUANTILE) "
                        "and parameters, and write them as ReAgent's normalization JSON.")
     p.add_argument("--input", required=True, help="timeline table URI")
     p.add_argument("--output", required=True, help="normalization JSON URI (path, file:// or s3://)")
@@ -39,7 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="force this type on every feature of the column (e.g. CONTINUOUS_ACTION)")
     p.add_argument("--stddev-floor", type=float,
                    help="floor of identified stddevs (default 1e-6; 1.0 reproduces ReAgent)")
-    p.add_argument("--spark-master", default="local[*]", help="Spark master (default local[*])")
     add_spark_mode_options(p)
     p.set_defaults(func=run)
 
@@ -72,5 +71,5 @@ def run(args: argparse.Namespace) -> int:
         feature_type=args.feature_type, stddev_floor=args.stddev_floor)
     if (code := run_on_kubernetes(args, "normalize", args.input, args.output, options)) is not None:
         return code
-    print_summary(normalize(args.input, args.output, options, spark_master=args.spark_master))
+    print_summary(normalize(args.input, args.output, options, spark_master=args.spark_master, engine=args.engine))
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from batchrl.commands._spark_options import add_engine_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="build the dense train/eval training tables from a timeline table",
@@ -26,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--multi-steps", type=int, help="K of a multi-step timeline (needs --gamma)")
     p.add_argument("--gamma", type=float, help="discount of the multi-step reward")
     p.add_argument("--custom-reward-expression", metavar="SQL",
-                   help="SQL expression over the timeline row used as reward (COALESCE(expr, 0))")
-    p.add_argument("--spark-master", default="local[*]", help="Spark master (default local[*])")
+                   help="Spark SQL expression over the timeline row used as reward (COALESCE(expr, 0))")
+    add_engine_option(p)
     p.set_defaults(func=run)
 
 
@@ -41,5 +43,6 @@ def run(args: argparse.Namespace) -> int:
         eval_table_sample=args.eval_table_sample, split_seed=args.split_seed, multi_steps=args.multi_steps,
         gamma=args.gamma, custom_reward_expression=args.custom_reward_expression)
     print_summary(prepare(args.input, args.normalization, args.output_train, args.output_eval, options,
-                          spark_master=args.spark_master, action_normalization=args.action_normalization))
+                          spark_master=args.spark_master, action_normalization=args.action_normalization,
+                          engine=args.engine))
     return 0

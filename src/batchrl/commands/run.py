@@ -17,9 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ds", default="2019-01-01", help="ds written by generate (default 2019-01-01)")
     p.add_argument("--start-ds", help="timeline startDs (default: the earliest ds in the logged table)")
     p.add_argument("--end-ds", help="timeline endDs (default: the latest ds in the logged table)")
-    p.add_argument("--spark-master", default="local[*]", help="Spark master (default local[*])")
+    p.add_argument("--engine", choices=["auto", "duckdb", "spark"],
+                   help="data stages' engine (default: the config's engine key, auto = DuckDB in this process)")
+    p.add_argument("--spark-master", default="local[*]", help="Spark master with --engine spark (default local[*])")
     p.add_argument("--device", help="training device: auto, cpu, cuda, cuda:N (default: the config's)")
     p.add_argument("--no-evaluate", action="store_true", help="stop after training")
+    p.add_argument("--stop-after", choices=["generate", "validate", "timeline", "normalize", "prepare", "train"],
+                   help="stop once this stage is done (e.g. prepare: the data stages only)")
     p.set_defaults(func=run)
 
 
@@ -32,6 +36,8 @@ def _artifact_line(name: str, summary: dict[str, Any], elapsed: float) -> None:
     keys = ("rows", "episodes", "output_rows", "features", "train_rows", "eval_rows", "dropped_truncated",
             "epochs", "transitions_per_s", "eval_td_loss", "gym_score")
     facts = ", ".join(f"{k}={_short(flat[k])}" for k in keys if isinstance(flat.get(k), int | float | str))
+    if "engine" in summary:
+        facts += f", engine={summary['engine'].split(' ')[0]}"
     print(f"[{elapsed:6.1f}s] {name:<17} {facts}", flush=True)
 
 
@@ -47,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     results = run_workflow(config, RunOptions(
         workdir=args.workdir, input=args.input, ds=args.ds, start_ds=args.start_ds, end_ds=args.end_ds,
-        spark_master=args.spark_master, device=args.device, evaluate=not args.no_evaluate,
+        spark_master=args.spark_master, engine=args.engine, device=args.device, evaluate=not args.no_evaluate,
+        stop_after=args.stop_after,
         on_stage=_artifact_line))
     print("\nartifacts:")
     for name, uri in results["artifacts"].items():

@@ -1,4 +1,4 @@
-"""`batchrl timeline`: logged table -> timeline table (one row per state/next-state pair) with Spark."""
+"""`batchrl timeline`: logged table -> timeline table (one row per state/next-state pair), DuckDB or Spark."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _columns(text: str) -> list[str]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "timeline", help="build the timeline table (state, action, reward, next state ...) with Spark",
+        "timeline", help="build the timeline table (state, action, reward, next state ...)",
         description="Build the timeline table of spec section 2 from a logged table. Options come from "
         "--config (a JSON file of ReAgent TimelineConfiguration keys, e.g. startDs, endDs, "
         "addTerminalStateRow) and from the flags below, which take precedence.")
@@ -43,7 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, metavar="K", help="multi-step: partner rows per row (array columns)")
     p.add_argument("--dedup", action="store_true", default=None,
                    help="keep the first of duplicated (mdp_id, sequence_number) rows instead of failing")
-    p.add_argument("--spark-master", default="local[*]", help="Spark master (default local[*])")
     add_spark_mode_options(p)
     p.set_defaults(func=run)
 
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     input, output, options = options_from_args(args)
     if (code := run_on_kubernetes(args, "timeline", input, output, options)) is not None:
         return code
-    print_summary(timeline(input, output, options, spark_master=args.spark_master))
+    print_summary(timeline(input, output, options, spark_master=args.spark_master, engine=args.engine))
     return 0
 
 

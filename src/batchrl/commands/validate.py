@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from batchrl.commands._common import print_summary
+from batchrl.commands._spark_options import add_engine_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,12 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Check a logged table against the schema and row invariants; every "
                        "failed check is listed with its column, offending row count and an example.")
     p.add_argument("--input", required=True, help="logged table URI (Parquet dataset, or .json/.jsonl)")
-    p.add_argument("--spark-master", default="local[*]", help="Spark master (default local[*])")
+    add_engine_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from batchrl.data.validation import validate_input
 
-    print_summary(validate_input(args.input, args.spark_master))
+    print_summary(validate_input(args.input, args.spark_master, engine=args.engine))
     return 0

@@ -10,7 +10,7 @@ names the key, where it is, and the keys that are allowed there.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -100,7 +100,8 @@ class ReaderOptions(_Strict):
 
 
 class WorkflowConfig(_Strict):
-    """A whole workflow file: ReAgent's keys plus ``device`` and ``checkpoint_every``.
+    """A whole workflow file: ReAgent's keys plus ``device``, ``checkpoint_every`` and ``engine`` (the data
+    stages' engine: auto = DuckDB in this process, or spark).
 
     ``max_steps`` caps the episodes ``batchrl run`` generates and evaluates, as ReAgent's
     ``run_episode`` did: on top of the environment's own time limit, never beyond it.
@@ -123,6 +124,7 @@ class WorkflowConfig(_Strict):
     keep_checkpoints: int | None = Field(default=None, ge=1)  # the latest N checkpoints stay; None: all
     cpu_threads: int | None = Field(default=None, ge=1)  # torch intra-op threads while training; None: torch's
     reader_options: ReaderOptions | None = None
+    engine: Literal["auto", "duckdb", "spark"] = "auto"  # data stages: DuckDB in this process, or Spark
 
     @field_validator("device")
     @classmethod

@@ -1,8 +1,9 @@
 """The normalize stage: per-feature normalization of a map column of the timeline table (spec section 4).
 
-Sampling runs in Spark: the map column is exploded into (feature id, value) pairs; each pair gets a
-seeded hash ``u = xxhash64(seed, feature, mdp_id, sequence_number, value)`` mapped to [0, 1), and each
-feature keeps its ``num_samples`` pairs of smallest ``u``. That sample depends only on the data and the
+Sampling runs in the data engine (DuckDB or Spark, :mod:`batchrl.engine`): the map column is exploded
+into (feature id, value) pairs; each pair gets a seeded hash ``u = md5(seed|feature|mdp_id|sequence_number)
+/ 16^32`` in [0, 1) (:func:`batchrl.engine.hash_key`, the same on both engines), and each feature keeps its
+``num_samples`` pairs of smallest ``(u, value)``. That sample depends only on the data and the
 seed, not on partitioning, so the same seed gives the same file. (To avoid sorting every pair, pairs
 are first pre-filtered by ``u`` below a bound that keeps a comfortable margin over ``num_samples``; a
 feature whose pre-filter kept too few is re-sampled without it, so the result is always exact.)
@@ -23,6 +24,7 @@ import pyarrow as pa
 from pydantic import Field, ValidationError
 
 from batchrl import storage
+from batchrl.engine import api, get_engine, hash_key, hash_threshold, schema_of, type_name
 from batchrl.errors import BatchRLError
 from batchrl.preprocessing.identify import MIN_SAMPLES, IdentifyOptions, NotIdentified, identify_feature
 from batchrl.preprocessing.normalization import FeatureType, Normalization, write_normalization
@@ -30,9 +32,9 @@ from batchrl.preprocessing.normalization import FeatureType, Normalization, writ
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-log = logging.getLogger(__name__)
+    from batchrl.engine import Engine
 
-_U_BITS = 53
+log = logging.getLogger(__name__)
 
 
 class NormalizeOptions(IdentifyOptions):
@@ -48,28 +50,27 @@ class NormalizeOptions(IdentifyOptions):
 
 
 def _exploded(df: DataFrame, column: str, seed: int) -> DataFrame:
-    """(feature_id, value, u) for every entry of the map column; u in [0, 1) from a seeded hash."""
-    from pyspark.sql import functions as F
-
-    row_key = [F.col(c) for c in ("mdp_id", "sequence_number") if c in df.columns]
-    pairs = df.select(*row_key, F.explode(F.col(column)).alias("feature_id", "value"))
-    hashed = F.xxhash64(F.lit(seed), F.col("feature_id"), *row_key, F.col("value"))
-    scale = float(2 ** _U_BITS)
-    return pairs.select(F.col("feature_id").cast("long").alias("feature_id"), F.col("value").cast("double"),
-                        (F.pmod(hashed, F.lit(2 ** _U_BITS)).cast("double") / scale).alias("u"))
+    """(feature_id, value, u) for every entry of the map column; u is a seeded hash key (hex, ordered as u)."""
+    F = api(df).F
+    row_key = [c for c in ("mdp_id", "sequence_number") if c in df.columns]
+    keyed = df.select(*row_key, F.col(column).alias("_map"), F.explode(F.map_keys(column)).alias("_key"))
+    u = hash_key(F, F.lit(seed), F.col("_key").cast("bigint"), *[F.col(c) for c in row_key])
+    return keyed.select(F.col("_key").cast("bigint").alias("feature_id"),
+                        F.element_at(F.col("_map"), F.col("_key")).cast("double").alias("value"), u.alias("u"))
 
 
-def _sample(pairs: DataFrame, num_samples: int, bounds: dict[int, float] | None) -> dict[int, np.ndarray]:
+def _sample(engine: Engine, pairs: DataFrame, num_samples: int,
+            bounds: dict[int, float] | None) -> dict[int, np.ndarray]:
     """Per feature, the values of its ``num_samples`` pairs of smallest u (only pairs with u < bound)."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
+    F, Window = engine.api.F, engine.api.Window
     if bounds is not None:
-        limits = pairs.sparkSession.createDataFrame(list(bounds.items()), "feature_id long, bound double")
-        pairs = pairs.join(F.broadcast(limits), "feature_id").where(F.col("u") < F.col("bound"))
+        limits = engine.from_arrow(pa.table({"feature_id": pa.array(list(bounds), pa.int64()),
+                                             "bound": pa.array([hash_threshold(b) for b in bounds.values()])}))
+        pairs = pairs.join(limits, "feature_id").where(F.col("u") < F.col("bound"))
     window = Window.partitionBy("feature_id").orderBy("u", "value")
-    ranked = pairs.withColumn("rank", F.row_number().over(window)).where(F.col("rank") <= num_samples)
-    table = ranked.select("feature_id", "value", "rank").toArrow()
+    ranked = pairs.select("feature_id", "value", F.row_number().over(window).alias("rank")) \
+        .where(F.col("rank") <= num_samples)
+    table = engine.to_arrow(ranked)
     ids = table.column("feature_id").to_numpy()
     values = table.column("value").to_numpy()
     ranks = table.column("rank").to_numpy()
@@ -82,18 +83,17 @@ def _sample(pairs: DataFrame, num_samples: int, bounds: dict[int, float] | None)
     return out
 
 
-def sample_features(df: DataFrame, column: str, num_samples: int, seed: int) -> tuple[dict[int, np.ndarray],
-                                                                                       dict[int, int]]:
+def sample_features(engine: Engine, df: DataFrame, column: str, num_samples: int,
+                    seed: int) -> tuple[dict[int, np.ndarray], dict[int, int]]:
     """Seeded per-feature samples of a map column and each feature's total count of entries."""
-    from pyspark.sql import functions as F
-
-    pairs = _exploded(df, column, seed).cache()
+    F = engine.api.F
+    pairs = engine.cache(_exploded(df, column, seed))
     try:
+        value = F.col("value")
         stats = pairs.groupBy("feature_id").agg(
             F.count(F.lit(1)).alias("count"),
-            F.sum((F.col("value").isNull() | F.isnan("value")
-                   | F.col("value").isin(math.inf, -math.inf)).cast("long")).alias("bad"),
-            F.sum((F.col("value").isNull()).cast("long")).alias("null"),
+            F.sum((value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))).cast("long")).alias("bad"),
+            F.sum(value.isNull().cast("long")).alias("null"),
         ).collect()
         counts = {int(r["feature_id"]): int(r["count"]) for r in stats}
         bad = sorted((int(r["feature_id"]), int(r["bad"]), int(r["null"])) for r in stats if r["bad"])
@@ -105,26 +105,27 @@ def sample_features(df: DataFrame, column: str, num_samples: int, seed: int) -> 
         # keep pairs with u below a bound well above num_samples / count (exactness is checked below)
         bounds = {f: min(1.0, (1.1 * num_samples + 10.0 * math.sqrt(num_samples) + 100.0) / c)
                   for f, c in counts.items()}
-        samples = _sample(pairs, num_samples, bounds if any(b < 1.0 for b in bounds.values()) else None)
+        samples = _sample(engine, pairs, num_samples, bounds if any(b < 1.0 for b in bounds.values()) else None)
         short = [f for f, c in counts.items() if len(samples.get(f, ())) < min(num_samples, c)]
         if short:
             log.info("re-sampling %d features without the pre-filter", len(short))
-            exact = _sample(pairs.where(F.col("feature_id").isin(short)), num_samples, None)
+            exact = _sample(engine, pairs.where(F.col("feature_id").isin(short)), num_samples, None)
             samples.update(exact)
     finally:
-        pairs.unpersist()
+        engine.uncache(pairs)
     return samples, counts
 
 
-def _check_column(df: DataFrame, column: str, where: str) -> None:
-    from pyspark.sql.types import MapType, NumericType
+NUMERIC = ("ByteType", "ShortType", "IntegerType", "LongType", "FloatType", "DoubleType", "DecimalType")
 
+
+def _check_column(df: DataFrame, column: str, where: str) -> None:
     if column not in df.columns:
         raise BatchRLError(f"column '{column}' not found (columns: {', '.join(df.columns)})", where=where,
                            fix="pass --column with a map column of the timeline table, e.g. state_features")
-    dtype = df.schema[column].dataType
-    if not (isinstance(dtype, MapType) and isinstance(dtype.keyType, NumericType)
-            and isinstance(dtype.valueType, NumericType)):
+    dtype = next(f.dataType for f in schema_of(df).fields if f.name == column)
+    if not (type_name(dtype) == "MapType" and type_name(dtype.keyType) in NUMERIC
+            and type_name(dtype.valueType) in NUMERIC):
         raise BatchRLError(f"column '{column}' is {dtype.simpleString()}, not a map of feature id -> value",
                            where=where, fix="normalize a map column (state_features, or action for "
                            "parametric/continuous actions); discrete actions need no normalization")
@@ -145,18 +146,17 @@ def identify_all(samples: dict[int, np.ndarray], options: NormalizeOptions) -> t
     return normalization, skipped
 
 
-def normalize(input: str, output: str, options: NormalizeOptions, spark_master: str = "local[*]") -> dict:
+def normalize(input: str, output: str, options: NormalizeOptions, spark_master: str | None = "local[*]",
+              engine: str = "auto") -> dict:
     """Identify normalization parameters of ``options.column`` in the timeline table ``input``.
 
     Writes ReAgent's JSON (feature id -> JSON-encoded parameters) to ``output`` and returns a summary.
+    ``engine``: auto, duckdb or spark (the sampling; identification is numpy).
     """
-    from batchrl.spark import get_spark
-
-    storage.require_committed(input)
-    spark = get_spark(spark_master)
-    df = spark.read.parquet(storage.spark_path(input))
+    runner = get_engine(engine, spark_master)
+    df = runner.read_parquet(input)
     _check_column(df, options.column, input)
-    samples, counts = sample_features(df, options.column, options.num_samples, options.seed)
+    samples, counts = sample_features(runner, df, options.column, options.num_samples, options.seed)
     unknown = sorted(set(options.feature_overrides) - set(counts))
     if unknown:
         raise BatchRLError(f"feature overrides name feature ids not in column '{options.column}': {unknown}",
@@ -181,6 +181,7 @@ def normalize(input: str, output: str, options: NormalizeOptions, spark_master: 
         "not_identified": {str(f): reason for f, reason in skipped.items()},
         "num_samples": options.num_samples,
         "seed": options.seed,
+        "engine": runner.describe(),
     }
 
 
@@ -190,15 +191,16 @@ def has_continuous_actions(timeline: str) -> bool:
     return "action" in schema.names and pa.types.is_map(schema.field("action").type)
 
 
-def normalize_actions(input: str, output: str, options: NormalizeOptions, spark_master: str = "local[*]") -> dict:
+def normalize_actions(input: str, output: str, options: NormalizeOptions, spark_master: str | None = "local[*]",
+                      engine: str = "auto") -> dict:
     """The CONTINUOUS_ACTION bounds of the timeline's continuous (map) actions, which ``prepare`` and the
     exported actor use. Discrete (string) actions have nothing to normalize: an empty normalization is
-    written (without Spark), so that one pipeline shape serves both kinds of actions."""
+    written (without an engine), so that one pipeline shape serves both kinds of actions."""
     options = options.model_copy(update={"column": "action", "feature_type": FeatureType.CONTINUOUS_ACTION})
     if not has_continuous_actions(input):
         write_normalization(output, {})
         return {"output": output, "column": "action", "action_kind": "discrete", "features": 0, "feature_ids": []}
-    return {**normalize(input, output, options, spark_master), "action_kind": "continuous"}
+    return {**normalize(input, output, options, spark_master, engine), "action_kind": "continuous"}
 
 
 def make_options(values: dict[str, Any], where: str) -> NormalizeOptions:

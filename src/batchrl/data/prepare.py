@@ -1,10 +1,12 @@
 """The prepare stage: timeline table -> dense train and eval training tables (spec section 3).
 
-Per timeline row, with Spark (DataFrame API and SQL higher-order functions, no Python UDFs):
+Per timeline row, on the data engine (DuckDB or Spark, :mod:`batchrl.engine`; one DataFrame-API
+implementation for both, no Python UDFs):
 
 1. reward: ``COALESCE(expr, 0)`` of a custom SQL expression if given; else with multi-step
    (``multi_steps = K``) the discounted sum ``sum_{j < step} gamma^j reward[j]``; else ``reward``;
-2. split by a stable hash of ``mdp_id``: h = xxhash64(split_seed, mdp_id) mod 10^6 / 10^4 in [0, 100);
+2. split by a stable hash of ``mdp_id``: h = 100 u in [0, 100) with u = md5(split_seed|mdp_id) / 16^32
+   (:func:`batchrl.engine.hash_key`, the same on both engines);
    train keeps h < table_sample, eval keeps h >= 100 - eval_table_sample (whole episodes stay together;
    the ranges must not overlap);
 3. ``step`` = 1, or with multi-step ``min(len(next_state_features), K)`` (at least 1);
@@ -34,15 +36,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from batchrl import storage
 from batchrl.data.schema import END_TRUNCATED, training_columns
+from batchrl.engine import any_of, api, get_engine, has_key, hash_below, hash_key, schema_of, type_name
 from batchrl.errors import BatchRLError
 from batchrl.preprocessing.normalization import FeatureType, read_normalization
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
+
 log = logging.getLogger(__name__)
 
-HASH_BUCKETS = 1_000_000
 REQUIRED = ("mdp_id", "state_features", "action", "next_action", "action_probability", "reward",
             "next_state_features", "sequence_number", "time_diff")
 
@@ -92,23 +95,21 @@ class PrepareOptions(BaseModel):
 def _check_input(df: DataFrame, options: PrepareOptions, where: str) -> tuple[bool, bool]:
     """Check the timeline table's columns; return whether it is multi-step (array rewards) and whether
     its actions are continuous (maps)."""
-    from pyspark.sql import types as T
-
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise BatchRLError(f"the timeline table has no column(s) {missing}", where=where,
                            fix="pass the output of `batchrl timeline`")
-    schema = {f.name: f.dataType for f in df.schema.fields}
+    schema = {f.name: f.dataType for f in schema_of(df).fields}
     action = schema["action"]
-    continuous = isinstance(action, T.MapType) and isinstance(action.keyType, T.LongType | T.IntegerType)
-    if not continuous and not isinstance(action, T.StringType):
+    continuous = type_name(action) == "MapType" and type_name(action.keyType) in ("LongType", "IntegerType")
+    if not continuous and type_name(action) != "StringType":
         raise BatchRLError(f"action is {action.simpleString()}: prepare supports discrete (string) and "
                            "continuous (map<bigint,double>) actions", where=where,
                            fix="log actions as names (strings) or as maps {action feature id: value}")
     if continuous and options.actions is not None:
         raise BatchRLError("--actions names discrete actions, but this timeline's actions are maps (continuous)",
                            where=where, fix="drop --actions; pass --action-normalization instead")
-    multi = isinstance(schema["reward"], T.ArrayType)
+    multi = type_name(schema["reward"]) == "ArrayType"
     if multi and options.multi_steps is None:
         raise BatchRLError("the timeline is multi-step (reward is an array) but no --multi-steps was given",
                            where=where, fix="pass --multi-steps K --gamma G (K at most the timeline's steps)")
@@ -136,7 +137,7 @@ def action_features(uri: str | None, where: str) -> list[int]:
 def _names(df: DataFrame, multi: bool, need_actions: bool) -> tuple[list[str] | None, list[str]]:
     """One scan: the sorted distinct logged actions (numerically when all are integers; only when
     ``need_actions``) and the sorted metric names."""
-    from pyspark.sql import functions as F
+    F = api(df).F
 
     aggs = []
     if need_actions:
@@ -144,11 +145,12 @@ def _names(df: DataFrame, multi: bool, need_actions: bool) -> tuple[list[str] | 
         if "possible_actions" in df.columns:
             aggs.append(F.array_distinct(F.flatten(F.collect_set("possible_actions"))).alias("possible"))
     if "metrics" in df.columns:
-        maps = F.flatten(F.transform("metrics", F.map_keys)) if multi else F.map_keys("metrics")
+        maps = F.flatten(F.transform("metrics", lambda m: F.map_keys(m))) if multi else F.map_keys("metrics")
         aggs.append(F.array_distinct(F.flatten(F.collect_set(maps))).alias("metrics"))
     if not aggs:
         return None, []
     row = df.agg(*aggs).collect()[0].asDict()
+    row = {k: (list(v) if v is not None else None) for k, v in row.items()}
     metric_names = sorted(row.get("metrics") or [])
     if not need_actions:
         return None, metric_names
@@ -159,49 +161,43 @@ def _names(df: DataFrame, multi: bool, need_actions: bool) -> tuple[list[str] | 
     return sorted(names, key=(lambda n: (int(n), n)) if numeric else None), metric_names
 
 
-def _dense(features: Column, ids: list[int]) -> tuple[Column, Column]:
-    """A map<bigint,double> as float values (missing -> 0) and presence over ``ids``."""
-    from pyspark.sql import functions as F
+def _ids(F, ids: list[int]) -> Column:
+    return F.array(*[F.lit(i).cast("bigint") for i in ids]) if ids else F.expr("array()").cast("array<bigint>")
 
-    id_array = F.array(*[F.lit(i).cast("bigint") for i in ids])
-    m = F.coalesce(features, F.create_map().cast("map<bigint,double>"))
+
+def _dense(F, features: Column, ids: list[int]) -> tuple[Column, Column]:
+    """A map<bigint,double> as float values (missing -> 0) and presence over ``ids``."""
+    m = F.coalesce(features, F.expr("map()").cast("map<bigint,double>"))
     # when/otherwise keeps the elements nullable, as TRAINING_COLUMNS declares (Arrow's list default)
-    values = F.transform(id_array, lambda k: F.when(F.map_contains_key(m, k), F.element_at(m, k))
+    values = F.transform(_ids(F, ids), lambda k: F.when(has_key(F, m, k), F.element_at(m, k))
                          .otherwise(F.lit(0.0)).cast("float"))
-    presence = F.transform(id_array, lambda k: F.map_contains_key(m, k))
+    presence = F.transform(_ids(F, ids), lambda k: has_key(F, m, k))
     return values, presence
 
 
-def _action_index(action: Column, actions: list[str]) -> Column:
+def _action_index(F, action: Column, actions: list[str]) -> Column:
     """Index of ``action`` in ``actions``; unknown, empty or null -> len(actions)."""
-    from pyspark.sql import functions as F
-
     position = F.array_position(F.array(*[F.lit(a) for a in actions]), F.coalesce(action, F.lit("")))
     return F.when(position > 0, position - 1).otherwise(F.lit(len(actions))).cast("bigint")
 
 
-def _mask(possible: Column | None, actions: list[str]) -> Column:
-    from pyspark.sql import functions as F
-
+def _mask(F, possible: Column | None, actions: list[str]) -> Column:
     if possible is None:
         return F.array(*[F.lit(True) for _ in actions])
-    present = F.coalesce(possible, F.array().cast("array<string>"))
+    present = F.coalesce(possible, F.expr("array()").cast("array<string>"))
     return F.array(*[F.array_contains(present, F.lit(a)) for a in actions])
 
 
-def _split_hash(mdp_id: Column, seed: int) -> Column:
-    """Stable position of an episode in [0, 100) from its mdp_id."""
-    from pyspark.sql import functions as F
-
-    return F.pmod(F.xxhash64(F.lit(seed), mdp_id), F.lit(HASH_BUCKETS)).cast("double") / (HASH_BUCKETS / 100)
+def _split_hash(F, mdp_id: Column, seed: int) -> Column:
+    """The episode's hash key; its position in [0, 100) is 100 u (:func:`batchrl.engine.hash_key`)."""
+    return hash_key(F, F.lit(seed), mdp_id)
 
 
 def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int], actions: list[str],
                   metric_names: list[str], multi: bool, action_ids: list[int] | None = None) -> DataFrame:
     """Timeline rows -> training rows (``training_columns`` plus ``_split``, ``_truncated``,
     ``_prob_null``, ``_no_action``). ``action_ids``: the action feature ids of continuous (map) actions."""
-    from pyspark.sql import functions as F
-
+    F = api(df).F
     custom = None
     if options.custom_reward_expression is not None:
         custom = F.coalesce(F.expr(options.custom_reward_expression).cast("double"), F.lit(0.0))
@@ -213,8 +209,10 @@ def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int]
     def col(name: str) -> Column:
         return F.col(f"_in_{name}")
 
-    if multi:
-        step = F.greatest(F.lit(1), F.least(F.size(col("next_state_features")), F.lit(options.multi_steps)))
+    if multi:  # the step as a column of its own: SQLFrame mistranslates an array index that is an expression
+        df = df.select("*", F.greatest(F.lit(1), F.least(F.size(col("next_state_features")),
+                                                          F.lit(options.multi_steps))).alias("_in__step"))
+        step = col("_step")
 
         def at_step(name: str) -> Column:
             return F.try_element_at(col(name), step)
@@ -226,43 +224,45 @@ def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int]
 
     if custom is not None:
         reward = col("_custom_reward")
-    elif multi:
-        rewards = F.slice(col("reward"), 1, step)
+    elif multi:  # sum_{j < step} gamma^j reward[j], with the K terms written out
         gamma = float(options.gamma)
-        reward = F.aggregate(F.transform(rewards, lambda r, j: r * F.pow(F.lit(gamma), j)), F.lit(0.0),
-                             lambda acc, x: acc + x)
+        reward = F.lit(0.0)
+        for j in range(options.multi_steps):
+            term = F.coalesce(F.try_element_at(col("reward"), F.lit(j + 1)), F.lit(0.0)) * F.lit(gamma ** j)
+            reward = reward + F.when(step > j, term).otherwise(F.lit(0.0))
     else:
         reward = col("reward")
 
     if action_ids is None:
         next_name = F.coalesce(at_step("next_action"), F.lit(""))
-        next_index = _action_index(next_name, actions)
+        next_index = _action_index(F, next_name, actions)
         missing_next = next_name == ""
-        action = _action_index(col("action"), actions)
+        action = _action_index(F, col("action"), actions)
         action_columns = {
             "action": action, "next_action": next_index,
-            "possible_actions_mask": _mask(col("possible_actions") if "possible_actions" in cols else None,
+            "possible_actions_mask": _mask(F, col("possible_actions") if "possible_actions" in cols else None,
                                            actions),
-            "possible_next_actions_mask": _mask(at_step("possible_next_actions")
+            "possible_next_actions_mask": _mask(F, at_step("possible_next_actions")
                                                 if "possible_next_actions" in cols else None, actions)}
         no_action = action == F.lit(len(actions))
     else:
-        missing_next = F.coalesce(F.size(at_step("next_action")), F.lit(0)) <= 0
-        action, action_presence = _dense(col("action"), action_ids)
-        next_vector, next_presence_ = _dense(at_step("next_action"), action_ids)
-        no_mask = F.array().cast("array<boolean>")
+        # size of a map as the size of its keys (SQLFrame sizes lists only)
+        missing_next = F.coalesce(F.size(F.map_keys(at_step("next_action"))), F.lit(0)) <= 0
+        action, action_presence = _dense(F, col("action"), action_ids)
+        next_vector, next_presence_ = _dense(F, at_step("next_action"), action_ids)
+        no_mask = F.expr("array()").cast("array<boolean>")
         action_columns = {"action": action, "action_presence": action_presence, "next_action": next_vector,
                           "next_action_presence": next_presence_, "possible_actions_mask": no_mask,
                           "possible_next_actions_mask": no_mask}
-        no_action = ~F.exists(action_presence, lambda present: present)
+        no_action = ~any_of(F, action_presence, lambda present: present)
     truncated = F.coalesce(col("end_reason") == F.lit(END_TRUNCATED), F.lit(False)) \
         if "end_reason" in cols else F.lit(False)
-    state, state_presence = _dense(col("state_features"), feature_ids)
-    next_state, next_presence = _dense(at_step("next_state_features"), feature_ids)
+    state, state_presence = _dense(F, col("state_features"), feature_ids)
+    next_state, next_presence = _dense(F, at_step("next_state_features"), feature_ids)
     if "metrics" in cols:
-        metrics, metrics_presence = _metric_columns(at_step("metrics"), metric_names)
+        metrics, metrics_presence = _metric_columns(F, at_step("metrics"), metric_names)
     else:
-        metrics, metrics_presence = F.array().cast("array<float>"), F.array().cast("array<boolean>")
+        metrics, metrics_presence = F.expr("array()").cast("array<float>"), F.expr("array()").cast("array<boolean>")
     ordinal = "sequence_number_ordinal" if "sequence_number_ordinal" in cols else "sequence_number"
     out = {
         "reward": reward.cast("float"),
@@ -281,28 +281,25 @@ def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int]
         "metrics_presence": metrics_presence,
     }
     return df.select(*[value.alias(name) for name, value in out.items()],
-                     _split_hash(col("mdp_id"), options.split_seed).alias("_split"),
+                     _split_hash(F, col("mdp_id"), options.split_seed).alias("_split"),
                      (missing_next & truncated).alias("_truncated"),
                      col("action_probability").isNull().alias("_prob_null"), no_action.alias("_no_action"))
 
 
-def _metric_columns(metrics: Column, names: list[str]) -> tuple[Column, Column]:
-    from pyspark.sql import functions as F
-
-    m = F.coalesce(metrics, F.create_map().cast("map<string,double>"))
-    keys = F.array(*[F.lit(n) for n in names]) if names else F.array().cast("array<string>")
-    values = F.transform(keys, lambda k: F.when(F.map_contains_key(m, k), F.element_at(m, k))
+def _metric_columns(F, metrics: Column, names: list[str]) -> tuple[Column, Column]:
+    m = F.coalesce(metrics, F.expr("map()").cast("map<string,double>"))
+    keys = F.array(*[F.lit(n) for n in names]) if names else F.expr("array()").cast("array<string>")
+    values = F.transform(keys, lambda k: F.when(has_key(F, m, k), F.element_at(m, k))
                          .otherwise(F.lit(0.0)).cast("float"))
-    return values, F.transform(keys, lambda k: F.map_contains_key(m, k))
+    return values, F.transform(keys, lambda k: has_key(F, m, k))
 
 
 # ---------------------------------------------------------------- the stage
 
 
-def training_spark_schema(continuous: bool = False):
-    """``training_columns`` as a Spark schema (nullable lists of nullable elements, like Arrow's defaults)."""
-    from pyspark.sql import types as T
-
+def training_spark_schema(T, continuous: bool = False):
+    """``training_columns`` as a schema of the engine's types ``T`` (nullable lists of nullable elements,
+    like Arrow's defaults)."""
     scalar = {pa.float32(): T.FloatType(), pa.int64(): T.LongType(), pa.bool_(): T.BooleanType(),
               pa.string(): T.StringType()}
 
@@ -318,8 +315,7 @@ def training_spark_schema(continuous: bool = False):
 def _part_stats(rows: DataFrame, parts: dict[str, Column]) -> tuple[dict[str, Any],
                                                                                         dict[str, dict[str, Any]]]:
     """One job: input counts (rows, truncated, null propensities, unknown actions) and per-part stats."""
-    from pyspark.sql import functions as F
-
+    F = api(rows).F
     part = F.lit(None).cast("string")
     for name, condition in reversed(parts.items()):
         part = F.when(~F.col("_truncated") & condition, F.lit(name)).otherwise(part)
@@ -330,7 +326,8 @@ def _part_stats(rows: DataFrame, parts: dict[str, Column]) -> tuple[dict[str, An
         F.sum(F.col("_truncated").cast("long")).alias("truncated"),
         F.sum(F.col("_prob_null").cast("long")).alias("prob_null"),
         F.sum(F.col("_no_action").cast("long")).alias("unknown"),
-        F.sum((~F.exists("state_features_presence", lambda present: present)).cast("long")).alias("featureless"),
+        F.sum((~any_of(F, F.col("state_features_presence"), lambda present: present)).cast("long"))
+        .alias("featureless"),
     ).collect()
     by_part = {r["_part"]: r for r in grouped}
     counts = {key: sum(int(r[key] or 0) for r in grouped)
@@ -347,7 +344,8 @@ def _part_stats(rows: DataFrame, parts: dict[str, Column]) -> tuple[dict[str, An
 
 
 def prepare(input: str, normalization: str, output_train: str, output_eval: str, options: PrepareOptions,
-            spark_master: str = "local[*]", action_normalization: str | None = None) -> dict:
+            spark_master: str | None = "local[*]", action_normalization: str | None = None,
+            engine: str = "auto") -> dict:
     """Write the train and eval training tables of the timeline table at ``input``.
 
     Feature ids (the order of the dense vectors) are the normalization's; the dataset metadata of both
@@ -356,21 +354,16 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
     ``action_normalization`` (CONTINUOUS_ACTION bounds); its feature ids order the action vectors, the
     action names are those ids as strings, and the metadata keeps the normalization itself
     (``action_feature_ids``, ``action_normalization``) for the trainer. Both outputs are committed only
-    when both are written.
+    when both are written. ``engine``: auto, duckdb or spark.
     """
-    from pyspark.sql import functions as F
-    from pyspark.sql.utils import AnalysisException
-
-    from batchrl.spark import get_spark
-
     started = time.perf_counter()
     if storage.resolve(output_train).uri.rstrip("/") == storage.resolve(output_eval).uri.rstrip("/"):
         raise BatchRLError("train and eval outputs are the same location", where=output_train,
                            fix="pass two different --output-train / --output-eval URIs")
     feature_ids = list(read_normalization(normalization))
-    storage.require_committed(input)
-    spark = get_spark(spark_master)
-    df = spark.read.parquet(storage.spark_path(input))
+    runner = get_engine(engine, spark_master)
+    F = runner.api.F
+    df = runner.read_parquet(input)
     multi, continuous = _check_input(df, options, input)
     action_ids = action_features(action_normalization, input) if continuous else None
     if not continuous and action_normalization is not None and read_normalization(action_normalization):
@@ -383,16 +376,19 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
         actions = list(options.actions) if options.actions is not None else inferred
     train_range = [0.0, options.table_sample]
     eval_range = [100.0 - options.eval_table_sample, 100.0]
-    try:
-        rows = training_rows(df, options, feature_ids, actions, metric_names, multi, action_ids)
-    except AnalysisException as exc:
+    conditions = {"train": hash_below(F, F.col("_split"), options.table_sample / 100.0),
+                  "eval": ~hash_below(F, F.col("_split"), eval_range[0] / 100.0)}
+    try:  # a bad custom reward expression fails here (Spark: when planned; DuckDB: when run)
+        rows = runner.named(training_rows(df, options, feature_ids, actions, metric_names, multi, action_ids))
+        counts, results = _part_stats(rows, conditions)
+    except BatchRLError:
+        raise
+    except Exception as exc:  # AnalysisException, sqlglot's ParseError, duckdb.Error
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         expr = options.custom_reward_expression
         raise BatchRLError(f"could not build the training table: {first}", where=expr or input,
                            fix="check --custom-reward-expression (a SQL expression over the timeline columns)"
                            if expr else "pass the output of `batchrl timeline`") from None
-    conditions = {"train": F.col("_split") < options.table_sample, "eval": F.col("_split") >= eval_range[0]}
-    counts, results = _part_stats(rows, conditions)
     if counts["rows"] and counts["featureless"] == counts["rows"]:
         raise BatchRLError(f"no row has any of the normalization's feature ids {feature_ids[:20]} in "
                            "state_features", where=f"{input} with {normalization}",
@@ -416,8 +412,8 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
         "metric_names": metric_names,
         "gamma": options.gamma,
         "multi_steps": options.multi_steps,
-        "split": {"train": train_range, "eval": eval_range, "hash": "xxhash64(split_seed, mdp_id) mod 1e6 / 1e4",
-                  "split_seed": options.split_seed},
+        "split": {"train": train_range, "eval": eval_range,
+                  "hash": "100 * int(md5(split_seed|mdp_id), 16) / 16^32", "split_seed": options.split_seed},
         "custom_reward_expression": options.custom_reward_expression,
         "input": input,
         "normalization": normalization,
@@ -425,17 +421,15 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
             "action_normalization_uri": action_normalization} if continuous else {}),
     }
     outputs = {"train": (output_train, train_range), "eval": (output_eval, eval_range)}
-    spark_schema = training_spark_schema(continuous)
+    schema = training_spark_schema(runner.api.T, continuous)
     writers: dict[str, storage.DatasetWriter] = {}
     try:
         for name, (uri, _) in outputs.items():
             writers[name] = writer = storage.DatasetWriter(uri)
             part = rows.where(~F.col("_truncated") & conditions[name])
-            typed = part.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in spark_schema.fields])
+            typed = part.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
             # whole episodes per file, in sequence order (what sequential CPE reads)
-            ordered = typed.repartition("mdp_id").sortWithinPartitions("mdp_id", "sequence_number")
-            (ordered.write.mode("overwrite").option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
-             .parquet(storage.spark_path(writer.staging.uri)))
+            runner.write_parquet(typed, writer, sort_by=["mdp_id", "sequence_number"])
         for name, writer in writers.items():
             writer.commit({"stage": "prepare", "table": name, **common, **results[name],
                            "split_range": outputs[name][1]})
@@ -457,6 +451,7 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
                                   "multi_steps")},
         "table_sample": options.table_sample,
         "eval_table_sample": options.eval_table_sample,
+        "engine": runner.describe(),
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
     log.info("prepare: %d train rows, %d eval rows (%d truncated rows dropped)", results["train"]["num_rows"],

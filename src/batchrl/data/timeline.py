@@ -16,7 +16,8 @@ Outlier filter (ReAgent's rule): episode length = rows in the ds range; ``pct`` 
 lengths; if the share of episodes longer than ``pct`` is within 10% (relative) of ``1 - p`` those
 episodes are dropped, else the filter is disabled with a warning.
 
-All Spark work is DataFrame/SQL (no Python UDFs); the output schema is explicit
+The transform is written once with the PySpark DataFrame API (no Python UDFs) and runs on either
+engine (:mod:`batchrl.engine`: DuckDB through SQLFrame, or Spark); the output schema is explicit
 (:func:`timeline_schema`).
 """
 
@@ -24,19 +25,22 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from batchrl import storage
+from batchrl.engine import api, get_engine, schema_of, type_name
 from batchrl.errors import BatchRLError
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame
     from pyspark.sql.types import DataType, StructType
+
+    from batchrl.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +160,8 @@ def resolve_locations(input: str | None, output: str | None, options: TimelineOp
 
 
 def _action_kind(action_type: DataType) -> str:
-    from pyspark.sql import types as T
-
-    if isinstance(action_type, T.StringType):
-        return "discrete"
-    if isinstance(action_type, T.MapType):
-        return "parametric"
-    return "ranking"
+    kind = type_name(action_type)
+    return {"StringType": "discrete", "MapType": "parametric"}.get(kind, "ranking")
 
 
 def _columns_used(schema: StructType, options: TimelineOptions) -> tuple[list[str], bool]:
@@ -190,7 +189,7 @@ def _columns_used(schema: StructType, options: TimelineOptions) -> tuple[list[st
 
 def _canonical(name: str, dtype: DataType) -> DataType:
     """The output type of an input column: int64 ids, map<int64,double> features, double rewards."""
-    from pyspark.sql import types as T
+    T = api(dtype).T
 
     features = T.MapType(T.LongType(), T.DoubleType())
     fixed = {"mdp_id": T.StringType(), "sequence_number": T.LongType(), "state_features": features,
@@ -200,7 +199,7 @@ def _canonical(name: str, dtype: DataType) -> DataType:
         return fixed[name]
     if name in ("action", "possible_actions"):
         action = dtype.elementType if name == "possible_actions" else dtype
-        if isinstance(action, T.MapType):
+        if type_name(action) == "MapType":
             action = features
         return T.ArrayType(action) if name == "possible_actions" else action
     return dtype
@@ -208,7 +207,7 @@ def _canonical(name: str, dtype: DataType) -> DataType:
 
 def timeline_schema(input_schema: StructType, options: TimelineOptions) -> StructType:
     """The output schema of :func:`build_timeline` for an input of ``input_schema``."""
-    from pyspark.sql import types as T
+    T = api(input_schema).T
 
     rewards, possible = _columns_used(input_schema, options)
     types = {f.name: _canonical(f.name, f.dataType) for f in input_schema.fields}
@@ -245,16 +244,15 @@ def timeline_schema(input_schema: StructType, options: TimelineOptions) -> Struc
 
 def typed_empty(dtype: DataType) -> Column:
     """The placeholder of a missing "next" value: "" for strings, {} for maps, [] for lists."""
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-
-    if isinstance(dtype, T.StringType):
+    F = api(dtype).F
+    kind = type_name(dtype)
+    if kind == "StringType":
         return F.lit("")
-    if isinstance(dtype, T.MapType):
-        return F.create_map().cast(dtype)
-    if isinstance(dtype, T.ArrayType):
-        return F.array().cast(dtype)
-    if isinstance(dtype, T.StructType):
+    if kind == "MapType":
+        return F.expr("map()").cast(dtype)
+    if kind == "ArrayType":
+        return F.expr("array()").cast(dtype)
+    if kind == "StructType":
         return F.struct(*[typed_empty(f.dataType).alias(f.name) for f in dtype.fields])
     return F.lit(None).cast(dtype)
 
@@ -275,18 +273,44 @@ class OutlierFilter:
     applied: bool
 
 
-def outlier_filter(df: DataFrame, options: TimelineOptions) -> OutlierFilter | None:
-    """Apply the rule to the episode lengths of ``df`` (rows already in the ds range)."""
-    from pyspark.sql import functions as F
+def length_percentile(lengths: np.ndarray, counts: np.ndarray, p: float, function: str) -> float:
+    """Percentile ``p`` of episode lengths given as a histogram (distinct ``lengths`` ascending, ``counts``).
 
+    ``percentile``: linear interpolation between the order statistics at position ``p (n - 1)``;
+    ``percentile_approx``: the smallest length whose CDF is >= p (Spark's answer, exact here).
+    """
+    cumulative = np.cumsum(counts)
+    n = int(cumulative[-1])
+    if function == "percentile_approx":
+        return float(lengths[np.searchsorted(cumulative, p * n, side="left")])
+    position = p * (n - 1)
+    lo = int(np.floor(position))
+
+    def order_statistic(i: int) -> float:  # the i-th smallest length, 0-based
+        return float(lengths[np.searchsorted(cumulative, i + 1, side="left")])
+
+    below = order_statistic(lo)
+    return below + (position - lo) * (order_statistic(min(lo + 1, n - 1)) - below)
+
+
+def outlier_filter(df: DataFrame, options: TimelineOptions) -> OutlierFilter | None:
+    """Apply the rule to the episode lengths of ``df`` (rows already in the ds range).
+
+    The engine computes the histogram of episode lengths (small: one row per distinct length); the
+    percentile is taken from it here, the same way for both engines.
+    """
+    F = api(df).F
     p = options.outlier_episode_length_percentile
     if p is None:
         return None
     lengths = df.groupBy("mdp_id").agg(F.count(F.lit(1)).alias("length"))
-    pct = lengths.agg(F.expr(f"{options.percentile_function}(length, {p!r})").alias("pct")).collect()[0]["pct"]
-    stats = lengths.agg(F.count(F.lit(1)).alias("episodes"),
-                        F.sum(F.when(F.col("length") > F.lit(pct), 1).otherwise(0)).alias("outliers")).collect()[0]
-    episodes, outliers = int(stats["episodes"]), int(stats["outliers"] or 0)
+    histogram = sorted((int(r[0]), int(r[1])) for r in lengths.groupBy("length").agg(
+        F.count(F.lit(1)).alias("episodes")).collect())
+    if not histogram:
+        return None
+    values, counts = np.array([h[0] for h in histogram]), np.array([h[1] for h in histogram])
+    pct = length_percentile(values, counts, p, options.percentile_function)
+    episodes, outliers = int(counts.sum()), int(counts[values > pct].sum())
     share = outliers / episodes if episodes else 0.0
     expected = 1.0 - p
     applied = abs(share - expected) / expected <= 0.1
@@ -305,9 +329,7 @@ def next_name(column: str) -> str:
     return "possible_next_actions" if column == "possible_actions" else f"next_{column}"
 
 
-def _lead(name: str, w, offset: int = 1) -> Column:
-    from pyspark.sql import functions as F
-
+def _lead(F, name: str, w, offset: int = 1) -> Column:
     return F.lead(F.col(name), offset).over(w)
 
 
@@ -315,13 +337,12 @@ def build_timeline(df: DataFrame, options: TimelineOptions, outliers: OutlierFil
     """The timeline of a logged table (DataFrame -> DataFrame; schema :func:`timeline_schema`).
 
     ``df`` is the logged table (any ds); ``outliers`` is the outcome of :func:`outlier_filter` on its
-    ds range (computed here when the option is set and it is not given).
+    ds range (computed here when the option is set and it is not given). Two projections: the window
+    values, then the output columns.
     """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    schema = timeline_schema(df.schema, options)
-    rewards, possible = _columns_used(df.schema, options)
+    F, Window = api(df).F, api(df).Window
+    schema = timeline_schema(schema_of(df), options)
+    rewards, possible = _columns_used(schema_of(df), options)
     types = {f.name: f.dataType for f in schema.fields}
     rows = df.where((F.col("ds") >= options.start_ds) & (F.col("ds") <= options.end_ds))
     if options.outlier_episode_length_percentile is not None and outliers is None:
@@ -329,41 +350,49 @@ def build_timeline(df: DataFrame, options: TimelineOptions, outliers: OutlierFil
     episode = Window.partitionBy("mdp_id")
     w = episode.orderBy("sequence_number")
     if outliers is not None and outliers.applied:
-        rows = (rows.withColumn("_length", F.count(F.lit(1)).over(episode))
+        rows = (rows.select("*", F.count(F.lit(1)).over(episode).alias("_length"))
                 .where(F.col("_length") <= F.lit(outliers.threshold)))
     seq = F.col("sequence_number").cast("bigint")
     nexts = ["action", "state_features"] + (["possible_actions"] if possible else []) + options.extra_feature_columns
-    out: dict[str, Column] = {
-        "sequence_number_ordinal": F.row_number().over(w),
-        "time_since_first": seq - F.min(seq).over(episode),
+    window: dict[str, Column] = {  # first projection: window values, under _w_<name>
+        "_ordinal": F.row_number().over(w),
+        # min over W's running frame = the episode's first sequence number; one window spec, one sort
+        "_since_first": seq - F.min(seq).over(w),
+    }
+    out: dict[str, Column] = {  # second projection: the output columns, from the window values
+        "sequence_number_ordinal": F.col("_w__ordinal"),
+        "time_since_first": F.col("_w__since_first"),
     }
     if options.multi_step:
         k = options.steps
-        partners = F.count(F.lit(1)).over(w.rowsBetween(1, k))
+        window["_partners"] = F.count(F.lit(1)).over(w.rowsBetween(1, k))
         for name in nexts:
-            out[next_name(name)] = F.slice(F.array(*[_lead(name, w, j) for j in range(1, k + 1)]), 1, partners)
+            window[f"next_{name}"] = F.array(*[_lead(F, name, w, j) for j in range(1, k + 1)])
+            out[next_name(name)] = F.expr(f"slice(`_w_next_{name}`, 1, _w__partners)")
         for name in rewards:
-            window = [F.col(name)] + [_lead(name, w, j) for j in range(1, k)]
-            out[name] = F.slice(F.array(*window), 1, F.greatest(partners, F.lit(1)))
-        offsets = F.array(*[_lead("sequence_number", w, j) - seq for j in range(1, k + 1)])
-        out["time_diff"] = F.when(partners > 0, F.slice(offsets, 1, partners)).otherwise(F.array(F.lit(0)))
-        has_next = partners > 0
+            window[f"reward_{name}"] = F.array(F.col(name), *[_lead(F, name, w, j) for j in range(1, k)])
+            out[name] = F.expr(f"slice(`_w_reward_{name}`, 1, greatest(_w__partners, 1))")
+        window["_offsets"] = F.array(*[_lead(F, "sequence_number", w, j) - seq for j in range(1, k + 1)])
+        out["time_diff"] = F.expr("if(_w__partners > 0, slice(_w__offsets, 1, _w__partners), "
+                                  "array(cast(0 as bigint)))")
+        has_next = F.col("_w__partners") > 0
     else:
-        next_seq = _lead("sequence_number", w)
-        has_next = next_seq.isNotNull()
+        window["_next_seq"] = _lead(F, "sequence_number", w)
+        has_next = F.col("_w__next_seq").isNotNull()
         for name in nexts:
-            out[next_name(name)] = F.when(has_next, _lead(name, w)).otherwise(typed_empty(types[next_name(name)]))
-        out["time_diff"] = F.coalesce(next_seq - seq, F.lit(0))
-    rows = rows.select("*", *[col.alias(f"_out_{name}") for name, col in out.items()],
-                       has_next.alias("_has_next"))
+            window[f"next_{name}"] = _lead(F, name, w)
+            out[next_name(name)] = (F.when(has_next, F.col(f"_w_next_{name}"))
+                                    .otherwise(typed_empty(types[next_name(name)])))
+        out["time_diff"] = F.coalesce(F.col("_w__next_seq") - seq, F.lit(0))
+    rows = rows.select("*", *[col.alias(f"_w_{name}") for name, col in window.items()])
     if not options.add_terminal_state_row:
-        rows = rows.where(F.col("_has_next"))
+        rows = rows.where(has_next)
     if options.time_window_limit is not None:
-        rows = rows.where(F.col("_out_time_since_first") <= options.time_window_limit)
+        rows = rows.where(F.col("_w__since_first") <= options.time_window_limit)
     projected = []
     for field in schema.fields:
         if field.name in out:
-            col = F.col(f"_out_{field.name}")
+            col = out[field.name]
         elif field.name == "ds":
             col = F.lit(options.end_ds)
         else:
@@ -375,36 +404,24 @@ def build_timeline(df: DataFrame, options: TimelineOptions, outliers: OutlierFil
 # ---------------------------------------------------------------- the stage
 
 
-def drop_duplicate_keys(df: DataFrame) -> DataFrame:
+def drop_duplicate_keys(df: DataFrame, engine: Engine) -> DataFrame:
     """Keep the first row (in read order) of each duplicated ``(mdp_id, sequence_number)``."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
+    F, Window = engine.api.F, engine.api.Window
     w = Window.partitionBy("mdp_id", "sequence_number").orderBy("_read_order")
-    return (df.withColumn("_read_order", F.monotonically_increasing_id())
-            .withColumn("_copy", F.row_number().over(w)).where(F.col("_copy") == 1)
+    ordered = df.select("*", engine.read_order().alias("_read_order"))
+    return (ordered.select("*", F.row_number().over(w).alias("_copy")).where(F.col("_copy") == 1)
             .drop("_read_order", "_copy"))
 
 
-def run_validation_sql(spark: SparkSession, sql: str, input_df: DataFrame, output_df: DataFrame) -> None:
-    """Run ``validationSql`` over the input and output tables; it must return one row of all TRUE."""
-    suffix = uuid.uuid4().hex[:8]
-    views = {INPUT_VIEW: f"batchrl_timeline_input_{suffix}", OUTPUT_VIEW: f"batchrl_timeline_output_{suffix}"}
-    input_df.createOrReplaceTempView(views[INPUT_VIEW])
-    output_df.createOrReplaceTempView(views[OUTPUT_VIEW])
-    query = sql
-    for placeholder, view in views.items():
-        query = query.replace(placeholder, view)
+def run_validation_sql(engine: Engine, sql: str, input_df: DataFrame, output_df: DataFrame) -> None:
+    """Run ``validationSql`` (Spark SQL) over the input and output tables; it must return one row of all TRUE."""
     try:
-        result = spark.sql(query).collect()
-    except Exception as exc:  # Spark's AnalysisException / ParseException
+        result = engine.run_sql(sql, {INPUT_VIEW: input_df, OUTPUT_VIEW: output_df})
+    except Exception as exc:  # Spark's AnalysisException / ParseException, DuckDB's / sqlglot's errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BatchRLError(f"validationSql could not run: {first}", where=sql,
                            fix="refer to the tables as {config.inputTableName} and {config.outputTableName}"
                            ) from exc
-    finally:
-        for view in views.values():
-            spark.catalog.dropTempView(view)
     if len(result) != 1 or not all(value is True for value in result[0]):
         shown = [tuple(row) for row in result[:3]]
         raise BatchRLError(f"validationSql failed: it returned {len(result)} row(s) {shown}, expected exactly one "
@@ -412,44 +429,43 @@ def run_validation_sql(spark: SparkSession, sql: str, input_df: DataFrame, outpu
                            fix="check the data, or the query")
 
 
-def timeline(input: str, output: str, options: TimelineOptions, spark_master: str | None = "local[*]") -> dict:
+def timeline(input: str, output: str, options: TimelineOptions, spark_master: str | None = "local[*]",
+             engine: str = "auto") -> dict:
     """The timeline stage: read the logged table at ``input``, write the timeline table to ``output``.
 
     The input rows in the ds range are validated first (duplicates, types, nulls, propensities); a bad
-    input or a failing ``validationSql`` writes nothing.
+    input or a failing ``validationSql`` writes nothing. ``engine``: auto, duckdb or spark.
     """
-    from pyspark.sql import functions as F
-
     from batchrl.data.validation import read_logged, validate_logged
-    from batchrl.spark import get_spark
 
-    if storage.spark_path(input).rstrip("/") == storage.spark_path(output).rstrip("/"):
+    if storage.resolve(input).uri.rstrip("/") == storage.resolve(output).uri.rstrip("/") or \
+            storage.spark_path(input).rstrip("/") == storage.spark_path(output).rstrip("/"):
         raise BatchRLError(f"input and output are the same location: {input}",
                            fix="write the timeline to a new location")
     started = time.perf_counter()
-    spark = get_spark(spark_master, app_name="batchrl-timeline")
-    raw = read_logged(spark, input)
+    runner = get_engine(engine, spark_master, app_name="batchrl-timeline")
+    F = runner.api.F
+    raw = read_logged(runner, input)
     in_range = raw.where((F.col("ds") >= options.start_ds) & (F.col("ds") <= options.end_ds))
     where = f"{input} (ds {options.start_ds} .. {options.end_ds})"
     rows_read = None
     if options.dedup:
         rows_read = in_range.count()
-        in_range = drop_duplicate_keys(in_range)
+        in_range = drop_duplicate_keys(in_range, runner)
     checked = validate_logged(in_range, where=where)
-    schema = timeline_schema(in_range.schema, options)  # raises on missing reward/extra columns
+    schema = timeline_schema(schema_of(in_range), options)  # raises on missing reward/extra columns
     outliers = outlier_filter(in_range, options)
     result = build_timeline(in_range, options, outliers)
-    log.info("timeline: %d rows, %d episodes in the ds range; writing %s", checked["rows"], checked["episodes"],
-             output)
+    log.info("timeline: %d rows, %d episodes in the ds range; writing %s with %s", checked["rows"],
+             checked["episodes"], output, runner.describe())
     writer = storage.DatasetWriter(output)
     try:
-        staged = storage.spark_path(writer.staging.uri)
-        (result.write.mode("overwrite").option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
-         .parquet(staged))
-        written = spark.read.parquet(staged)
-        output_rows = written.count()
-        if options.validation_sql:
-            run_validation_sql(spark, options.validation_sql, raw, written)
+        output_rows = runner.write_parquet(result, writer)
+        if options.validation_sql or output_rows is None:
+            written = runner.read_staged(writer)
+            output_rows = written.count() if output_rows is None else output_rows
+            if options.validation_sql:
+                run_validation_sql(runner, options.validation_sql, raw, written)
         elapsed = time.perf_counter() - started
         summary = {
             "input": input,
@@ -458,13 +474,13 @@ def timeline(input: str, output: str, options: TimelineOptions, spark_master: st
             "input_episodes": checked["episodes"],
             "duplicates_dropped": (rows_read - checked["rows"]) if rows_read is not None else 0,
             "output_rows": output_rows,
-            "action_kind": _action_kind(in_range.schema["action"].dataType),
+            "action_kind": _action_kind(_field_type(schema_of(in_range), "action")),
             "steps": options.steps,
             "add_terminal_state_row": options.add_terminal_state_row,
             "outlier_filter": asdict(outliers) if outliers else None,
             "outlier_episodes_dropped": outliers.outlier_episodes if outliers and outliers.applied else 0,
             "columns": schema.names,
-            "spark_master": spark.sparkContext.master,
+            "engine": runner.describe(),
             "elapsed_s": round(elapsed, 3),
         }
         writer.commit({"stage": "timeline", **summary,
@@ -475,3 +491,7 @@ def timeline(input: str, output: str, options: TimelineOptions, spark_master: st
         raise
     log.info("timeline: wrote %d rows to %s in %.1f s", output_rows, output, summary["elapsed_s"])
     return summary
+
+
+def _field_type(schema: StructType, name: str) -> DataType:
+    return next(f.dataType for f in schema.fields if f.name == name)

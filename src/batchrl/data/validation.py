@@ -1,8 +1,9 @@
-"""Reading and validating logged tables (spec sections 1-2) with Spark.
+"""Reading and validating logged tables (spec sections 1-2), on either engine (:mod:`batchrl.engine`).
 
 ``validate_logged(df)`` checks the schema and every row invariant in one aggregation pass plus one
 duplicate-key pass, and raises a single :class:`BatchRLError` listing each failed check with the
-column, the number of offending rows and one example. It returns a summary on success.
+column, the number of offending rows and one example (the smallest ``mdp_id, sequence_number``). It
+returns a summary on success.
 """
 
 from __future__ import annotations
@@ -11,58 +12,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from batchrl import storage
+from batchrl.engine import any_of, api, get_engine, map_values, schema_of, type_name
 from batchrl.errors import BatchRLError
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame
+
+    from batchrl.engine import Engine
 
 REQUIRED = ["mdp_id", "sequence_number", "state_features", "action", "reward", "action_probability", "ds"]
 
 
-def read_logged(spark: SparkSession, uri: str) -> DataFrame:
+def read_logged(engine: Engine, uri: str) -> DataFrame:
     """Read a logged table: a committed Parquet dataset, or JSON Lines (``*.json``/``*.jsonl``)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-
-    loc = storage.resolve(uri)
-    if loc.uri.endswith((".json", ".jsonl")):
-        if not storage.exists(uri):
-            raise BatchRLError(f"input not found: {uri}", fix="check the path")
-        raw = spark.read.json(storage.spark_path(uri))
-        if "_corrupt_record" in raw.columns:
-            raise BatchRLError("input has malformed JSON lines", where=uri,
-                               fix="each line must be one JSON object with the logged-table columns")
-        df = raw
-        casts = {
-            "sequence_number": T.LongType(),
-            "reward": T.DoubleType(),
-            "action_probability": T.DoubleType(),
-            "state_features": T.MapType(T.LongType(), T.DoubleType()),
-            "metrics": T.MapType(T.StringType(), T.DoubleType()),
-        }
-        for name, dtype in casts.items():
-            if name not in df.columns:
-                continue
-            col = F.col(name)
-            if isinstance(dtype, T.MapType):  # JSON objects arrive as structs with string keys
-                col = F.from_json(F.to_json(col), T.MapType(T.StringType(), dtype.valueType))
-                col = _cast_keys(col, dtype.keyType)
-            else:
-                col = col.cast(dtype)
-            df = df.withColumn(name, col)
-        return df
-    storage.require_committed(uri)
-    try:
-        return spark.read.parquet(storage.spark_path(uri))
-    except Exception as exc:  # Spark raises AnalysisException / Py4J errors for unreadable files
-        raise BatchRLError(f"could not read the logged table as Parquet: {str(exc).splitlines()[0]}",
-                           where=uri, fix="check the dataset is Parquet and not corrupt") from exc
-
-
-def _cast_keys(col: Column, key_type) -> Column:
-    from pyspark.sql import functions as F
-
-    return F.transform_keys(col, lambda k, _: k.cast(key_type))
+    if storage.resolve(uri).uri.endswith((".json", ".jsonl")):
+        return engine.read_json(uri)
+    return engine.read_parquet(uri)
 
 
 @dataclass(frozen=True)
@@ -74,26 +39,24 @@ class LoggedKind:
 
 
 def _type_errors(df: DataFrame) -> tuple[list[str], LoggedKind | None]:
-    from pyspark.sql import types as T
-
-    fields = {f.name: f.dataType for f in df.schema.fields}
+    fields = {f.name: f.dataType for f in schema_of(df).fields}
     errors = [f"missing column '{c}'" for c in REQUIRED if c not in fields]
-    integral = (T.LongType, T.IntegerType, T.ShortType)
-    real = (T.DoubleType, T.FloatType)
+    integral = ("LongType", "IntegerType", "ShortType")
+    real = ("DoubleType", "FloatType")
 
     def is_map(dtype, key_types, value_types) -> bool:
-        return (isinstance(dtype, T.MapType) and isinstance(dtype.keyType, key_types)
-                and isinstance(dtype.valueType, value_types))
+        return (type_name(dtype) == "MapType" and type_name(dtype.keyType) in key_types
+                and type_name(dtype.valueType) in value_types)
 
     expected = {
-        "mdp_id": (lambda t: isinstance(t, T.StringType), "string"),
-        "sequence_number": (lambda t: isinstance(t, integral), "int64"),
+        "mdp_id": (lambda t: type_name(t) == "StringType", "string"),
+        "sequence_number": (lambda t: type_name(t) in integral, "int64"),
         "state_features": (lambda t: is_map(t, integral, real), "map<int64,double>"),
-        "reward": (lambda t: isinstance(t, real), "double"),
-        "action_probability": (lambda t: isinstance(t, real), "double"),
-        "ds": (lambda t: isinstance(t, T.StringType), "string"),
-        "metrics": (lambda t: is_map(t, (T.StringType,), real), "map<string,double>"),
-        "end_reason": (lambda t: isinstance(t, T.StringType), "string"),
+        "reward": (lambda t: type_name(t) in real, "double"),
+        "action_probability": (lambda t: type_name(t) in real, "double"),
+        "ds": (lambda t: type_name(t) == "StringType", "string"),
+        "metrics": (lambda t: is_map(t, ("StringType",), real), "map<string,double>"),
+        "end_reason": (lambda t: type_name(t) == "StringType", "string"),
     }
     for name, (ok, wanted) in expected.items():
         if name in fields and not ok(fields[name]):
@@ -101,14 +64,15 @@ def _type_errors(df: DataFrame) -> tuple[list[str], LoggedKind | None]:
     kind = None
     action = fields.get("action")
     if action is not None:
-        discrete = isinstance(action, T.StringType)
+        discrete = type_name(action) == "StringType"
         parametric = is_map(action, integral, real)
-        ranking = isinstance(action, T.ArrayType)
+        ranking = type_name(action) == "ArrayType"
         if not (discrete or parametric or ranking):
             errors.append(f"column 'action' has type {action.simpleString()}, expected string (discrete), "
                           "map<int64,double> (parametric) or array (ranking)")
         possible = fields.get("possible_actions")
-        if possible is not None and not (isinstance(possible, T.ArrayType) and possible.elementType == action):
+        if possible is not None and not (type_name(possible) == "ArrayType"
+                                         and possible.elementType.simpleString() == action.simpleString()):
             errors.append(f"column 'possible_actions' has type {possible.simpleString()}, "
                           f"expected array<{action.simpleString()}>")
         kind = LoggedKind(parametric=not discrete, has_possible_actions=possible is not None)
@@ -117,7 +81,7 @@ def _type_errors(df: DataFrame) -> tuple[list[str], LoggedKind | None]:
 
 def _row_checks(df: DataFrame, kind: LoggedKind) -> dict[str, tuple[str, Column]]:
     """Named row-level checks: name -> (column it concerns, condition true on an offending row)."""
-    from pyspark.sql import functions as F
+    F = api(df).F
 
     def non_finite(col: Column) -> Column:
         return F.isnan(col) | (F.abs(col) == float("inf"))
@@ -128,7 +92,7 @@ def _row_checks(df: DataFrame, kind: LoggedKind) -> dict[str, tuple[str, Column]
     checks["non-finite reward"] = ("reward", non_finite(F.col("reward")))
     checks["null or non-finite state feature value"] = (
         "state_features",
-        F.exists(F.map_values("state_features"), lambda v: v.isNull() | non_finite(v)),
+        any_of(F, map_values(F, F.col("state_features")), lambda v: v.isNull() | non_finite(v)),
     )
     prob = F.col("action_probability")
     if kind.parametric:
@@ -149,7 +113,7 @@ def _row_checks(df: DataFrame, kind: LoggedKind) -> dict[str, tuple[str, Column]
 
 def validate_logged(df: DataFrame, where: str = "logged table") -> dict[str, Any]:
     """Check a logged table; raise one error naming every failed check, else return a summary."""
-    from pyspark.sql import functions as F
+    F = api(df).F
 
     errors, kind = _type_errors(df)
     if errors:
@@ -163,7 +127,7 @@ def validate_logged(df: DataFrame, where: str = "logged table") -> dict[str, Any
             F.min("ds").alias("min_ds"), F.max("ds").alias("max_ds")]
     for i, (_, cond) in enumerate(checks.values()):
         aggs.append(F.sum(F.when(cond, 1).otherwise(0)).alias(f"n{i}"))
-        aggs.append(F.first(F.when(cond, example_key), ignorenulls=True).alias(f"e{i}"))
+        aggs.append(F.min(F.when(cond, example_key)).alias(f"e{i}"))
     stats = df.agg(*aggs).collect()[0]
     if stats["rows"] == 0:
         raise BatchRLError("logged table is empty", where=where, fix="check the input URI and the ds range")
@@ -173,8 +137,8 @@ def validate_logged(df: DataFrame, where: str = "logged table") -> dict[str, Any
             failures.append(f"{name}: column '{column}', {stats[f'n{i}']} rows, e.g. {stats[f'e{i}']}")
     dupes = (df.groupBy("mdp_id", "sequence_number").count().where(F.col("count") > 1)
              .agg(F.count(F.lit(1)).alias("n"), F.sum("count").alias("rows"),
-                  F.first(F.concat(F.lit("mdp_id="), F.col("mdp_id"), F.lit(", sequence_number="),
-                                   F.col("sequence_number").cast("string"))).alias("e"))
+                  F.min(F.concat(F.lit("mdp_id="), F.col("mdp_id"), F.lit(", sequence_number="),
+                                 F.col("sequence_number").cast("string"))).alias("e"))
              .collect()[0])
     if dupes["n"]:
         failures.append(f"duplicate (mdp_id, sequence_number): columns 'mdp_id, sequence_number', "
@@ -188,10 +152,8 @@ def validate_logged(df: DataFrame, where: str = "logged table") -> dict[str, Any
             "action_kind": "parametric" if kind.parametric else "discrete"}
 
 
-def validate_input(uri: str, spark_master: str = "local[*]") -> dict[str, Any]:
-    """The validate stage: read the logged table at ``uri`` and check it."""
-    from batchrl.spark import get_spark
-
-    spark = get_spark(spark_master, app_name="batchrl-validate")
-    summary = validate_logged(read_logged(spark, uri), where=uri)
-    return {"input": uri, "valid": True, **summary}
+def validate_input(uri: str, spark_master: str | None = "local[*]", engine: str = "auto") -> dict[str, Any]:
+    """The validate stage: read the logged table at ``uri`` and check it (``engine``: auto, duckdb, spark)."""
+    runner = get_engine(engine, spark_master, app_name="batchrl-validate")
+    summary = validate_logged(read_logged(runner, uri), where=uri)
+    return {"input": uri, "valid": True, **summary, "engine": runner.describe()}

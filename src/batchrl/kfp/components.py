@@ -73,14 +73,16 @@ def timeline(
     spark_master: str = "local[*]",
     spark_conf: Optional[dict] = None,
     spark_mode: str = "local",
+    engine: str = "auto",
     spark_kubernetes: Optional[dict] = None,
     s3_endpoint: str = "",
 ):
-    """Build the timeline table with Spark (``batchrl timeline``) from ``logged`` or from ``input_uri``.
+    """Build the timeline table (``batchrl timeline``) from ``logged`` or from ``input_uri``.
 
     ``include_possible_actions`` None: when the logged table has them (continuous-action logs have none);
-    ``time_window_limit`` -1 = no limit; ``steps`` 0 = one-step rows. ``spark_mode`` ``kubernetes``
-    runs the Spark work as a SparkApplication (``spark_kubernetes``: its options) on the artifacts' URIs.
+    ``time_window_limit`` -1 = no limit; ``steps`` 0 = one-step rows. ``engine``: auto (DuckDB in the step's
+    pod), duckdb or spark (local Spark, ``spark_master``); ``spark_mode`` ``kubernetes`` runs the work on Spark
+    as a SparkApplication (``spark_kubernetes``: its options) on the artifacts' URIs.
     """
     from batchrl.data import timeline as timeline_stage
     from batchrl.errors import BatchRLError
@@ -106,9 +108,9 @@ def timeline(
                                   spark_kubernetes)
         summary = storage.read_metadata(output)
     else:
-        runtime.start_spark(spark_master, spark_conf)
+        runtime.start_spark(spark_master, spark_conf, engine)
         summary = timeline_stage.timeline(input_uri or logged.path, timeline_table.path, options,
-                                          spark_master=spark_master)
+                                          spark_master=spark_master, engine=engine)
     runtime.record(timeline_table, summary, ("input", "input_rows", "input_episodes", "output_rows",
                                              "duplicates_dropped", "outlier_episodes_dropped", "action_kind",
                                              "steps", "add_terminal_state_row", "columns"))
@@ -131,6 +133,7 @@ def normalize(
     spark_master: str = "local[*]",
     spark_conf: Optional[dict] = None,
     spark_mode: str = "local",
+    engine: str = "auto",
     spark_kubernetes: Optional[dict] = None,
     s3_endpoint: str = "",
 ):
@@ -154,9 +157,9 @@ def normalize(
         summary = {**runtime.normalization_summary(output), "column": column, "num_samples": options.num_samples,
                    "seed": options.seed}
     else:
-        runtime.start_spark(spark_master, spark_conf)
+        runtime.start_spark(spark_master, spark_conf, engine)
         summary = normalize_stage.normalize(timeline_table.path, normalization.path, options,
-                                            spark_master=spark_master)
+                                            spark_master=spark_master, engine=engine)
     runtime.record(normalization, summary, ("column", "features", "feature_ids", "types", "not_identified",
                                             "num_samples", "seed"))
 
@@ -169,6 +172,7 @@ def normalize_actions(
     spark_master: str = "local[*]",
     spark_conf: Optional[dict] = None,
     spark_mode: str = "local",
+    engine: str = "auto",
     spark_kubernetes: Optional[dict] = None,
     s3_endpoint: str = "",
 ):
@@ -188,9 +192,9 @@ def normalize_actions(
         summary = {**runtime.normalization_summary(output), "column": "action", "action_kind": "continuous"}
     else:
         if continuous:
-            runtime.start_spark(spark_master, spark_conf)
+            runtime.start_spark(spark_master, spark_conf, engine)
         summary = normalize_stage.normalize_actions(timeline_table.path, action_normalization.path, options,
-                                                    spark_master=spark_master)
+                                                    spark_master=spark_master, engine=engine)
     runtime.record(action_normalization, summary, ("column", "action_kind", "features", "feature_ids"))
 
 
@@ -210,6 +214,7 @@ def prepare(
     spark_master: str = "local[*]",
     spark_conf: Optional[dict] = None,
     spark_mode: str = "local",
+    engine: str = "auto",
     spark_kubernetes: Optional[dict] = None,
     s3_endpoint: str = "",
 ):
@@ -241,9 +246,9 @@ def prepare(
         parts = {part: storage.read_metadata(uri) for part, uri in outputs.items()}
         summary = {**parts["train"], **parts}
     else:
-        runtime.start_spark(spark_master, spark_conf)
+        runtime.start_spark(spark_master, spark_conf, engine)
         summary = prepare_stage.prepare(timeline_table.path, normalization.path, train_table.path,
-                                        eval_table.path, options, spark_master=spark_master,
+                                        eval_table.path, options, spark_master=spark_master, engine=engine,
                                         action_normalization=action_normalization.path
                                         if action_normalization is not None else None)
     for table, part in ((train_table, "train"), (eval_table, "eval")):

@@ -16,8 +16,9 @@ The rest is one sub-pipeline (``train-and-evaluate``) used by both branches. Pla
 cluster's allocatable GPUs when ``gpu_mode=auto`` and passes the accelerator limit as the string the
 KFP driver needs, with the GPU tolerations and node selector only when it requests GPUs), object-store
 credentials from a Kubernetes secret as environment variables, CPU/memory requests, retries with
-exponential backoff, caching on for deterministic steps only. ``spark_mode=kubernetes``
-runs the Spark steps as SparkApplications on the artifacts' object-store URIs (``spark_kubernetes``:
+exponential backoff, caching on for deterministic steps only. The data steps run on ``engine``
+(auto: DuckDB inside the step's pod; spark: local Spark with ``spark_master``); ``spark_mode=kubernetes``
+runs them as SparkApplications on the artifacts' object-store URIs (``spark_kubernetes``:
 the application's options, see ``batchrl.kube.sparkapp.SparkKubernetesOptions``; its default names the
 Spark image of the compiled :class:`~batchrl.kfp.images.Images`).
 
@@ -165,10 +166,10 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
         env: str, num_eval_episodes: int, cpe_bootstrap: int, fqe: bool, passing_score_bar: float,
         publish_gate: str, publish_uri: str, gpu_mode: str, gpus: int, accelerator_type: str, gpu_tolerations: list, gpu_node_selector: dict,
         spark_master: str, spark_conf: dict, spark_mode: str, spark_kubernetes: dict, s3_endpoint: str,
-        object_store_secret: str,
+        object_store_secret: str, engine: str,
     ):
         spark = {"spark_master": spark_master, "spark_conf": spark_conf, "spark_mode": spark_mode,
-                 "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint}
+                 "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint, "engine": engine}
         normalize = ops["normalize"](timeline_table=timeline_table, num_samples=num_samples, seed=data_seed,
                                      **spark)
         configure(normalize, "normalize", object_store_secret)
@@ -241,6 +242,7 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
         spark_kubernetes: dict = {"image": images.spark},  # noqa: B006
         s3_endpoint: str = "",
         object_store_secret: str = "batchrl-s3",
+        engine: str = "auto",
     ):
         rest = {"actions": actions, "table_sample": table_sample, "eval_table_sample": eval_table_sample,
                 "num_samples": num_samples, "data_seed": data_seed, "workflow_config": workflow_config,
@@ -251,10 +253,10 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
                 "accelerator_type": accelerator_type, "gpu_tolerations": gpu_tolerations,
                 "gpu_node_selector": gpu_node_selector, "spark_master": spark_master, "spark_conf": spark_conf,
                 "spark_mode": spark_mode, "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint,
-                "object_store_secret": object_store_secret}
+                "object_store_secret": object_store_secret, "engine": engine}
         timeline = {"start_ds": start_ds, "end_ds": end_ds, "add_terminal_state_row": add_terminal_state_row,
                     "spark_master": spark_master, "spark_conf": spark_conf, "spark_mode": spark_mode,
-                    "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint}
+                    "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint, "engine": engine}
         with dsl.If(input_uri == "", name="gym-data"):
             generate = ops["generate"](env=env, transitions=transitions, seed=data_seed, ds=end_ds,
                                        s3_endpoint=s3_endpoint)

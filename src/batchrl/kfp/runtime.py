@@ -43,9 +43,14 @@ def options(options_type: type[BaseModel], step: str, **values: Any) -> Any:
                            fix="correct the pipeline or component parameters") from None
 
 
-def start_spark(master: str, conf: dict[str, Any] | None) -> None:
-    """Start the step's Spark session with the pipeline's Spark settings; the stage then reuses it."""
+def start_spark(master: str, conf: dict[str, Any] | None, engine: str = "auto") -> None:
+    """Start the step's Spark session with the pipeline's Spark settings when the step runs on Spark
+    (``engine`` spark); the stage then reuses it. The default engine, DuckDB, needs nothing started."""
+    from batchrl.engine import resolve
     from batchrl.spark import get_spark
+
+    if resolve(engine, master) != "spark":
+        return
 
     get_spark(master, conf={str(k): str(v) for k, v in (conf or {}).items()})
 
