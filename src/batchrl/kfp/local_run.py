@@ -88,7 +88,7 @@ def collect_outputs(run_dir: Path) -> dict[str, Any]:
 
 
 def run_local(parameters: dict[str, Any], pipeline_root: str | Path = DEFAULT_PIPELINE_ROOT,
-              pipeline_file: str | Path | None = None, cache: bool = False, where: str = "parameters") -> dict:
+              pipeline_file: str | Path | None = None, cache: bool = False, where: str = "parameters") -> dict[str, Any]:
     """Run the compiled pipeline with ``parameters``; returns the run folder and every task's outputs.
 
     ``pipeline_file`` defaults to the package's pipeline compiled now (the same YAML as
