@@ -234,7 +234,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
     shipped = reconciler.ShippedPipeline(args.pipeline_file)
 
-    def connect():
+    def connect() -> Any:
         return kfp_client.connect(args.host, args.namespace)
 
     if args.manifest:

@@ -42,7 +42,7 @@ def read_parameters(path: str) -> dict[str, Any]:
     return data
 
 
-def load_pipeline(pipeline_file: str | Path):
+def load_pipeline(pipeline_file: str | Path) -> Any:
     """The compiled pipeline as a component (``kfp.components.load_component_from_file``)."""
     from kfp import components
 

@@ -284,4 +284,5 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
     log.info("train: wrote %s (%d epochs)", output, state.epoch)
     short = {k: summary[k] for k in ("algorithm", "device", "epochs", "final_losses", "eval_td_loss",
                                      "transitions_per_s", "paths", "resumed_from")}
-    return storage.json_safe({"output": output, **short, "cpe": final.get("cpe", {})})
+    result: dict[str, Any] = storage.json_safe({"output": output, **short, "cpe": final.get("cpe", {})})
+    return result
