@@ -1,4 +1,5 @@
-# The two commands: `make run` (the whole CartPole batch-RL pipeline locally) and `make test`.
+# The commands: `make run` (the whole CartPole batch-RL pipeline locally), `make test` and `make lint`
+# (ruff, then mypy over src/ with the settings in pyproject.toml); CI (.ci/run) runs lint, then test.
 # Both create .venv on first use (pinned by requirements.lock) and reuse it afterwards.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -34,6 +35,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests components pipelines benchmarks
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) local_outputs

@@ -24,7 +24,7 @@ from batchrl.errors import BatchRLError
 log = logging.getLogger("batchrl.spark_job")
 
 
-def _timeline(payload: dict[str, Any], master: str | None) -> dict:
+def _timeline(payload: dict[str, Any], master: str | None) -> dict[str, Any]:
     from batchrl.data.timeline import make_options, resolve_locations, timeline
 
     options = make_options(payload.get("options") or {}, where="spark_job options")
@@ -32,7 +32,7 @@ def _timeline(payload: dict[str, Any], master: str | None) -> dict:
     return timeline(input, output, options, spark_master=master, engine="spark")
 
 
-def _normalize(payload: dict[str, Any], master: str | None) -> dict:
+def _normalize(payload: dict[str, Any], master: str | None) -> dict[str, Any]:
     from batchrl.data.normalize import make_options, normalize
 
     options = make_options(payload.get("options") or {}, where="spark_job options")
@@ -40,7 +40,7 @@ def _normalize(payload: dict[str, Any], master: str | None) -> dict:
                      engine="spark")
 
 
-def _prepare(payload: dict[str, Any], master: str | None) -> dict:
+def _prepare(payload: dict[str, Any], master: str | None) -> dict[str, Any]:
     """``input``: {"timeline": URI, "normalization": URI, "action_normalization": URI (continuous actions)};
     ``output``: {"train": URI, "eval": URI}."""
     from batchrl.data.prepare import make_options, prepare
@@ -65,7 +65,7 @@ def _uri(payload: dict[str, Any], key: str, part: str | None = None) -> str:
 
 
 #: Stage name -> function(payload, spark master) -> summary dict.
-STAGES: dict[str, Callable[[dict[str, Any], str | None], dict]] = {
+STAGES: dict[str, Callable[[dict[str, Any], str | None], dict[str, Any]]] = {
     "timeline": _timeline,
     "normalize": _normalize,
     "prepare": _prepare,
@@ -95,7 +95,7 @@ def parse_payload(text: str) -> dict[str, Any]:
     return payload
 
 
-def run_job(payload: dict[str, Any]) -> dict:
+def run_job(payload: dict[str, Any]) -> dict[str, Any]:
     """Run the stage a parsed payload names; the master defaults as described in the module doc."""
     master = payload.get("spark_master")
     if master is None and not _under_spark_submit():

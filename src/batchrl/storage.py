@@ -18,6 +18,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlparse
 
@@ -108,7 +109,8 @@ def _wrap_io(action: str, loc: Location, exc: Exception) -> BatchRLError:
 def exists(uri: str) -> bool:
     loc = resolve(uri)
     try:
-        return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
+        found: bool = loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
+        return found
     except OSError as exc:
         raise _wrap_io("look up", loc, exc) from exc
 
@@ -151,7 +153,8 @@ def read_bytes(uri: str) -> bytes:
     loc = resolve(uri)
     try:
         with loc.fs.open_input_stream(loc.path) as src:
-            return src.read()
+            data: bytes = src.read()
+            return data
     except FileNotFoundError as exc:
         raise BatchRLError(f"file not found: {uri}", fix="check the path; was the stage that writes it run?") from exc
     except OSError as exc:
@@ -233,7 +236,8 @@ class DatasetWriter:
     def __enter__(self) -> DatasetWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is not None:
             self.abort()
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from batchrl.errors import BatchRLError
 
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
-def build_options(options_type: type[BaseModel], where: str, **values: Any) -> BaseModel:
+
+def build_options(options_type: type[OptionsT], where: str, **values: Any) -> OptionsT:
     """Validate CLI values into an options model; a bad value becomes a clear BatchRLError."""
     try:
         return options_type(**{k: v for k, v in values.items() if v is not None})

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check the cluster and KFP are ready for the pipeline (preflight)",
                        description="Check, against the current kube context and the KFP endpoint, what the "
                        "pipeline needs before its first run: KFP version, spark-operator, object-store secret, "

@@ -8,7 +8,7 @@ import sys
 from batchrl.commands._common import build_options, print_summary
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("evaluate", help="CPE on the eval table and greedy gym rollouts; write metrics.json, "
                        "report.md and report.html",
                        description="Estimate the trained policy's value from the eval table (DM, IPS, SNIPS, DR, "

@@ -7,7 +7,7 @@ import argparse
 from batchrl.commands._common import build_options, print_summary
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("generate", help="log decisions of a policy in a gymnasium env as a Parquet table",
                        description="Run a logging policy in a gymnasium environment and write the logged "
                        "table (mdp_id, sequence_number, state_features, action, reward, possible_actions, "

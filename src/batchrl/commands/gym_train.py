@@ -7,7 +7,7 @@ import argparse
 from batchrl.commands._common import print_summary
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("gym-train", help="train online in a gymnasium env and evaluate the exported policy",
                        description="Prefill a replay buffer with a random policy, train the configured model "
                        "online (epsilon-greedy/softmax exploration; SAC/TD3 their own), export model.torchscript "

@@ -13,7 +13,7 @@ import sys
 from batchrl.commands._common import print_summary
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("pipeline", help="compile the Kubeflow pipeline, or run it locally under kfp.local",
                        description="Kubeflow Pipelines: compile the batch-RL pipeline and its components to "
                        "YAML, or run the compiled pipeline on this machine with kfp.local.")
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_cluster_actions(actions)
 
 
-def _register_compile(actions: argparse._SubParsersAction) -> None:
+def _register_compile(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from batchrl.kfp.images import REGISTRY
 
     p = actions.add_parser("compile", help="compile the pipeline (and regenerate the checked-in YAML)",
@@ -47,7 +47,7 @@ def _register_compile(actions: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_compile)
 
 
-def _register_run_local(actions: argparse._SubParsersAction) -> None:
+def _register_run_local(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from batchrl.kfp.local_run import DEFAULT_PIPELINE_ROOT
 
     p = actions.add_parser("run-local", help="run the compiled pipeline on this machine (kfp.local)",

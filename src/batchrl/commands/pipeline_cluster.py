@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from batchrl.commands._common import print_summary
 
 
-def register_cluster_actions(actions: argparse._SubParsersAction) -> None:
+def register_cluster_actions(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the cluster actions to ``batchrl pipeline``'s action subparsers."""
     _submit(actions)
     _upload(actions)
@@ -52,7 +53,7 @@ def _pipeline_root(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument("--pipeline-root", metavar="URI", help=help_text)
 
 
-def _submit(actions: argparse._SubParsersAction) -> None:
+def _submit(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = actions.add_parser("submit", help="start one run of the pipeline on a Kubeflow cluster",
                            description="Upload the compiled pipeline with the parameters in CONFIG and start "
                            "a run in an experiment (created when missing). Prints the run id.")
@@ -64,7 +65,7 @@ def _submit(actions: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_submit)
 
 
-def _upload(actions: argparse._SubParsersAction) -> None:
+def _upload(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = actions.add_parser("upload", help="upload the compiled pipeline as a named, pinned version",
                            description="Upload the compiled pipeline as version --version of --pipeline-name "
                            "(skipped when that version exists). Schedules pin runs to such a version.")
@@ -78,7 +79,7 @@ def _upload(actions: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_upload)
 
 
-def _schedule(actions: argparse._SubParsersAction) -> None:
+def _schedule(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = actions.add_parser("schedule", help="create a recurring run (cron, pinned version, no catch-up)",
                            description="Upload the pipeline version if needed and create a recurring run "
                            "pinned to it: 6-field KFP cron (second minute hour day month weekday, UTC), "
@@ -97,7 +98,7 @@ def _schedule(actions: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_schedule)
 
 
-def _reconcile(actions: argparse._SubParsersAction) -> None:
+def _reconcile(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = actions.add_parser("reconcile", help="make KFP's recurring runs match the applied schedules",
                            description="Read the BatchRLSchedule objects and the schedule ConfigMaps (label "
                            "batchrl.io/schedule=true) in --namespace, or both kinds in the given --manifest "
@@ -124,7 +125,7 @@ def _reconcile(actions: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------- actions
 
 
-def _parameters(args: argparse.Namespace, package: str) -> dict:
+def _parameters(args: argparse.Namespace, package: str) -> dict[str, Any]:
     from batchrl.kfp.local_run import check_parameters, load_pipeline, read_parameters
 
     parameters = read_parameters(args.config)
@@ -233,7 +234,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
     shipped = reconciler.ShippedPipeline(args.pipeline_file)
 
-    def connect():
+    def connect() -> Any:
         return kfp_client.connect(args.host, args.namespace)
 
     if args.manifest:
@@ -262,7 +263,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
     return 2 if summary["errors"] else 0
 
 
-def _report(summary: dict, one_line: bool = True) -> None:
+def _report(summary: dict[str, Any], one_line: bool = True) -> None:
     """A pass's JSON summary on stdout (one line per pass under --watch), one line per error on stderr."""
     import json
     import sys

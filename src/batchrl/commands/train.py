@@ -7,7 +7,7 @@ import argparse
 from batchrl.commands._common import print_summary
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train an offline agent (DQN, CQL, QR-DQN, C51, BCQ, CRR, IQL; SAC, TD3 "
                        "for continuous actions) on prepared tables; write checkpoints, TensorBoard events and "
                        "model.torchscript",

@@ -92,7 +92,8 @@ class OptimizerConfig(_Strict):
 
     @property
     def params(self) -> AdamParameters | SGDParameters:
-        return getattr(self, self.name)
+        chosen: AdamParameters | SGDParameters = getattr(self, self.name)
+        return chosen
 
 
 # ---------------------------------------------------------------- networks
@@ -100,11 +101,14 @@ class OptimizerConfig(_Strict):
 Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid", "elu", "selu", "gelu", "silu", "linear"]
 
 
+_RELU_RELU: list[Activation] = ["relu", "relu"]
+
+
 class FullyConnectedParameters(_Strict):
     """An MLP: hidden layer sizes, one activation per hidden layer, optional dropout and layer norm."""
 
     sizes: list[int] = Field(default_factory=lambda: [256, 128])
-    activations: list[Activation] = Field(default_factory=lambda: ["relu", "relu"])
+    activations: list[Activation] = Field(default_factory=lambda: _RELU_RELU.copy())
     dropout_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
     use_layer_norm: bool = False
 
@@ -136,7 +140,8 @@ class NetBuilderConfig(_Strict):
 
     @property
     def params(self) -> FullyConnectedParameters:
-        return getattr(self, self.name)
+        chosen: FullyConnectedParameters = getattr(self, self.name)
+        return chosen
 
 
 def _default_net() -> NetBuilderConfig:
@@ -193,7 +198,7 @@ class PreprocessingOptions(_Strict):
 # ---------------------------------------------------------------- loading
 
 
-def _allowed_keys(model_type: type[BaseModel], loc: tuple) -> list[str] | None:
+def _allowed_keys(model_type: type[BaseModel], loc: tuple[int | str, ...]) -> list[str] | None:
     """The keys a mapping at ``loc`` (a pydantic error location) accepts."""
     current: Any = model_type
     for part in loc:

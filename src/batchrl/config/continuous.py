@@ -47,7 +47,8 @@ class ContinuousNetBuilder(_Strict):
 
     @property
     def params(self) -> FullyConnectedParameters:
-        return getattr(self, self.name)
+        chosen: FullyConnectedParameters = getattr(self, self.name)
+        return chosen
 
 
 def _fc(sizes: list[int] | None = None) -> ContinuousNetBuilder:

@@ -3,7 +3,7 @@ docs/algorithms.md)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -150,17 +150,19 @@ class _ModelBase(_Strict):
     cpe_net_builder: NetBuilderConfig = Field(default_factory=_default_net)
     eval_parameters: EvaluationParameters | None = None
     preprocessing_options: PreprocessingOptions = Field(default_factory=PreprocessingOptions)
+    if TYPE_CHECKING:  # each model class declares its own trainer_param, a DQNTrainerParameters subclass
+        trainer_param: DQNTrainerParameters
 
     @model_validator(mode="after")
     def _one_eval_block(self) -> _ModelBase:
-        old = self.trainer_param.evaluation  # type: ignore[attr-defined]
+        old = self.trainer_param.evaluation
         if old is not None and self.eval_parameters is not None:
             raise ValueError("give eval_parameters or trainer_param.evaluation, not both")
         return self
 
     @property
     def evaluation(self) -> EvaluationParameters:
-        return self.eval_parameters or self.trainer_param.evaluation or EvaluationParameters()  # type: ignore
+        return self.eval_parameters or self.trainer_param.evaluation or EvaluationParameters()
 
 
 class DiscreteDQNModel(_ModelBase):

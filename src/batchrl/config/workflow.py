@@ -54,7 +54,8 @@ class ModelConfig(_Strict):
 
     @property
     def value(self) -> AnyModel:
-        return getattr(self, self.name)
+        chosen: AnyModel = getattr(self, self.name)
+        return chosen
 
     @property
     def continuous(self) -> bool:

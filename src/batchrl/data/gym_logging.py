@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +23,9 @@ from batchrl import storage
 from batchrl.data.schema import END_TERMINATED, END_TRUNCATED, logged_schema
 from batchrl.errors import BatchRLError
 from batchrl.progress import Progress
+
+if TYPE_CHECKING:  # imported where used: gymnasium is slow to import
+    import gymnasium as gym
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,7 @@ class RandomDiscrete(LoggingPolicy):
     def __init__(self, n: int, start: int):
         self.n, self.start = n, start
 
-    def act(self, obs, rng):
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         actions = self.start + rng.integers(self.n, size=len(obs))
         return actions, np.full(len(obs), 1.0 / self.n)
 
@@ -77,7 +80,7 @@ class RandomBox(LoggingPolicy):
         self.low, self.high = low.astype(np.float64), high.astype(np.float64)
         self.density = float(1.0 / np.prod(self.high - self.low))
 
-    def act(self, obs, rng):
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         actions = rng.uniform(self.low, self.high, size=(len(obs), len(self.low)))
         return actions, np.full(len(obs), self.density)
 
@@ -92,20 +95,23 @@ class ModelPolicy(LoggingPolicy):
         try:
             import io
 
-            self.module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+            module = torch.jit.load(  # type: ignore[no-untyped-call]  # torch.jit.load is unannotated
+                io.BytesIO(data), map_location="cpu")
+            self.module = module.eval()
         except RuntimeError as exc:
             raise BatchRLError(f"not a TorchScript model: {str(exc).splitlines()[0]}", where=path,
                                fix="pass the model.torchscript written by `batchrl train`") from exc
         self.kind, self.epsilon, self.temperature = kind, epsilon, temperature
         self.n, self.start = n, start
-        self.column = None  # model action column -> env action offset
+        self.column: np.ndarray | None = None  # model action column -> env action offset
 
     def _q_values(self, obs: np.ndarray) -> np.ndarray:
         import torch
 
         values = torch.as_tensor(obs, dtype=torch.float32)
         with torch.no_grad():
-            names, q = self.module(values, torch.ones_like(values))
+            result: tuple[list[str], torch.Tensor] = self.module(values, torch.ones_like(values))
+        names, q = result
         if self.column is None:
             expected = [str(self.start + i) for i in range(self.n)]
             if list(names) != expected:
@@ -114,7 +120,7 @@ class ModelPolicy(LoggingPolicy):
             self.column = np.arange(self.n)
         return q.double().numpy()
 
-    def act(self, obs, rng):
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         q = self._q_values(obs)
         if self.kind == "softmax":
             z = (q - q.max(axis=1, keepdims=True)) / self.temperature
@@ -133,10 +139,10 @@ class ModelPolicy(LoggingPolicy):
 
 @dataclass
 class _Episode:
-    obs: list = field(default_factory=list)
-    actions: list = field(default_factory=list)
-    rewards: list = field(default_factory=list)
-    probs: list = field(default_factory=list)
+    obs: list[Any] = field(default_factory=list)
+    actions: list[Any] = field(default_factory=list)
+    rewards: list[Any] = field(default_factory=list)
+    probs: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -154,7 +160,7 @@ class _Finished:
         return _Finished(self.obs[:n], self.actions[:n], self.rewards[:n], self.probs[:n], END_TRUNCATED)
 
 
-def make_envs(env_id: str, num_envs: int, max_steps: int | None = None):
+def make_envs(env_id: str, num_envs: int, max_steps: int | None = None) -> gym.vector.VectorEnv[Any, Any, Any]:
     """A vector of ``num_envs`` environments (native vectorized where gymnasium has one), NEXT_STEP
     autoreset; an unknown id is a BatchRLError."""
     import gymnasium as gym
@@ -166,7 +172,7 @@ def make_envs(env_id: str, num_envs: int, max_steps: int | None = None):
                            fix="use a registered id such as CartPole-v0, CartPole-v1, Acrobot-v1, "
                                "MountainCar-v0 or Pendulum-v1") from exc
     mode = "vector_entry_point" if spec.vector_entry_point else "sync"
-    kwargs = {} if spec.vector_entry_point else {
+    kwargs: dict[str, Any] = {} if spec.vector_entry_point else {
         "vector_kwargs": {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}}
     if max_steps:
         kwargs["max_episode_steps"] = max_steps
@@ -175,12 +181,12 @@ def make_envs(env_id: str, num_envs: int, max_steps: int | None = None):
         return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **kwargs)
 
 
-def _policy(options: GenerateOptions, action_space) -> LoggingPolicy:
+def _policy(options: GenerateOptions, action_space: gym.spaces.Space[Any]) -> LoggingPolicy:
     import gymnasium as gym
 
     if isinstance(action_space, gym.spaces.Discrete):
         n, start = int(action_space.n), int(action_space.start)
-        if options.policy == "random":
+        if options.policy == "random" or options.model is None:  # (the options require a model otherwise)
             return RandomDiscrete(n, start)
         return ModelPolicy(options.model, options.policy, options.epsilon, options.temperature, n, start)
     if isinstance(action_space, gym.spaces.Box):
@@ -192,7 +198,7 @@ def _policy(options: GenerateOptions, action_space) -> LoggingPolicy:
                        fix="use an environment with a Discrete or Box action space")
 
 
-def action_names_of(action_space) -> list[str] | None:
+def action_names_of(action_space: gym.spaces.Space[Any]) -> list[str] | None:
     """Discrete action names as logged ("0", "1", ...); None for Box action spaces."""
     import gymnasium as gym
 
@@ -208,7 +214,8 @@ def run_episodes(options: GenerateOptions) -> tuple[list[_Finished], list[str] |
     envs = make_envs(options.env, options.num_envs, options.max_steps)
     try:
         policy = _policy(options, envs.single_action_space)
-        box = isinstance(envs.single_action_space, gym.spaces.Box)
+        space = envs.single_action_space
+        box_shape = space.shape if isinstance(space, gym.spaces.Box) else None  # None: discrete actions
         action_names = action_names_of(envs.single_action_space)
         rng = np.random.default_rng(options.seed)
         obs, _ = envs.reset(seed=options.seed)
@@ -216,14 +223,13 @@ def run_episodes(options: GenerateOptions) -> tuple[list[_Finished], list[str] |
         skip = np.zeros(envs.num_envs, dtype=bool)  # next step is an autoreset step (NEXT_STEP mode)
         finished: list[_Finished] = []
         logged = 0
-        budget = options.transitions or options.episodes
+        budget = options.transitions or options.episodes or 0  # the options require exactly one
         unit = "transitions" if options.transitions else "episodes"
         with Progress(budget, f"generate {options.env}", unit) as bar:
             while (logged if options.transitions else len(finished)) < budget:
                 flat = np.asarray(obs, dtype=np.float64).reshape(envs.num_envs, -1)
                 actions, probs = policy.act(flat, rng)
-                step_actions = actions.reshape((envs.num_envs, *envs.single_action_space.shape)) \
-                    if box else actions
+                step_actions = actions if box_shape is None else actions.reshape((envs.num_envs, *box_shape))
                 next_obs, rewards, terminated, truncated, _ = envs.step(step_actions)
                 for i in np.flatnonzero(~skip):
                     ep = running[i]
@@ -243,13 +249,15 @@ def run_episodes(options: GenerateOptions) -> tuple[list[_Finished], list[str] |
     finally:
         envs.close()
     if options.transitions:
-        kept, total = [], 0
-        for ep in finished:
-            if total + len(ep) >= options.transitions:
-                kept.append(ep if total + len(ep) == options.transitions else ep.cut(options.transitions - total))
+        kept: list[_Finished] = []
+        total = 0
+        for episode in finished:
+            if total + len(episode) >= options.transitions:
+                kept.append(episode if total + len(episode) == options.transitions
+                            else episode.cut(options.transitions - total))
                 break
-            kept.append(ep)
-            total += len(ep)
+            kept.append(episode)
+            total += len(episode)
         finished = kept
     else:
         finished = finished[: options.episodes]
@@ -304,7 +312,7 @@ def episodes_to_table(episodes: list[_Finished], action_names: list[str] | None,
     return pa.table([columns[f.name] for f in schema], schema=schema)
 
 
-def generate(output: str, options: GenerateOptions) -> dict:
+def generate(output: str, options: GenerateOptions) -> dict[str, Any]:
     """Log ``options.transitions`` transitions (or ``options.episodes`` episodes) to ``output``."""
     import time
 

@@ -21,8 +21,10 @@ import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -107,7 +109,7 @@ def _column(table: pa.Table, name: str, where: str) -> pa.Array:
     return array
 
 
-def _matrix(table: pa.Table, name: str, width: int, dtype: np.dtype, where: str) -> np.ndarray:
+def _matrix(table: pa.Table, name: str, width: int, dtype: npt.DTypeLike, where: str) -> np.ndarray:
     array = _column(table, name, where)
     lengths = pc.list_value_length(array)
     low, high = pc.min_max(lengths).values() if len(array) else (pa.scalar(width), pa.scalar(width))
@@ -119,7 +121,7 @@ def _matrix(table: pa.Table, name: str, width: int, dtype: np.dtype, where: str)
     return np.array(flat.reshape(len(array), width), dtype=dtype)  # a writable copy
 
 
-def _vector(table: pa.Table, name: str, dtype: np.dtype, where: str) -> np.ndarray:
+def _vector(table: pa.Table, name: str, dtype: npt.DTypeLike, where: str) -> np.ndarray:
     return np.array(_column(table, name, where).to_numpy(zero_copy_only=False), dtype=dtype)
 
 
@@ -167,7 +169,8 @@ def table_to_batch(table: pa.Table, num_features: int, num_actions: int, where: 
     if not np.isfinite(batch.reward.numpy()).all() or not np.isfinite(batch.state.numpy()).all():
         raise BatchRLError("non-finite reward or state values", where=where,
                            fix="rerun `batchrl validate` on the logged data and `batchrl prepare`")
-    no_action = ~batch.action_presence.bool().any(dim=1) if continuous else batch.action == num_actions
+    no_action = (~action_presence.bool().any(dim=1) if action_presence is not None  # continuous actions
+                 else batch.action == num_actions)
     if bool(no_action.any()):
         log.info("%s: dropping %d rows without a logged action", where, int(no_action.sum()))
         batch = batch.index(~no_action)
@@ -186,7 +189,7 @@ class DatasetInfo:
     action_names: list[str]  # continuous: the action feature ids as strings
     metric_names: list[str]
     continuous: bool = False
-    action_normalization: dict | None = None  # continuous: CONTINUOUS_ACTION normalization JSON
+    action_normalization: dict[str, Any] | None = None  # continuous: CONTINUOUS_ACTION normalization JSON
 
     @property
     def num_features(self) -> int:
@@ -355,6 +358,7 @@ class TransitionLoader:
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(self._read, buffers[0]) if buffers else None
             for i in range(len(buffers)):
+                assert pending is not None  # submitted for every buffer
                 data = pending.result()
                 pending = pool.submit(self._read, buffers[i + 1]) if i + 1 < len(buffers) else None
                 if carry is not None:

@@ -130,7 +130,8 @@ def _pipeline_document(package: str) -> dict[str, Any]:
 
 
 def pipeline_name_of(package: str) -> str:
-    return _pipeline_document(package)["pipelineInfo"]["name"]
+    name: str = _pipeline_document(package)["pipelineInfo"]["name"]
+    return name
 
 
 def pipeline_root_of(package: str) -> str | None:
@@ -232,7 +233,8 @@ def submit(client: Any, package: str, arguments: dict[str, Any], experiment: str
 
 
 def _experiment_id(client: Any, name: str, namespace: str | None) -> str:
-    return client.create_experiment(name, namespace=namespace).experiment_id
+    experiment_id: str = client.create_experiment(name, namespace=namespace).experiment_id
+    return experiment_id
 
 
 # ---------------------------------------------------------------- recurring runs
@@ -245,7 +247,8 @@ def _cron_of(run: Any) -> str | None:
 
 
 def _recurring_runs(client: Any, namespace: str | None) -> list[Any]:
-    runs, token = [], ""
+    runs: list[Any] = []
+    token = ""
     while True:
         page = client.list_recurring_runs(page_token=token, page_size=100, namespace=namespace)
         runs += page.recurring_runs or []
@@ -308,7 +311,8 @@ def find_schedule(client: Any, name_or_id: str, namespace: str | None = None, ho
         ids = ", ".join(r.recurring_run_id for r in matches)
         raise BatchRLError(f"{len(matches)} recurring runs are named '{name_or_id}' ({ids})",
                            where=host or "KFP API", fix="pass the id instead of the name")
-    return matches[0].recurring_run_id
+    run_id: str = matches[0].recurring_run_id
+    return run_id
 
 
 def existing_runs(client: Any, namespace: str | None = None, host: str | None = None) -> list[ExistingRun]:

@@ -42,7 +42,7 @@ def read_parameters(path: str) -> dict[str, Any]:
     return data
 
 
-def load_pipeline(pipeline_file: str | Path):
+def load_pipeline(pipeline_file: str | Path) -> Any:
     """The compiled pipeline as a component (``kfp.components.load_component_from_file``)."""
     from kfp import components
 
@@ -88,7 +88,7 @@ def collect_outputs(run_dir: Path) -> dict[str, Any]:
 
 
 def run_local(parameters: dict[str, Any], pipeline_root: str | Path = DEFAULT_PIPELINE_ROOT,
-              pipeline_file: str | Path | None = None, cache: bool = False, where: str = "parameters") -> dict:
+              pipeline_file: str | Path | None = None, cache: bool = False, where: str = "parameters") -> dict[str, Any]:
     """Run the compiled pipeline with ``parameters``; returns the run folder and every task's outputs.
 
     ``pipeline_file`` defaults to the package's pipeline compiled now (the same YAML as

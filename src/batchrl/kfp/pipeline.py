@@ -33,6 +33,7 @@ own default (its ``kfp-launcher`` ConfigMap) applies, or the one a run is submit
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from kfp import dsl, kubernetes
@@ -100,7 +101,7 @@ def configure(task: dsl.PipelineTask, step: str, secret: str | None) -> dsl.Pipe
     return task
 
 
-def shipped_config(name: str = DEFAULT_CONFIG):
+def shipped_config(name: str = DEFAULT_CONFIG) -> Traversable:
     """A shipped workflow config file (``configs/<name>`` in the repository, package data when installed)."""
     return resources.files("batchrl") / "configs" / name
 
@@ -123,24 +124,30 @@ MIRRORED_FIELDS = ("env_name", "num_train_transitions", "input_table_spec.table_
 def config_defaults(workflow_config: dict) -> dict[str, Any]:
     """The pipeline parameters that mirror a field of ``workflow_config`` (see :data:`MIRRORED_FIELDS`)."""
     from batchrl.config import parse_config
+    from batchrl.config.continuous import ContinuousModelBase
     from batchrl.errors import BatchRLError
 
     where = "pipeline default workflow_config"
     config = parse_config(workflow_config, where=where)
-    missing = [name for name in MIRRORED_FIELDS if _field(config, name) is None]
+    mirrored = {name: _field(config, name) for name in MIRRORED_FIELDS}
+    missing = [name for name, value in mirrored.items() if value is None]
     if missing:
         raise BatchRLError(f"the pipeline's default config does not set {', '.join(missing)}", where=where,
                            fix=f"set them, as configs/{DEFAULT_CONFIG} does")
     model = config.model.value
-    options = model.state_options if config.model.continuous else model.preprocessing_options
-    spec = config.input_table_spec
+    actions: list[str] = []
+    if isinstance(model, ContinuousModelBase):
+        options = model.state_options
+    else:
+        options, actions = model.preprocessing_options, [str(a) for a in model.trainer_param.actions]
     return {
         "env": config.env_name, "transitions": config.num_train_transitions,
         "data_seed": config.seed, "train_seed": config.seed,
-        "actions": [] if config.model.continuous else [str(a) for a in model.trainer_param.actions],
-        "table_sample": float(spec.table_sample), "eval_table_sample": float(spec.eval_table_sample),
+        "actions": actions,
+        "table_sample": float(mirrored["input_table_spec.table_sample"]),
+        "eval_table_sample": float(mirrored["input_table_spec.eval_table_sample"]),
         "num_samples": options.num_samples, "num_epochs": config.num_epochs,
-        "num_eval_episodes": config.num_eval_episodes, "passing_score_bar": float(config.passing_score_bar),
+        "num_eval_episodes": config.num_eval_episodes, "passing_score_bar": float(mirrored["passing_score_bar"]),
     }
 
 
@@ -151,7 +158,7 @@ def _field(config: Any, dotted: str) -> Any:
 
 
 @cache
-def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = None):
+def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = None) -> Any:
     """The batch-RL pipeline (a KFP graph component) whose steps run in ``images``; ``pipeline_root``
     (optional) is compiled in as its default artifact root (a run's own pipeline root overrides it)."""
     ops = build_components(images)
@@ -167,7 +174,7 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
         publish_gate: str, publish_uri: str, gpu_mode: str, gpus: int, accelerator_type: str, gpu_tolerations: list, gpu_node_selector: dict,
         spark_master: str, spark_conf: dict, spark_mode: str, spark_kubernetes: dict, s3_endpoint: str,
         object_store_secret: str, engine: str,
-    ):
+    ) -> None:
         spark = {"spark_master": spark_master, "spark_conf": spark_conf, "spark_mode": spark_mode,
                  "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint, "engine": engine}
         normalize = ops["normalize"](timeline_table=timeline_table, num_samples=num_samples, seed=data_seed,
@@ -243,7 +250,7 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
         s3_endpoint: str = "",
         object_store_secret: str = "batchrl-s3",
         engine: str = "auto",
-    ):
+    ) -> None:
         rest = {"actions": actions, "table_sample": table_sample, "eval_table_sample": eval_table_sample,
                 "num_samples": num_samples, "data_seed": data_seed, "workflow_config": workflow_config,
                 "algorithm": algorithm, "num_epochs": num_epochs, "train_seed": train_seed, "env": env,

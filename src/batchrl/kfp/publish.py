@@ -22,7 +22,7 @@ EVALUATION_FILES = ("metrics.json", "report.md", "report.html")
 RECORD_FILE = "published.json"
 
 
-def publish(model: str, evaluation: str, destination: str, record: dict[str, Any]) -> dict:
+def publish(model: str, evaluation: str, destination: str, record: dict[str, Any]) -> dict[str, Any]:
     """Copy the model's serving files and the evaluation's reports from ``model``/``evaluation`` to
     ``destination``; ``record`` (score, bar, gate) is stored with them in ``published.json``."""
     model, evaluation = model.rstrip("/"), evaluation.rstrip("/")

@@ -149,13 +149,13 @@ def reconcile(connect: Callable[[], Any], sources: Sources, shipped: ShippedPipe
             if dry_run or action.kind == "keep":
                 pass
             elif action.kind == "delete":
-                kfp.delete_schedule(work.client, action.run_id, host)
+                kfp.delete_schedule(work.client, action.existing_id, host)
             elif action.kind == "enable":
-                kfp.enable_schedule(work.client, action.run_id, host)
+                kfp.enable_schedule(work.client, action.existing_id, host)
             elif action.kind == "disable":
-                kfp.disable_schedule(work.client, action.run_id, host)
+                kfp.disable_schedule(work.client, action.existing_id, host)
             else:  # create / replace (the old ones were deleted by the preceding actions)
-                record["id"] = kfp.create_schedule(work.client, action.spec, namespace, managed=True,
+                record["id"] = kfp.create_schedule(work.client, action.desired, namespace, managed=True,
                                                    version=versions[action.name], host=host)["id"]
             if action.kind != "delete":
                 run_ids[action.name] = record["id"]

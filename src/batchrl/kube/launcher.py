@@ -62,7 +62,7 @@ def redact(text: str) -> str:
     return text
 
 
-def kubernetes_api_client():
+def kubernetes_api_client() -> Any:
     """An API client from the pod's service account, else from kubeconfig (``KUBECONFIG``, context).
 
     The configuration is built for this client only; the ``kubernetes`` package's global default is
@@ -107,7 +107,9 @@ class SparkApplicationLauncher:
 
     def _get(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+            found: dict[str, Any] = self._custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace,
+                                                                              PLURAL, name)
+            return found
         except _API_ERRORS as exc:
             if getattr(exc, "status", None) == 404:
                 return None
@@ -136,7 +138,8 @@ class SparkApplicationLauncher:
                            "so only the SIGTERM handler deletes it on cancel; grant get on pods (apply manifests/, "
                            "Role batchrl-pipeline-runner)", namespace, name, getattr(exc, "status", "-"))
             return None
-        return self._core.api_client.sanitize_for_serialization(pod)
+        plain: dict[str, Any] = self._core.api_client.sanitize_for_serialization(pod)
+        return plain
 
     def _create(self, app: dict[str, Any]) -> bool:
         """Create ``app``; False when an object of that name already exists."""

@@ -162,7 +162,7 @@ def failure_reason(message: str) -> str:
 def ready_condition(resource: ScheduleResource, error: str | None) -> dict[str, Any]:
     """The ``Ready`` condition; its lastTransitionTime moves only when its status changes."""
     status = "False" if error else "True"
-    old = next((c for c in resource.status.get("conditions") or () if c.get("type") == "Ready"), {})
+    old: dict[str, Any] = next((c for c in resource.status.get("conditions") or () if c.get("type") == "Ready"), {})
     return {"type": "Ready", "status": status,
             "reason": failure_reason(error) if error else "Reconciled",
             "message": error or "the KFP recurring run matches the spec",

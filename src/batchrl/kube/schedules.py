@@ -215,6 +215,20 @@ class Action:
     run_id: str | None = None
     spec: ScheduleSpec | None = None
 
+    @property
+    def existing_id(self) -> str:
+        """The recurring run a delete, enable or disable acts on (``plan`` always sets it for those)."""
+        if self.run_id is None:
+            raise ValueError(f"{self.kind} of schedule '{self.name}' names no recurring run")
+        return self.run_id
+
+    @property
+    def desired(self) -> ScheduleSpec:
+        """The schedule a create or replace submits (``plan`` always sets it for those)."""
+        if self.spec is None:
+            raise ValueError(f"{self.kind} of schedule '{self.name}' has no schedule spec")
+        return self.spec
+
 
 def plan(desired: tuple[ScheduleSpec, ...], existing: list[ExistingRun],
          protected: frozenset[str] = frozenset()) -> list[Action]:

@@ -166,7 +166,10 @@ def stage_payload(stage: str, input_uri: str | dict[str, str], output_uri: str |
                     f"the {role} of a Spark stage on Kubernetes must be an s3:// URI, got '{uri}'", where=where,
                     fix="the driver and executors cannot see local paths; use s3://BUCKET/PATH (MinIO, S3, "
                         "SeaweedFS) or run with --spark-mode local")
-    plain = lambda v: {k: str(u) for k, u in v.items()} if isinstance(v, dict) else str(v)  # noqa: E731
+
+    def plain(v: str | dict[str, Any]) -> str | dict[str, str]:
+        return {k: str(u) for k, u in v.items()} if isinstance(v, dict) else str(v)
+
     return {"stage": stage, "input": plain(input_uri), "output": plain(output_uri), "options": options}
 
 

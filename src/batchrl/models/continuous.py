@@ -9,6 +9,7 @@ actions inside training live in the normalized box ``[-1, 1]^d``; :class:`Action
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -28,7 +29,8 @@ class Critic(nn.Module):
         self.layers = nn.Sequential(*mlp_layers(state_dim + action_dim, sizes, activations), nn.Linear(width, 1))
 
     def forward(self, x: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.layers(torch.cat([x, action], dim=1)).squeeze(1)
+        q: torch.Tensor = self.layers(torch.cat([x, action], dim=1))
+        return q.squeeze(1)
 
 
 class DeterministicActor(nn.Module):
@@ -81,6 +83,10 @@ class GaussianActor(nn.Module):
 class ActionScaler(nn.Module):
     """[-1, 1]^d -> [low, high]^d: a_env = low + (a + 1) / 2 * (high - low)."""
 
+    if TYPE_CHECKING:  # buffers, declared for the type checker (TorchScript infers them)
+        low: torch.Tensor
+        high: torch.Tensor
+
     def __init__(self, low: list[float], high: list[float]):
         super().__init__()
         self.register_buffer("low", torch.tensor(low, dtype=torch.float32))
@@ -103,4 +109,5 @@ class ScaledActor(nn.Module):
         self.scaler = scaler
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scaler(self.actor(x))
+        scaled: torch.Tensor = self.scaler(self.actor(x))
+        return scaled

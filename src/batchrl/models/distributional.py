@@ -9,6 +9,8 @@ script with TorchScript.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -28,7 +30,8 @@ class AtomNetwork(nn.Module):
         self.num_atoms = num_atoms
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x).reshape(x.shape[0], self.num_actions, self.num_atoms)
+        flat: torch.Tensor = self.body(x)
+        return flat.reshape(x.shape[0], self.num_actions, self.num_atoms)
 
 
 class QuantileMean(nn.Module):
@@ -39,11 +42,15 @@ class QuantileMean(nn.Module):
         self.atoms = atoms
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.atoms(x).float().mean(dim=2)
+        atoms: torch.Tensor = self.atoms(x)
+        return atoms.float().mean(dim=2)
 
 
 class CategoricalMean(nn.Module):
     """Q(s, a) = sum_k softmax(logits(s, a))_k z_k over the fixed atoms z (``support``, float [N])."""
+
+    if TYPE_CHECKING:  # a buffer, declared for the type checker (TorchScript infers it)
+        support: torch.Tensor
 
     def __init__(self, atoms: AtomNetwork, support: torch.Tensor):
         super().__init__()

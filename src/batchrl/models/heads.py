@@ -23,7 +23,8 @@ class StateValue(nn.Module):
         self.body = body
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x).float()[:, 0]
+        value: torch.Tensor = self.body(x)
+        return value.float()[:, 0]
 
 
 def bcq_allowed(imitator_logits: torch.Tensor, threshold: float, possible: torch.Tensor | None = None) -> torch.Tensor:
@@ -50,6 +51,7 @@ class BCQScores(nn.Module):
         self.filtered_score = FILTERED_SCORE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.q_network(x).float()
+        q: torch.Tensor = self.q_network(x)
+        q = q.float()
         allowed = bcq_allowed(self.imitator(x), self.threshold)
         return q.masked_fill(~allowed, self.filtered_score)

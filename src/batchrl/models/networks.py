@@ -50,7 +50,8 @@ class FullyConnected(nn.Module):
                                     nn.Linear(width, output_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        q: torch.Tensor = self.layers(x)
+        return q
 
 
 class Dueling(nn.Module):
@@ -67,5 +68,6 @@ class Dueling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.trunk(x)
-        advantage = self.advantage(h)
-        return self.value(h) + advantage - advantage.mean(dim=1, keepdim=True)
+        advantage: torch.Tensor = self.advantage(h)
+        value: torch.Tensor = self.value(h)
+        return value + advantage - advantage.mean(dim=1, keepdim=True)

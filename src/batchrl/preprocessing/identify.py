@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from typing import TypedDict
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -99,12 +100,19 @@ def _boxcox_fit(values: np.ndarray) -> tuple[np.ndarray, float, float]:
     return np.asarray(transformed, dtype=np.float64), float(lam), shift
 
 
+class _Bounds(TypedDict):
+    """The observed range of a feature, recorded with every parameters object."""
+
+    min_value: float
+    max_value: float
+
+
 def _quantiles(values: np.ndarray, size: int) -> list[float]:
     return [float(q) for q in np.unique(np.quantile(values, np.linspace(0.0, 1.0, size + 1)))]
 
 
 def _continuous(values: np.ndarray, options: IdentifyOptions, forced: FeatureType | None,
-                bounds: dict[str, float]) -> NormalizationParameters:
+                bounds: _Bounds) -> NormalizationParameters:
     """CONTINUOUS, BOXCOX or QUANTILE parameters (``forced`` one of those, or None to choose)."""
     if forced is None and bounds["max_value"] - bounds["min_value"] < MIN_RANGE:
         return NormalizationParameters(feature_type=FeatureType.CONTINUOUS, mean=0.0, stddev=1.0, **bounds)
@@ -130,7 +138,7 @@ def _continuous(values: np.ndarray, options: IdentifyOptions, forced: FeatureTyp
         quantiles = _quantiles(values, options.quantile_size)
         if len(quantiles) < 2:
             raise ValueError("QUANTILE needs at least two distinct values")
-        return NormalizationParameters(feature_type=FeatureType.QUANTILE, quantiles=quantiles,
+        return NormalizationParameters(feature_type=FeatureType.QUANTILE, quantiles=tuple(quantiles),
                                        mean=float(np.mean(values)), stddev=_std(values, options.stddev_floor),
                                        **bounds)
     return NormalizationParameters(feature_type=FeatureType.CONTINUOUS, mean=float(np.mean(values)),
@@ -160,7 +168,7 @@ def identify_feature(values: np.ndarray, options: IdentifyOptions | None = None,
         raise BatchRLError(f"{feature} has {bad} NaN or infinite values among {len(values)} samples",
                            fix="clean the data (replace or drop non-finite values) before normalization")
     forced = FeatureType(feature_type) if feature_type is not None else None
-    bounds = {"min_value": float(values.min()), "max_value": float(values.max())}
+    bounds: _Bounds = {"min_value": float(values.min()), "max_value": float(values.max())}
     kind = forced or identify_type(values, options.max_unique_enum_values)
     try:
         if kind in (FeatureType.CONTINUOUS, FeatureType.BOXCOX, FeatureType.QUANTILE):
@@ -169,7 +177,7 @@ def identify_feature(values: np.ndarray, options: IdentifyOptions | None = None,
             possible = [float(v) for v in np.unique(values)]
             if forced is not None and len(possible) > options.max_unique_enum_values:
                 log.warning("%s: forced ENUM has %d distinct values (one-hot columns)", feature, len(possible))
-            return NormalizationParameters(feature_type=kind, possible_values=possible, **bounds)
+            return NormalizationParameters(feature_type=kind, possible_values=tuple(possible), **bounds)
         return NormalizationParameters(feature_type=kind, **bounds)
     except ValueError as exc:
         raise BatchRLError(f"{feature}: cannot normalize as {kind.value}: {exc}",

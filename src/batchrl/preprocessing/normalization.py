@@ -86,12 +86,28 @@ class NormalizationParameters(BaseModel):
         if self.feature_type == FeatureType.ENUM and not self.possible_values:
             raise ValueError("ENUM needs at least one possible value")
         if self.feature_type == FeatureType.QUANTILE:
-            q = self.quantiles
+            q = self.quantiles or ()
             if len(q) < 2 or any(b < a for a, b in zip(q, q[1:], strict=False)):
                 raise ValueError("QUANTILE needs at least two non-decreasing quantiles")
-        if self.feature_type == FeatureType.CONTINUOUS_ACTION and self.min_value > self.max_value:
+        if (self.feature_type == FeatureType.CONTINUOUS_ACTION and self.min_value is not None
+                and self.max_value is not None and self.min_value > self.max_value):
             raise ValueError(f"min_value {self.min_value} > max_value {self.max_value}")
         return self
+
+    def required(self, name: str) -> float:
+        """The float field ``name`` (one of mean, stddev, boxcox_lambda, boxcox_shift, min_value,
+        max_value), which this feature's type requires, so the validator has checked it is set."""
+        value = getattr(self, name)
+        if not isinstance(value, float):
+            raise ValueError(f"{self.feature_type.value} parameters have no {name}")
+        return value
+
+    def required_values(self, name: str) -> tuple[float, ...]:
+        """The sequence field ``name`` (possible_values or quantiles) that this feature's type requires."""
+        value = getattr(self, name)
+        if not isinstance(value, tuple):
+            raise ValueError(f"{self.feature_type.value} parameters have no {name}")
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         """All nine fields (None for unset), lists for sequences: ReAgent's object."""

@@ -27,6 +27,8 @@ CLIP_LOG            ln(max(x, 1e-6))
 =================== =============================================================================
 """
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from batchrl.errors import BatchRLError
@@ -92,6 +94,22 @@ class Preprocessor(torch.nn.Module):
     boxcox_lambda_eps: float
     clip_log_floor: float
     action_eps: float
+    if TYPE_CHECKING:  # buffers (register_buffer), declared for the type checker only: TorchScript
+        # infers their types from the registered tensors
+        type_codes: torch.Tensor
+        mean: torch.Tensor
+        stddev: torch.Tensor
+        boxcox_lambda: torch.Tensor
+        boxcox_shift: torch.Tensor
+        action_min: torch.Tensor
+        action_scale: torch.Tensor
+        quantile_columns: torch.Tensor
+        quantile_lower: torch.Tensor
+        quantile_span: torch.Tensor
+        quantile_weight: torch.Tensor
+        enum_columns: torch.Tensor
+        enum_values: torch.Tensor
+        output_index: torch.Tensor
 
     def __init__(self, normalization: Normalization, feature_ids: list[int] | None = None):
         super().__init__()
@@ -117,8 +135,8 @@ class Preprocessor(torch.nn.Module):
             lam.append(p.boxcox_lambda if is_boxcox else 1.0)
             shift.append(p.boxcox_shift if is_boxcox else 0.0)
             if p.feature_type == FeatureType.CONTINUOUS_ACTION:
-                low.append(p.min_value)
-                scale.append((2.0 - 2.0 * ACTION_EPS) / max(p.max_value - p.min_value, 1e-6))
+                low.append(p.required("min_value"))
+                scale.append((2.0 - 2.0 * ACTION_EPS) / max(p.required("max_value") - p.required("min_value"), 1e-6))
             else:
                 low.append(0.0)
                 scale.append(1.0)
@@ -133,12 +151,12 @@ class Preprocessor(torch.nn.Module):
 
         # QUANTILE: per quantile feature, its intervals [q_i, q_{i+1}] padded to the longest list
         q_cols = [j for j, p in enumerate(params) if p.feature_type == FeatureType.QUANTILE]
-        width = max((len(params[j].quantiles) - 1 for j in q_cols), default=1)
+        width = max((len(params[j].required_values("quantiles")) - 1 for j in q_cols), default=1)
         lower = torch.zeros(len(q_cols), width)
         span = torch.ones(len(q_cols), width)
         weight = torch.zeros(len(q_cols), width)
         for row, j in enumerate(q_cols):
-            q = torch.tensor(params[j].quantiles, dtype=torch.float64)
+            q = torch.tensor(params[j].required_values("quantiles"), dtype=torch.float64)
             k = len(q) - 1
             lower[row, :k] = q[:-1].float()
             span[row, :k] = torch.clamp(q[1:] - q[:-1], min=1e-12).float()
@@ -155,7 +173,7 @@ class Preprocessor(torch.nn.Module):
         out_ids: list[int] = []
         for j, p in enumerate(params):
             if p.feature_type == FeatureType.ENUM:
-                for v in p.possible_values:
+                for v in p.required_values("possible_values"):
                     gather.append(n + len(e_cols))
                     e_cols.append(j)
                     e_vals.append(float(v))

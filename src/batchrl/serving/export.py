@@ -50,7 +50,7 @@ class ExportedModel(nn.Module):
 
 
 def script_model(preprocessor: nn.Module, network: nn.Module, action_names: list[str], feature_ids: list[int],
-                 normalization: dict, metadata: dict[str, Any]) -> torch.jit.ScriptModule:
+                 normalization: dict[str, Any], metadata: dict[str, Any]) -> torch.jit.ScriptModule:
     """A CPU, eval-mode TorchScript copy of ``preprocessor`` + ``network``."""
     module = ExportedModel(copy.deepcopy(preprocessor).cpu(), copy.deepcopy(network).cpu().float().requires_grad_(False), action_names,
                            feature_ids, json.dumps(normalization, sort_keys=True), json.dumps(metadata, sort_keys=True))
@@ -58,7 +58,7 @@ def script_model(preprocessor: nn.Module, network: nn.Module, action_names: list
 
 
 def export_model(uri: str, preprocessor: nn.Module, network: nn.Module, action_names: list[str],
-                 feature_ids: list[int], normalization: dict, metadata: dict[str, Any]) -> torch.jit.ScriptModule:
+                 feature_ids: list[int], normalization: dict[str, Any], metadata: dict[str, Any]) -> torch.jit.ScriptModule:
     """Script and write the model to ``uri`` (one whole-file write; local or s3://)."""
     scripted = script_model(preprocessor, network, action_names, feature_ids, normalization, metadata)
     extra = {"feature_ids": [int(i) for i in feature_ids], "action_names": list(action_names),
@@ -96,7 +96,8 @@ class LoadedModel:
                             dtype=torch.float32)
         p = torch.ones_like(v) if presence is None else torch.as_tensor(presence, dtype=torch.float32)
         with torch.no_grad():
-            _, out = self.module(v, p)
+            result: tuple[torch.Tensor, torch.Tensor] = self.module(v, p)
+        _, out = result
         return out
 
     def greedy_actions(self, values: np.ndarray | torch.Tensor, possible: np.ndarray | torch.Tensor | None = None
@@ -112,7 +113,8 @@ def load_policy(uri: str) -> LoadedModel:
     data = storage.read_bytes(uri)
     extra = {METADATA_FILE: ""}
     try:
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+        module = torch.jit.load(  # type: ignore[no-untyped-call]  # torch.jit.load is unannotated
+            io.BytesIO(data), map_location="cpu", _extra_files=extra)
     except RuntimeError as exc:
         raise BatchRLError(f"not a TorchScript model: {str(exc).splitlines()[0]}", where=uri,
                            fix="pass a model.torchscript written by `batchrl train`") from None

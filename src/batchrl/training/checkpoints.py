@@ -64,7 +64,8 @@ def prune_checkpoints(output: str, keep: int) -> list[str]:
 def load_checkpoint(uri: str) -> dict[str, Any]:
     data = storage.read_bytes(uri)
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        state: dict[str, Any] = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return state
     except Exception as exc:  # a truncated or foreign file: torch raises several types
         raise BatchRLError(f"unreadable checkpoint: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                            where=uri, fix="delete it to resume from the previous one, or start without --resume"

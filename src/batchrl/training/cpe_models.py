@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +67,8 @@ class CPETrainer:
         """One minibatch for both models (optimizer steps every ``minibatches_per_step``)."""
         terms = self.losses(batch)
         k = self.params.minibatches_per_step
-        self.scaler.scale((terms["reward_loss"] + terms["cpe_q_loss"]) / k).backward()
+        loss = self.scaler.scale((terms["reward_loss"] + terms["cpe_q_loss"]) / k)
+        loss.backward()  # type: ignore[no-untyped-call]  # torch.Tensor.backward is unannotated
         self._minibatches += 1
         if self._minibatches % k == 0:
             for optimizer in (self.reward_optimizer, self.value_optimizer):
@@ -93,14 +95,14 @@ class CPETrainer:
             for n, mode in zip(nets, modes, strict=True):
                 n.train(mode)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"reward_network": self.reward_network.state_dict(), "value_network": self.value_network.state_dict(),
                 "value_target": self.value_target.state_dict(),
                 "reward_optimizer": self.reward_optimizer.state_dict(),
                 "value_optimizer": self.value_optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "schedulers": [s.state_dict() for s in self.schedulers], "minibatches": self._minibatches}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reward_network.load_state_dict(state["reward_network"])
         self.value_network.load_state_dict(state["value_network"])
         self.value_target.load_state_dict(state["value_target"])

@@ -59,6 +59,11 @@ class ExplorationConfig(_Strict):
     def name(self) -> str:
         return _exactly_one(self, "exploration")
 
+    @property
+    def chosen(self) -> EpsilonGreedy | Softmax:
+        policy: EpsilonGreedy | Softmax = getattr(self, self.name)
+        return policy
+
 
 class KeepBest(_Strict):
     """Model selection in the simulator: greedy checks during training; the best checked policy (the later

@@ -56,4 +56,5 @@ def preprocess_fn(preprocessor: Preprocessor, action_preprocessor: Preprocessor 
 def network_input(preprocessor: Preprocessor, observation: np.ndarray, device: torch.device) -> torch.Tensor:
     """One environment observation (every value present) -> the network input float32[1, D]."""
     values = torch.as_tensor(np.ravel(observation), dtype=torch.float32, device=device).unsqueeze(0)
-    return preprocessor(values, torch.ones_like(values))
+    features: torch.Tensor = preprocessor(values, torch.ones_like(values))
+    return features

@@ -45,6 +45,8 @@ def cpe_inputs(batch: Batch, q: torch.Tensor, reward_hat: torch.Tensor | None, q
                temperature: float) -> CPEInputs:
     """CPE inputs of an eval batch (rows ordered by episode and sequence) and model outputs [N, A]."""
     cpu = batch.to("cpu")
+    if cpu.episode is None:
+        raise ValueError("CPE needs the eval batch's episode ids: read it with read_eval_batch")
     return CPEInputs(
         reward=cpu.reward.double(), action=cpu.action, logged_propensity=cpu.action_probability.double(),
         target_probs=target_policy_probs(q, cpu.possible_actions_mask, temperature),

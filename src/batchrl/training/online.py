@@ -26,13 +26,15 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from batchrl import __version__, storage
+from batchrl.config.continuous import ContinuousModelBase
 from batchrl.data.loader import Batch
 from batchrl.errors import BatchRLError
 from batchrl.evaluation.rollouts import greedy_rollouts
@@ -43,10 +45,13 @@ from batchrl.preprocessing.preprocessor import Preprocessor
 from batchrl.progress import Progress
 from batchrl.serving.export import load_policy
 from batchrl.training.algorithms import build_trainer, export_policy
-from batchrl.training.gym_config import GymTrainConfig
+from batchrl.training.gym_config import GymTrainConfig, KeepBest, Softmax
 from batchrl.training.inputs import network_input, preprocess_fn, resolve_device
 from batchrl.training.loop import TensorBoardLog, check_finite
 from batchrl.training.trainer import ActingTrainer, Trainer
+
+if TYPE_CHECKING:  # imported where used: gymnasium is slow to import
+    import gymnasium as gym
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +93,7 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, state: np.ndarray, action, reward: float, next_state: np.ndarray, terminated: bool,
+    def add(self, state: np.ndarray, action: int | np.ndarray, reward: float, next_state: np.ndarray, terminated: bool,
             episode_start: bool) -> None:
         i = self.position
         if not episode_start and self._previous is not None and self.action.ndim == 1:
@@ -148,7 +153,7 @@ def explore_discrete(q: np.ndarray, rng: np.random.Generator, *, epsilon: float 
 def identify_states(states: np.ndarray, config: GymTrainConfig) -> Normalization:
     """Normalization of every observation index (feature id i = observation index i) from ``states``."""
     model = config.model.value
-    opts = model.state_options if config.model.continuous else model.preprocessing_options
+    opts = model.state_options if isinstance(model, ContinuousModelBase) else model.preprocessing_options
     identify = IdentifyOptions(max_unique_enum_values=opts.max_unique_enum_values, quantile_size=opts.quantile_size,
                                quantile_k2_threshold=opts.quantile_k2_threshold, skip_box_cox=opts.skip_box_cox,
                                skip_quantiles=opts.skip_quantiles,
@@ -168,7 +173,7 @@ def evaluate_policy(uri: str, config: GymTrainConfig) -> np.ndarray:
                            max_steps=config.max_steps).returns
 
 
-def greedy_check(env_id: str, max_steps: int | None, act, episodes: int, seed: int) -> tuple[float, int]:
+def greedy_check(env_id: str, max_steps: int | None, act: Callable[[np.ndarray], Any], episodes: int, seed: int) -> tuple[float, int]:
     """(mean return, environment steps) of ``episodes`` episodes of ``act`` (observation -> env action).
 
     One environment reset with ``seed + k`` for episode k, like the training episodes (the vectorized
@@ -192,12 +197,12 @@ def greedy_check(env_id: str, max_steps: int | None, act, episodes: int, seed: i
 # ---------------------------------------------------------------- the harness
 
 
-def make_env(env_id: str, max_steps: int | None):
+def make_env(env_id: str, max_steps: int | None) -> gym.Env[Any, Any]:
     """One gymnasium environment (the harness steps a single one); an unknown id is a BatchRLError."""
     import gymnasium as gym
 
     try:
-        return gym.make(env_id, **({"max_episode_steps": max_steps} if max_steps else {}))
+        return gym.make(env_id, max_episode_steps=max_steps if max_steps else None)
     except gym.error.Error as exc:
         raise BatchRLError(f"unknown gymnasium environment '{env_id}'", fix="use a registered id such as "
                            "CartPole-v0, CartPole-v1 or Pendulum-v1") from exc
@@ -209,9 +214,11 @@ class _Spaces:
     action_dim: int  # discrete: number of actions; continuous: dimensions
     action_names: list[str]
     discrete: bool
+    first_action: int = 0  # discrete: the environment's first action (Discrete.start)
+    bounds: tuple[list[float], list[float]] | None = None  # continuous: (low, high), flattened
 
 
-def _spaces(env, config: GymTrainConfig) -> _Spaces:
+def _spaces(env: gym.Env[Any, Any], config: GymTrainConfig) -> _Spaces:
     import gymnasium as gym
 
     obs_space, action_space = env.observation_space, env.action_space
@@ -220,15 +227,16 @@ def _spaces(env, config: GymTrainConfig) -> _Spaces:
                            where="env", fix="use an environment with a Box (vector) observation space")
     obs_dim = int(np.prod(obs_space.shape))
     if isinstance(action_space, gym.spaces.Discrete):
-        if config.model.continuous:
+        model = config.model.value
+        if isinstance(model, ContinuousModelBase):
             raise BatchRLError(f"{config.model.name} needs continuous actions; {config.env} has discrete ones",
                                where="model", fix="use a discrete algorithm (e.g. DiscreteDQN) for this env")
         names = [str(int(action_space.start) + i) for i in range(int(action_space.n))]
-        actions = config.model.value.trainer_param.actions
+        actions = model.trainer_param.actions
         if actions != names:
             raise BatchRLError(f"trainer_param.actions {actions} differ from {config.env}'s actions {names}",
                                where="model.trainer_param.actions", fix=f"set actions: {names}")
-        return _Spaces(obs_dim, len(names), names, True)
+        return _Spaces(obs_dim, len(names), names, True, first_action=int(action_space.start))
     if isinstance(action_space, gym.spaces.Box):
         if not config.model.continuous:
             raise BatchRLError(f"{config.model.name} needs discrete actions; {config.env} has a Box action space",
@@ -237,12 +245,13 @@ def _spaces(env, config: GymTrainConfig) -> _Spaces:
             raise BatchRLError(f"{config.env}'s action space is unbounded", where="env",
                                fix="use an environment with finite action bounds")
         dim = int(np.prod(action_space.shape))
-        return _Spaces(obs_dim, dim, [str(i) for i in range(dim)], False)
+        return _Spaces(obs_dim, dim, [str(i) for i in range(dim)], False,
+                       bounds=(action_space.low.reshape(-1).tolist(), action_space.high.reshape(-1).tolist()))
     raise BatchRLError(f"unsupported action space {action_space} in {config.env}", where="env",
                        fix="use an environment with a Discrete or Box action space")
 
 
-def gym_train(config: GymTrainConfig, output: str, device: str | None = None) -> dict:
+def gym_train(config: GymTrainConfig, output: str, device: str | None = None) -> dict[str, Any]:
     """Train online in ``config.env``, export the policy to ``output``, evaluate it greedily.
 
     Returns the summary (also written to ``output/training_summary.json``); ``passed`` is whether the
@@ -270,8 +279,7 @@ class _Harness:
         self.action_space = self.env.action_space
         self.rng = np.random.default_rng(config.seed)
         self.action_space.seed(config.seed)
-        self.scaler = None if self.spaces.discrete else ActionScaler(self.action_space.low.reshape(-1).tolist(),
-                                                                     self.action_space.high.reshape(-1).tolist())
+        self.scaler = None if self.spaces.bounds is None else ActionScaler(*self.spaces.bounds)
         discrete = self.spaces.discrete
         self.buffer = ReplayBuffer(config.replay_memory_size, self.spaces.obs_dim,
                                    None if discrete else self.spaces.action_dim, self.spaces.action_dim if discrete else 0)
@@ -291,8 +299,8 @@ class _Harness:
 
     def to_env(self, index_or_action: Any) -> Any:
         """A model action (index, or a vector in [-1, 1]^d) -> the environment's action."""
-        if self.spaces.discrete:
-            return int(self.action_space.start) + int(index_or_action)
+        if self.scaler is None:  # discrete actions
+            return self.spaces.first_action + int(index_or_action)
         env_units = self.scaler(torch.as_tensor(index_or_action, dtype=torch.float32)).numpy()
         return env_units.reshape(self.action_space.shape)
 
@@ -332,10 +340,9 @@ class _Harness:
             return cast(ActingTrainer, self.trainer).act(x, explore=True)[0].cpu().numpy(), None
         with torch.no_grad():
             q = self.trainer.q_network(x).float().cpu().numpy()[0]
-        exploration = self.config.exploration
-        if exploration.name == "softmax":
-            return explore_discrete(q, self.rng, temperature=exploration.softmax.temperature), None
-        e = exploration.epsilon_greedy
+        e = self.config.exploration.chosen
+        if isinstance(e, Softmax):
+            return explore_discrete(q, self.rng, temperature=e.temperature), None
         epsilon = linear_epsilon(self.env_steps - self.config.train_after_ts, e.start, e.end, e.decay_steps)
         return explore_discrete(q, self.rng, epsilon=epsilon), epsilon
 
@@ -379,12 +386,12 @@ class _KeepBest:
     """``keep_best``'s greedy checks during training and the best policy's serving-network state."""
 
     checks: list[dict[str, float]]
-    best: tuple[int, float, dict] | None = None  # (episode, mean return, serving network state)
+    best: tuple[int, float, dict[str, Any]] | None = None  # (episode, mean return, serving network state)
     check_steps: int = 0
 
-    def check(self, harness: _Harness, episode: int, tensorboard: TensorBoardLog) -> None:
+    def check(self, harness: _Harness, settings: KeepBest, episode: int, tensorboard: TensorBoardLog) -> None:
         config = harness.config
-        mean, steps = greedy_check(config.env, config.max_steps, harness.greedy, config.keep_best.episodes,
+        mean, steps = greedy_check(config.env, config.max_steps, harness.greedy, settings.episodes,
                                    config.seed + CHECK_SEED_OFFSET)
         self.check_steps += steps
         self.checks.append({"episode": episode, "mean_return": mean})
@@ -392,7 +399,7 @@ class _KeepBest:
         if self.best is None or mean >= self.best[1]:  # ties: the later policy, trained longer
             self.best = (episode, mean, copy.deepcopy(harness.trainer.q_network.state_dict()))
 
-    def summary(self) -> dict | None:
+    def summary(self) -> dict[str, Any] | None:
         if self.best is None:
             return None
         return {"episode": self.best[0], "mean_return": self.best[1], "checks": self.checks,
@@ -410,7 +417,7 @@ def _train_episodes(harness: _Harness, tensorboard: TensorBoardLog) -> tuple[lis
             returns.append(harness.episode(tensorboard))
             bar.update(1)
             if config.keep_best is not None and episode % config.keep_best.every_episodes == 0:
-                keep_best.check(harness, episode, tensorboard)
+                keep_best.check(harness, config.keep_best, episode, tensorboard)
             if episode % 10 == 0:
                 log.info("episode %d/%d: return %.1f (mean of last 10: %.1f), %d env steps, %d updates", episode,
                          config.num_train_episodes, returns[-1], float(np.mean(returns[-10:])), harness.env_steps,
@@ -422,7 +429,7 @@ def _train_episodes(harness: _Harness, tensorboard: TensorBoardLog) -> tuple[lis
     return returns, keep_best
 
 
-def _gym_train(config: GymTrainConfig, output: str, dev: torch.device) -> dict:
+def _gym_train(config: GymTrainConfig, output: str, dev: torch.device) -> dict[str, Any]:
     started = time.perf_counter()
     output = output.rstrip("/")
     harness = _Harness(config, output, dev)
@@ -439,10 +446,10 @@ def _gym_train(config: GymTrainConfig, output: str, dev: torch.device) -> dict:
                 "softmax_policy": params.rl.softmax_policy, "batchrl_version": __version__}
     paths = {"model": f"{output}/{MODEL_FILE}", "normalization": f"{output}/{NORMALIZATION_FILE}",
              "tensorboard": f"{output}/tensorboard", "summary": f"{output}/{SUMMARY_FILE}"}
-    space, normalization = harness.action_space, harness.normalization
-    bounds = None if harness.spaces.discrete else (space.low.reshape(-1).tolist(), space.high.reshape(-1).tolist())
+    normalization = harness.normalization
     export_policy(paths["model"], harness.trainer, harness.preprocessor.cpu(), harness.spaces.action_names,
-                  sorted(normalization), to_json_dict(normalization), metadata, action_bounds=bounds)
+                  sorted(normalization), to_json_dict(normalization), metadata,
+                  action_bounds=harness.spaces.bounds)
     write_normalization(paths["normalization"], normalization)
     eval_returns = evaluate_policy(paths["model"], config)
     mean = float(eval_returns.mean())

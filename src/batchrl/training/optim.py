@@ -7,13 +7,13 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from batchrl.config import OptimizerConfig
+from batchrl.config import AdamParameters, OptimizerConfig
 
 
-def build_optimizer(config: OptimizerConfig, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+def build_optimizer(config: OptimizerConfig, parameters: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
     """``{Adam: {...}}`` -> torch.optim.Adam (L2 in the gradient), AdamW (decoupled decay), SGD."""
     p = config.params
-    if config.name in ("Adam", "AdamW"):
+    if isinstance(p, AdamParameters):  # Adam or AdamW
         cls = torch.optim.Adam if config.name == "Adam" else torch.optim.AdamW
         return cls(parameters, lr=p.lr, weight_decay=p.weight_decay, betas=p.betas, eps=p.eps, amsgrad=p.amsgrad)
     return torch.optim.SGD(parameters, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay,
@@ -36,5 +36,5 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     buffers are copied."""
     for t, s in zip(target.parameters(), source.parameters(), strict=True):
         t.lerp_(s, tau)
-    for t, s in zip(target.buffers(), source.buffers(), strict=True):
-        t.copy_(s)
+    for target_buffer, source_buffer in zip(target.buffers(), source.buffers(), strict=True):
+        target_buffer.copy_(source_buffer)

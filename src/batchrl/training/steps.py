@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from batchrl.training.optim import build_optimizer, build_schedulers
 class GradientSteps:
     """The optimizers of named parameter groups, stepped together every ``every`` minibatches."""
 
-    def __init__(self, groups: dict[str, tuple[OptimizerConfig, Iterable[nn.Parameter]]], every: int,
+    def __init__(self, groups: dict[str, tuple[OptimizerConfig, Iterable[torch.Tensor]]], every: int,
                  amp_dtype: torch.dtype | None):
         self.optimizers = {name: build_optimizer(config, params) for name, (config, params) in groups.items()}
         self.schedulers = [scheduler for name, (config, _) in groups.items()
@@ -37,7 +38,7 @@ class GradientSteps:
     def __call__(self, loss: Tensor) -> bool:
         if self.minibatches % self.every == 0:
             self.zero_grad()
-        self.scaler.scale(loss / self.every).backward()
+        self.scaler.scale(loss / self.every).backward()  # type: ignore[no-untyped-call]  # torch: unannotated
         self.minibatches += 1
         if self.minibatches % self.every:
             return False
@@ -60,12 +61,12 @@ class GradientSteps:
         """The learning rate of the first optimizer (the one the loop logs)."""
         return float(next(iter(self.optimizers.values())).param_groups[0]["lr"])
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
                 "schedulers": [s.state_dict() for s in self.schedulers], "scaler": self.scaler.state_dict(),
                 "minibatches": self.minibatches}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
@@ -74,7 +75,7 @@ class GradientSteps:
         self.minibatches = int(state["minibatches"])
 
 
-def every_update(config: OptimizerConfig, parameters: Iterable[nn.Parameter]) -> GradientSteps:
+def every_update(config: OptimizerConfig, parameters: Iterable[torch.Tensor]) -> GradientSteps:
     """One optimizer stepped after every update, in float32 (the actor-critic trainers: SAC, TD3)."""
     return GradientSteps({"main": (config, parameters)}, 1, None)
 

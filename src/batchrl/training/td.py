@@ -84,7 +84,7 @@ def q_loss(predicted: Tensor, target: Tensor, kind: str) -> Tensor:
     return F.mse_loss(predicted, target, reduction="none")
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[None]:
     """Mixed precision on CUDA when ``dtype`` is set; a no-op otherwise."""
     if dtype is None or device.type != "cuda":
         return contextlib.nullcontext()

@@ -28,6 +28,7 @@ import torch
 
 from batchrl import __version__, storage
 from batchrl.config import WorkflowConfig
+from batchrl.config.continuous import ContinuousModelBase
 from batchrl.data.loader import Batch, DatasetInfo, TransitionLoader, dataset_info, read_eval_batch
 from batchrl.errors import BatchRLError
 from batchrl.models.builders import build_network
@@ -77,7 +78,7 @@ def _check_tables(config: WorkflowConfig, train: DatasetInfo, eval_: DatasetInfo
         raise BatchRLError(f"{config.model.name} trains on {kinds[config.model.continuous]} actions but the "
                            f"training table's actions are {kinds[train.continuous]}", where=train.uri,
                            fix="use SAC or TD3 for continuous (map) actions and a discrete algorithm otherwise")
-    if train.continuous:
+    if isinstance(model, ContinuousModelBase):
         expected = [str(i) for i, _ in model.action_float_features or []]
         if expected and expected != train.action_names:
             raise BatchRLError(f"action_float_features ids {expected} differ from the training table's action "
@@ -104,9 +105,11 @@ class _Setup:
     export: Callable[[str, dict[str, Any]], dict[str, str]]  # (output, metadata) -> {artifact: uri}
 
 
-def _discrete_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Preprocessor, norm_json: dict,
+def _discrete_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Preprocessor, norm_json: dict[str, Any],
                     dev: torch.device, amp: torch.dtype | None) -> _Setup:
     model_config = config.model.value
+    if isinstance(model_config, ContinuousModelBase):
+        raise TypeError(f"{config.model.name} is a continuous-action algorithm")
     params = model_config.trainer_param
     num_actions = len(params.actions)
     trainer = build_trainer(config.model, preprocessor.output_dim, num_actions, device=dev, amp_dtype=amp)
@@ -148,7 +151,7 @@ def continuous_epoch_metrics(trainer: Trainer, eval_batch: Batch, action_names: 
             "logged_action_mean": {a: float(logged[:, i].mean()) for i, a in enumerate(action_names)}}
 
 
-def _continuous_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Preprocessor, norm_json: dict,
+def _continuous_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Preprocessor, norm_json: dict[str, Any],
                       dev: torch.device, amp: torch.dtype | None) -> _Setup:
     """SAC / TD3 on a continuous-action table: actions scaled to [-1, 1] by their CONTINUOUS_ACTION
     normalization (from the table's metadata); the exported actor maps back to [min, max]."""
@@ -157,8 +160,8 @@ def _continuous_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: P
     action_preprocessor = Preprocessor(action_normalization, action_ids).to(dev)
     trainer = build_trainer(config.model, preprocessor.output_dim, len(action_ids), device=dev, amp_dtype=amp,
                             seed=config.seed)
-    low = [float(action_normalization[i].min_value) for i in action_ids]
-    high = [float(action_normalization[i].max_value) for i in action_ids]
+    low = [action_normalization[i].required("min_value") for i in action_ids]
+    high = [action_normalization[i].required("max_value") for i in action_ids]
 
     def export(output: str, metadata: dict[str, Any]) -> dict[str, str]:
         uri = f"{output}/{MODEL_FILE}"
@@ -231,7 +234,7 @@ def _run(config: WorkflowConfig, setup: _Setup, loader: TransitionLoader, eval_b
 
 
 def train(config: WorkflowConfig, train: str, eval: str, normalization: str, output: str,
-          device: str | None = None, resume: bool = False) -> dict:
+          device: str | None = None, resume: bool = False) -> dict[str, Any]:
     """Train the configured model on ``train``, evaluate on ``eval`` each epoch, write ``output``."""
     started = time.perf_counter()
     output = output.rstrip("/")
@@ -281,4 +284,5 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
     log.info("train: wrote %s (%d epochs)", output, state.epoch)
     short = {k: summary[k] for k in ("algorithm", "device", "epochs", "final_losses", "eval_td_loss",
                                      "transitions_per_s", "paths", "resumed_from")}
-    return storage.json_safe({"output": output, **short, "cpe": final.get("cpe", {})})
+    result: dict[str, Any] = storage.json_safe({"output": output, **short, "cpe": final.get("cpe", {})})
+    return result

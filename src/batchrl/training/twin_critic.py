@@ -20,10 +20,16 @@ from batchrl.training.steps import GradientSteps, eval_mode
 
 
 class TwinCritics(Protocol):
-    q1: nn.Module
-    q2: nn.Module
-    actor: nn.Module
-    critic_steps: GradientSteps
+    """What the shared critic step reads from a trainer (read-only, so any module subclass fits)."""
+
+    @property
+    def q1(self) -> nn.Module: ...
+    @property
+    def q2(self) -> nn.Module: ...
+    @property
+    def actor(self) -> nn.Module: ...
+    @property
+    def critic_steps(self) -> GradientSteps: ...
 
 
 def critic_step(trainer: TwinCritics, batch: Batch, target: Tensor) -> tuple[Tensor, Tensor]:

@@ -70,7 +70,7 @@ def build_trainer(model: ModelConfig, input_dim: int, action_dim: int, *, device
 
 
 def export_policy(uri: str, trainer: Trainer, preprocessor: nn.Module, action_names: list[str],
-                  feature_ids: list[int], normalization: dict, metadata: dict[str, Any],
+                  feature_ids: list[int], normalization: dict[str, Any], metadata: dict[str, Any],
                   action_bounds: tuple[list[float], list[float]] | None = None) -> None:
     """Write the serving policy ``(values, presence) -> (action names, out)`` (spec section 8).
 

@@ -17,6 +17,7 @@ The exported scores are Q(s, a) on allowed actions and -1e9 elsewhere
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -88,11 +89,11 @@ class BCQTrainer:
         with eval_mode(self.imitator):
             return {**terms, **detached(self._imitator_terms(batch))}
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"dqn": self.dqn.state_dict(), "imitator": self.imitator.state_dict(),
                 "imitator_steps": self.imitator_steps.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.dqn.load_state_dict(state["dqn"])
         self.imitator.load_state_dict(state["imitator"])
         self.imitator_steps.load_state_dict(state["imitator_steps"])

@@ -14,6 +14,7 @@ that actor (no max over unseen actions). The exported scores are the actor's log
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -104,11 +105,11 @@ class CRRTrainer:
         with eval_mode(self.critic, self.actor):
             return detached(self.losses(batch))
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
                 "actor": self.actor.state_dict(), "steps": self.steps.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
         self.actor.load_state_dict(state["actor"])

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from batchrl.config import DQNTrainerParameters
 from batchrl.data.loader import Batch
+from batchrl.models.distributional import CategoricalMean, QuantileMean
 from batchrl.models.policy import masked_argmax
 from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, detached, eval_mode
@@ -116,7 +118,7 @@ class DistributionalDQNTrainer:
     the CPE models and per-epoch metrics read.
     """
 
-    def __init__(self, q_network: nn.Module, params: DQNTrainerParameters, target_fn: TargetFn, loss_fn: LossFn,
+    def __init__(self, q_network: QuantileMean | CategoricalMean, params: DQNTrainerParameters, target_fn: TargetFn, loss_fn: LossFn,
                  *, device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None):
         self.device = torch.device(device)
         self.params, self.rl = params, params.rl
@@ -170,11 +172,11 @@ class DistributionalDQNTrainer:
         with eval_mode(self.q_network):
             return detached(self.losses(batch))
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"q_network": self.q_network.state_dict(), "q_target": self.q_target.state_dict(),
                 "steps": self.steps.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.q_network.load_state_dict(state["q_network"])
         self.q_target.load_state_dict(state["q_target"])
         self.steps.load_state_dict(state["steps"])

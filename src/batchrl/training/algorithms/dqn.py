@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -106,11 +107,11 @@ class DQNTrainer:
         with eval_mode(self.q_network):
             return detached(self.losses(batch))
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"q_network": self.q_network.state_dict(), "q_target": self.q_target.state_dict(),
                 "steps": self.steps.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.q_network.load_state_dict(state["q_network"])
         self.q_target.load_state_dict(state["q_target"])
         self.steps.load_state_dict(state["steps"])

@@ -14,6 +14,7 @@ in-data action. Q_T is a soft-updated copy of Q. The exported scores are the act
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -91,12 +92,12 @@ class IQLTrainer:
         with eval_mode(self.critic, self.value, self.actor):
             return detached(self.losses(batch))
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
                 "value": self.value.state_dict(), "actor": self.actor.state_dict(),
                 "steps": self.steps.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
         self.value.load_state_dict(state["value"])

@@ -21,6 +21,7 @@ sampled soft value in the target and V is regressed on it:
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 from batchrl.config import SACModel, SACTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models import builders
+from batchrl.models.continuous import Critic, GaussianActor
 from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, every_update
 from batchrl.training.trainer import BuildContext
@@ -55,7 +57,7 @@ class SACTrainer:
 
     scores = "actions"  # what q_network returns (export metadata "output")
 
-    def __init__(self, actor: nn.Module, q1: nn.Module, q2: nn.Module, params: SACTrainerParameters,
+    def __init__(self, actor: GaussianActor, q1: Critic, q2: Critic, params: SACTrainerParameters,
                  action_dim: int, *, value: nn.Module | None = None, device: torch.device | str = "cpu",
                  seed: int = 0):
         self.device = torch.device(device)
@@ -64,7 +66,7 @@ class SACTrainer:
         self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
         self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
         self.value = value.to(self.device) if value is not None else None
-        self.value_target = copy.deepcopy(self.value).requires_grad_(False) if value is not None else None
+        self.value_target = copy.deepcopy(self.value).requires_grad_(False) if self.value is not None else None
         self.value_steps = (every_update(params.value_network_optimizer, self.value.parameters())
                             if self.value is not None else None)
         self.actor_steps = every_update(params.actor_network_optimizer, self.actor.parameters())
@@ -91,14 +93,17 @@ class SACTrainer:
     @torch.no_grad()
     def act(self, state: Tensor, explore: bool) -> Tensor:
         """Actions in [-1, 1]^d: a sample of pi(.|s) when exploring, else tanh(mean)."""
-        return self.actor.sample(state, self.generator)[0] if explore else self.actor(state)
+        if explore:
+            return self.actor.sample(state, self.generator)[0]
+        action: Tensor = self.actor(state)
+        return action
 
     @torch.no_grad()
     def td_target(self, batch: Batch) -> Tensor:
         """The critics' regression target y [B] (soft target, or V_T(s') with a value network)."""
         if self.value_target is not None:
-            return batch.reward + self.gamma * batch.not_terminal.float() * \
-                self.value_target(batch.next_state).squeeze(1)
+            value_next: Tensor = self.value_target(batch.next_state)
+            return batch.reward + self.gamma * batch.not_terminal.float() * value_next.squeeze(1)
         next_action, next_log_prob = self.actor.sample(batch.next_state, self.generator)
         return soft_q_target(batch.reward, self.gamma, batch.not_terminal,
                              self.q1_target(batch.next_state, next_action),
@@ -143,7 +148,7 @@ class SACTrainer:
     def _steps(self) -> list[GradientSteps]:
         return [s for s in (self.critic_steps, self.actor_steps, self.value_steps, self.alpha_steps) if s is not None]
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "q1": self.q1.state_dict(), "q2": self.q2.state_dict(),
                 "q1_target": self.q1_target.state_dict(), "q2_target": self.q2_target.state_dict(),
                 "critic_steps": self.critic_steps.state_dict(), "actor_steps": self.actor_steps.state_dict(),
@@ -154,7 +159,7 @@ class SACTrainer:
                 "value_target": self.value_target.state_dict() if self.value_target is not None else None,
                 "value_steps": self.value_steps.state_dict() if self.value_steps is not None else None}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("actor", "q1", "q2", "q1_target", "q2_target", "critic_steps", "actor_steps"):
             getattr(self, name).load_state_dict(state[name])
         with torch.no_grad():
@@ -169,9 +174,9 @@ class SACTrainer:
 
 def build(model: SACModel, context: BuildContext) -> SACTrainer:
     """SAC: the twin critics, the Gaussian actor, then the optional value network V(s)."""
-    critics = [builders.critic(model.critic_net_builder, context.input_dim, context.action_dim) for _ in range(2)]
+    q1, q2 = [builders.critic(model.critic_net_builder, context.input_dim, context.action_dim) for _ in range(2)]
     actor = builders.gaussian_actor(model.actor_net_builder, context.input_dim, context.action_dim)
     value = (builders.continuous_mlp(model.value_net_builder, context.input_dim, 1)
              if model.value_net_builder is not None else None)
-    return SACTrainer(actor, *critics, model.trainer_param, context.action_dim, value=value, device=context.device,
+    return SACTrainer(actor, q1, q2, model.trainer_param, context.action_dim, value=value, device=context.device,
                       seed=context.seed)

@@ -17,6 +17,7 @@ TD3+BC (Fujimoto & Gu 2021, "A Minimalist Approach to Offline RL", with ``bc_alp
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from batchrl.config import TD3Model, TD3TrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models import builders
+from batchrl.models.continuous import Critic, DeterministicActor
 from batchrl.training.optim import soft_update
 from batchrl.training.steps import every_update
 from batchrl.training.trainer import BuildContext
@@ -58,7 +60,7 @@ class TD3Trainer:
 
     scores = "actions"  # what q_network returns (export metadata "output")
 
-    def __init__(self, actor: nn.Module, q1: nn.Module, q2: nn.Module, params: TD3TrainerParameters, *,
+    def __init__(self, actor: DeterministicActor, q1: Critic, q2: Critic, params: TD3TrainerParameters, *,
                  device: torch.device | str = "cpu", seed: int = 0):
         self.device = torch.device(device)
         self.params, self.gamma, self.tau = params, params.rl.gamma, params.rl.target_update_rate
@@ -87,7 +89,7 @@ class TD3Trainer:
     @torch.no_grad()
     def act(self, state: Tensor, explore: bool) -> Tensor:
         """mu(s), plus N(0, exploration_noise^2) clipped to [-1, 1] when exploring."""
-        action = self.actor(state)
+        action: Tensor = self.actor(state)
         if explore and self.params.exploration_noise > 0:
             action = (action + self._noise(action, self.params.exploration_noise)).clamp(-1.0, 1.0)
         return action
@@ -128,12 +130,12 @@ class TD3Trainer:
         self.critic_steps.end_epoch()
         self.actor_steps.end_epoch()
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name).state_dict() for name in (
             "actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "critic_steps", "actor_steps")
                 } | {"generator": self.generator.get_state(), "updates": self.updates}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "critic_steps", "actor_steps"):
             getattr(self, name).load_state_dict(state[name])
         self.generator.set_state(state["generator"])
@@ -142,6 +144,6 @@ class TD3Trainer:
 
 def build(model: TD3Model, context: BuildContext) -> TD3Trainer:
     """TD3 / TD3+BC: the twin critics, then the deterministic actor."""
-    critics = [builders.critic(model.critic_net_builder, context.input_dim, context.action_dim) for _ in range(2)]
+    q1, q2 = [builders.critic(model.critic_net_builder, context.input_dim, context.action_dim) for _ in range(2)]
     actor = builders.deterministic_actor(model.actor_net_builder, context.input_dim, context.action_dim)
-    return TD3Trainer(actor, *critics, model.trainer_param, device=context.device, seed=context.seed)
+    return TD3Trainer(actor, q1, q2, model.trainer_param, device=context.device, seed=context.seed)
