@@ -9,7 +9,7 @@ metrics {"reward": 1}, end_reason on each last row. For each size, in the same r
 * ``batchrl timeline`` as a user runs it (a fresh process: Python, JVM and Spark start-up, validation
   of the input, the transform, the Parquet write and commit), addTerminalStateRow false;
 * Spark's fixed cost: the same command on a 10-row table;
-* the pandas reference (``tests/timeline_reference.py``): read Parquet, transform, write Parquet.
+* the pandas reference (``tests/support/timeline_reference.py``): read Parquet, transform, write Parquet.
 """
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from timeline_reference import reference_timeline  # noqa: E402
-
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 from batchrl import storage  # noqa: E402
 from batchrl.data.schema import logged_schema  # noqa: E402
+from tests.support.timeline_reference import reference_timeline  # noqa: E402
 
 DS = "2019-01-01"
 CONFIG = {"startDs": DS, "endDs": DS, "addTerminalStateRow": False}
