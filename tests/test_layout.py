@@ -10,6 +10,8 @@ TESTS = Path(__file__).resolve().parent
 PACKAGE = TESTS.parent / "src" / "batchrl"
 #: Folders that hold helpers or data, not tests of a batchrl subpackage.
 HELPERS = {"support", "fakes", "resources"}
+#: Top-level test modules that test no single module of batchrl: repository artifacts and whole-package checks.
+TOP_LEVEL = {"test_images.py", "test_manifests.py", "test_import_graph.py", "test_layout.py"}
 
 
 def _modules() -> list[Path]:
@@ -44,6 +46,13 @@ def test_folders_mirror_the_package_and_are_packages():
         assert (folder / "__init__.py").exists(), f"{folder.relative_to(TESTS)} needs an __init__.py"
     assert not [p.name for p in (TESTS / "support").glob("test_*.py")] + \
         [p.name for p in (TESTS / "fakes").glob("test_*.py")], "helpers must not be named test_*.py"
+
+
+def test_top_level_tests_are_of_top_level_modules():
+    """``tests/test_<name>.py`` tests ``src/batchrl/<name>.py``; a subpackage's tests go in its folder."""
+    misplaced = [p.name for p in TESTS.glob("test_*.py")
+                 if p.name not in TOP_LEVEL and not (PACKAGE / f"{p.stem.removeprefix('test_')}.py").exists()]
+    assert misplaced == [], f"move into the folder of the subpackage they test (tests/README.md): {misplaced}"
 
 
 def test_the_check_sees_a_cross_import():
