@@ -12,7 +12,7 @@ same run, each in a fresh process (Python start-up included; the wall time is th
   the input, the transform, the Parquet write and the commit;
 * anchors that only transform (no validation, no commit): raw DuckDB SQL (LEAD/ROW_NUMBER over
   mdp_id, maps and lists kept, Parquet zstd out), polars lazy (sort + shift over mdp_id, sink_parquet),
-  and the pandas reference (``tests/timeline_reference.py``).
+  and the pandas reference (``tests/support/timeline_reference.py``).
 
 Every run must produce the same number of output rows. Then ``batchrl run configs/cartpole_dqn_offline.yaml
 --stop-after prepare`` (what ``make run`` runs, without training) on each engine, with its stage times.
@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, ROOT)  # the repository root: tests.support
 
 from batchrl import storage  # noqa: E402
 from batchrl.data.schema import logged_schema  # noqa: E402
@@ -128,7 +128,7 @@ def anchor_polars(files: list[str], out: str) -> None:
 
 
 def anchor_pandas(files: list[str], out: str) -> None:
-    from timeline_reference import reference_timeline
+    from tests.support.timeline_reference import reference_timeline
 
     table = pa.concat_tables([pq.read_table(f) for f in files])
     pq.write_table(reference_timeline(table, CONFIG), os.path.join(out, "part-0.parquet"), compression="zstd")

@@ -167,8 +167,8 @@ def online_run(name: str, block: dict, env: str, output: str, states: np.ndarray
 def record() -> dict:
     import torch
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_train_support import cartpole_dataset
+    sys.path.insert(0, str(ROOT))
+    from tests.support.training import cartpole_dataset
 
     torch.set_num_threads(1)
     results: dict[str, Any] = {}

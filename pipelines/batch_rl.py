@@ -1,7 +1,7 @@
 """The batch-RL pipeline, defined in the package (``batchrl.kfp.pipeline``) so the runtime image has it.
 
 ``python pipelines/batch_rl.py`` (or ``batchrl pipeline compile``) rewrites ``pipelines/batch_rl.yaml``
-next to this file; ``tests/test_kfp_golden.py`` fails when the checked-in YAML is out of date.
+next to this file; ``tests/kfp/test_golden.py`` fails when the checked-in YAML is out of date.
 """
 
 from pathlib import Path

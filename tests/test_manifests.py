@@ -12,7 +12,8 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from fakes.kube_api import FakeKubernetes
+
+from tests.fakes.kube_api import FakeKubernetes
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
@@ -93,14 +94,14 @@ def test_overlays_contain_what_they_promise(rendered):
 
 
 def _kfp_owned() -> set[tuple[str, str]]:
-    data = yaml.safe_load((ROOT / "tests" / "data" / "kfp_owned_objects.yaml").read_text())
+    data = yaml.safe_load((ROOT / "tests" / "resources" / "kfp_owned_objects.yaml").read_text())
     return {tuple(pair) for group in data.values() for pair in group}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_no_object_kubeflow_pipelines_owns(rendered, overlay):
     """Applying an overlay must never replace an object of KFP's install or of the profile controller
-    (list and sources: tests/data/kfp_owned_objects.yaml, from kubeflow/manifests): e.g. kfp-launcher,
+    (list and sources: tests/resources/kfp_owned_objects.yaml, from kubeflow/manifests): e.g. kfp-launcher,
     whose defaultPipelineRoot every pipeline of the namespace uses and which KFP regenerates."""
     owned = _kfp_owned()
     assert ("ConfigMap", "kfp-launcher") in owned and ("Role", "pipeline-runner") in owned
