@@ -65,13 +65,6 @@ def test_switch_with_huge_threshold_is_ips_plus_the_model_where_logging_has_no_s
         one_step.doubly_robust_terms(W, REWARD, ACTION, PI, R_HAT)))
 
 
-def test_inferred_logging_distribution_is_exact_for_two_actions():
-    inferred = one_step.infer_logging_probs(ACTION, PROPENSITY, 2)
-    assert torch.allclose(inferred, MU.double())
-    three = one_step.infer_logging_probs(torch.tensor([2]), torch.tensor([0.4]), 3)
-    assert three[0].tolist() == pytest.approx([0.3, 0.3, 0.4])
-
-
 def test_bootstrap_recomputes_the_ratio_on_each_resample():
     terms = one_step.snips_terms(W, REWARD)
     counts = bootstrap_counts(3, 50, seed=7)

@@ -77,7 +77,8 @@ def switch_terms(weights: Tensor, reward: Tensor, target_probs: Tensor, reward_h
 
     V = (1/n) sum_i [r_i w_i 1(w_i <= tau) + sum_a pi(a|x_i) r_hat(x_i, a) 1(pi(a|x_i)/mu(a|x_i) > tau)].
     tau trades the variance of large weights for the reward model's bias. Needs the logging
-    distribution over all actions, ``logging_probs`` [N, A] (see :func:`infer_logging_probs`).
+    distribution over all actions, ``logging_probs`` [N, A] (logged, or from
+    :mod:`batchrl.evaluation.logging_policy`; never guessed).
     Wang, Agarwal & Dudik, "Optimal and Adaptive Off-policy Evaluation in Contextual Bandits",
     ICML 2017, sec. 4.
     """
@@ -100,15 +101,3 @@ def switch_dr_terms(weights: Tensor, reward: Tensor, action: Tensor, target_prob
     r_hat_logged = reward_hat.to(torch.float64).gather(1, action.long().reshape(-1, 1)).squeeze(1)
     correction = (weights <= threshold) * weights * (reward.to(torch.float64) - r_hat_logged)
     return Terms.mean_of(direct_method_values(target_probs, reward_hat) + correction)
-
-
-def infer_logging_probs(action: Tensor, propensity: Tensor, num_actions: int) -> Tensor:
-    """mu(.|x_i) [N, A] when only the logged propensity is known.
-
-    The logged action gets mu_i; the remaining mass 1 - mu_i is split evenly over the other actions.
-    Exact for two actions (and for uniform logging); an assumption otherwise.
-    """
-    n = action.shape[0]
-    mu = propensity.to(torch.float64).reshape(-1, 1)
-    others = ((1.0 - mu) / max(num_actions - 1, 1)).expand(n, num_actions).clone()
-    return others.scatter(1, action.long().reshape(-1, 1), mu)
