@@ -132,7 +132,7 @@ def _one_step_statistics(inputs: CPEInputs, switch_threshold: float) -> tuple[di
         skipped["Switch"] = ("needs the logging policy's probability of every action (logged, or a logging-policy "
                              "model fitted on the states); only the taken action's is known")
     else:
-        stats["Switch"] = one_step.switch_terms(w, r, pi, r_hat, inputs.logging_probs, switch_threshold)
+        stats["Switch"] = one_step.switch_terms(w, r, a, pi, r_hat, inputs.logging_probs, switch_threshold)
     stats["SwitchDR"] = one_step.switch_dr_terms(w, r, a, pi, r_hat, switch_threshold)
     return stats, skipped
 

@@ -10,7 +10,7 @@ The table (Parquet, local or s3://, a file or a committed dataset) has one row p
 | ``action`` | integer | logged action index, 0 .. A-1 |
 | ``action_probability`` | float in (0, 1] | the logging policy's probability of the logged action |
 | ``target_probabilities`` | list of A floats summing to 1 | the evaluated policy's pi(.\\|s) |
-| ``logging_probabilities`` | optional list of A floats | the logging policy's mu(.\\|s) (Switch needs it) |
+| ``logging_probabilities`` | optional list of A floats | the logging policy's mu(.\\|s), logged or modelled (Switch's rule needs it; weights use ``action_probability``) |
 | ``reward_estimates`` | optional list of A floats | a reward model r_hat(s, .) (DM, DR, Switch, SwitchDR) |
 | ``q_estimates`` | optional list of A floats | a value model Q_hat(s, .) of the target policy (SDR, WDR, MAGIC) |
 
@@ -149,10 +149,6 @@ def read_cpe_table(uri: str) -> CPEInputs:
     logging = optional.get("logging_probabilities")
     if logging is not None and logging.shape[1] == num_actions:
         _check_distribution("logging_probabilities", logging, problems)
-        inside = (action >= 0) & (action < num_actions)
-        taken = logging[np.arange(rows)[inside], action[inside]]
-        if np.any(np.abs(taken - propensity[inside]) > SUM_TOLERANCE):
-            problems.append("logging_probabilities disagrees with action_probability for the logged action")
     keys = pa.table({"mdp_id": ids, "sequence_number": sequence})
     if keys.group_by(["mdp_id", "sequence_number"]).aggregate([]).num_rows != rows:
         problems.append("some (mdp_id, sequence_number) pairs appear more than once")

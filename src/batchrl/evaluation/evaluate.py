@@ -37,7 +37,7 @@ from batchrl.evaluation.cpe import (
 from batchrl.evaluation.cpe_table import inputs_to_table, table_bytes
 from batchrl.evaluation.estimators.core import bootstrap_counts
 from batchrl.evaluation.estimators.fqe import FQEConfig, FQEInputs
-from batchrl.evaluation.logging_policy import LoggingPolicyConfig, fit_logging_policy, logging_distribution
+from batchrl.evaluation.logging_policy import LoggingPolicyConfig, fit_logging_policy
 from batchrl.serving.export import LoadedModel, load_policy
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def counterfactual_evaluation(model_dir: str, policy: LoadedModel, eval_uri: str
         reward_hat=None if reward_model is None else reward_model.outputs(batch.state, batch.state_presence).double(),
         q_hat=None if value_model is None else value_model.outputs(batch.state, batch.state_presence).double(),
         episode=batch.episode, not_terminal=batch.not_terminal,
-        logging_probs=logging_distribution(logging_model.probs, batch.action, batch.action_probability))
+        logging_probs=logging_model.probs)
     if reward_model is None:
         notes.append(f"no {REWARD_MODEL_FILE} (CPE was off in training): DM, DR, Switch and SwitchDR skipped")
     estimates: dict[str, dict] = {}

@@ -2,17 +2,18 @@
 
 Logs record the logging policy's probability of the action it took, mu_i = mu(a_i|s_i), but Switch
 (and any estimator that asks "how likely was an action that was *not* taken?") needs mu(a|s_i) for all
-a. We fit mu_hat(.|s) = masked softmax(f(s)) with f a small MLP on standardized state features,
-minimizing the negative log-likelihood of the logged actions plus the squared error of the log
+a. We fit mu_hat(.|s) = masked softmax(f(s)) with f linear or a small MLP on standardized state
+features, minimizing the negative log-likelihood of the logged actions plus the squared error of the log
 propensity of the logged action against the logged one (every logged number is used):
 
     L = mean_i [ -log mu_hat(a_i|s_i) + (log mu_hat(a_i|s_i) - log mu_i)^2 ] + l2 ||theta||^2
 
-(full-batch L-BFGS). The logged propensity is exact for the logged action, so the distribution
-handed to the estimators keeps it and lets the model share out the rest (:func:`logging_distribution`):
-mu(a_i|s_i) = mu_i and mu(a|s_i) = mu_hat(a|s_i) (1 - mu_i) / (1 - mu_hat(a_i|s_i)) for a != a_i.
+(full-batch L-BFGS). Switch uses mu_hat only to decide, per (state, action), whether to trust the
+importance weight or the reward model (:func:`batchrl.evaluation.estimators.one_step.switch_terms`);
+the importance weights themselves keep the logged propensities.
 
-Calibration is checked on a held-out fifth of the rows (the final model is then fitted on all rows):
+Calibration is checked on a held-out fifth of the rows, which also picks the model class with the
+smaller error (linear or one hidden layer); the chosen class is then fitted on all rows.
 the error of mu_hat(a_i|s_i) against the logged mu_i, and the expected calibration error of mu_hat over
 all (row, action) pairs against how often the action was taken (Naeini, Cooper & Hauskrecht, AAAI 2015).
 """
@@ -36,11 +37,11 @@ CALIBRATION_TOLERANCE = 0.05
 
 @dataclass(frozen=True)
 class LoggingPolicyConfig:
-    """Network and fit of the logging-policy model."""
+    """Candidate networks (hidden layer sizes, l2 penalty) and fit of the logging-policy model: the
+    candidate with the smallest held-out propensity error is chosen (the first one without calibration)."""
 
-    hidden: tuple[int, ...] = (64,)
-    l2: float = 1e-4
-    max_iterations: int = 300
+    candidates: tuple[tuple[tuple[int, ...], float], ...] = (((), 1e-4), ((16,), 1e-2))
+    max_iterations: int = 100
     seed: int = 0
     max_rows: int = 50_000  # fitted on a seeded sample of this many rows when there are more
 
@@ -72,12 +73,12 @@ def _log_probs(net: LoggingPolicyNet, state: Tensor, possible: Tensor | None) ->
 
 
 def _fit(state: Tensor, action: Tensor, propensity: Tensor, possible: Tensor | None, num_actions: int,
-         config: LoggingPolicyConfig) -> LoggingPolicyNet:
+         config: LoggingPolicyConfig, hidden: tuple[int, ...], l2_weight: float) -> LoggingPolicyNet:
     state = state.double()
     mean, std = state.mean(dim=0), state.std(dim=0).nan_to_num(1.0).clamp(min=1e-6)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        net = LoggingPolicyNet(state.shape[1], num_actions, config.hidden, mean, std)
+        net = LoggingPolicyNet(state.shape[1], num_actions, hidden, mean, std)
     log_mu = propensity.double().clamp(min=1e-12).log()
     index = action.long().reshape(-1, 1)
     optimizer = torch.optim.LBFGS(net.parameters(), max_iter=config.max_iterations, history_size=20,
@@ -87,7 +88,7 @@ def _fit(state: Tensor, action: Tensor, propensity: Tensor, possible: Tensor | N
         optimizer.zero_grad()
         log_p = _log_probs(net, state, possible).gather(1, index).squeeze(1)
         l2 = sum((p * p).sum() for name, p in net.named_parameters() if name.endswith("weight"))
-        loss = (-log_p + (log_p - log_mu) ** 2).mean() + config.l2 * l2
+        loss = (-log_p + (log_p - log_mu) ** 2).mean() + l2_weight * l2
         loss.backward()
         return loss
 
@@ -156,7 +157,8 @@ def fit_logging_policy(state: Tensor, action: Tensor, propensity: Tensor, num_ac
         propensity: [N] logged mu(a_i|s_i).
         num_actions: A.
         possible: [N, A] bool, actions the logging policy could take (None: all).
-        calibrate: hold out a fifth of the rows to measure calibration first (needs >= 10 rows).
+        calibrate: hold out a fifth of the rows to measure calibration and choose among
+            ``config.candidates`` (needs >= 10 rows); without it the first candidate is fitted.
     """
     fit_rows = torch.arange(state.shape[0])
     if state.shape[0] > config.max_rows:
@@ -166,30 +168,16 @@ def fit_logging_policy(state: Tensor, action: Tensor, propensity: Tensor, num_ac
     def part(rows: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         return state[rows], action[rows], propensity[rows], None if possible is None else possible[rows]
 
-    report = None
+    chosen, report = config.candidates[0], None
     n = fit_rows.numel()
     if calibrate and n >= 10:
         order = fit_rows[torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 1))]
         held, train = order[: max(int(n * HOLDOUT), 1)], order[max(int(n * HOLDOUT), 1):]
-        net = _fit(*part(train), num_actions, config)
         held_state, held_action, held_propensity, held_possible = part(held)
-        report = calibration(_predict(net, held_state, held_possible), held_action, held_propensity)
-    net = _fit(*part(fit_rows), num_actions, config)
+        for hidden, l2 in config.candidates:
+            net = _fit(*part(train), num_actions, config, hidden, l2)
+            scores = calibration(_predict(net, held_state, held_possible), held_action, held_propensity)
+            if report is None or scores["propensity_mean_abs_error"] < report["propensity_mean_abs_error"]:
+                chosen, report = (hidden, l2), {**scores, "hidden_layers": list(hidden), "l2": l2}
+    net = _fit(*part(fit_rows), num_actions, config, *chosen)
     return LoggingPolicyFit(_predict(net, state, possible), report)
-
-
-def logging_distribution(model_probs: Tensor, action: Tensor, propensity: Tensor) -> Tensor:
-    """mu(.|s_i) [N, A]: the logged propensity for the logged action, the model's shares of the rest.
-
-    mu(a_i|s_i) = mu_i; mu(a|s_i) = mu_hat(a|s_i) (1 - mu_i) / (1 - mu_hat(a_i|s_i)) for a != a_i
-    (spread evenly over the model's other actions if the model gives them no mass).
-    """
-    probs = model_probs.to(torch.float64)
-    index = action.long().reshape(-1, 1)
-    mu = propensity.to(torch.float64).reshape(-1, 1)
-    others = probs.scatter(1, index, 0.0)
-    mass = others.sum(dim=1, keepdim=True)
-    count = (probs.shape[1] - 1) if probs.shape[1] > 1 else 1
-    even = torch.ones_like(probs).scatter(1, index, 0.0) / count
-    shares = torch.where(mass > 0, others / torch.where(mass > 0, mass, torch.ones_like(mass)), even)
-    return (shares * (1.0 - mu)).scatter(1, index, mu)

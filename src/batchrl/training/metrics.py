@@ -13,7 +13,7 @@ import torch
 
 from batchrl.data.loader import Batch
 from batchrl.evaluation.cpe import CPEInputs, estimate_all, target_policy_probs
-from batchrl.evaluation.logging_policy import LoggingPolicyConfig, fit_logging_policy, logging_distribution
+from batchrl.evaluation.logging_policy import LoggingPolicyConfig, fit_logging_policy
 from batchrl.models.policy import masked_argmax
 from batchrl.training.cpe_models import CPETrainer
 from batchrl.training.dqn import DQNTrainer
@@ -79,7 +79,7 @@ def epoch_metrics(trainer: DQNTrainer, cpe: CPETrainer | None, eval_batch: Batch
         inputs = cpe_inputs(eval_batch, q, reward_hat, q_hat, temperature)
         mu_hat = fit_logging_policy(eval_batch.state.cpu(), inputs.action, inputs.logged_propensity,
                                     len(action_names), mask, LoggingPolicyConfig(seed=seed), calibrate=False)
-        inputs.logging_probs = logging_distribution(mu_hat.probs, inputs.action, inputs.logged_propensity)
+        inputs.logging_probs = mu_hat.probs
         metrics["cpe"] = estimate_all(inputs, gamma=gamma, seed=seed, bootstrap=bootstrap)
     return metrics
 

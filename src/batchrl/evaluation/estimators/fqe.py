@@ -6,13 +6,15 @@ are clipped to the values rewards in [r_min, r_max] allow, [min(r_min, 0), max(r
 which stops extrapolation error from compounding beyond any achievable value.
 The estimate is the model's value of the logged start states, V(s_0) = sum_a pi(a|s_0) Q_K(s_0, a).
 
-Stopping rule: the Bellman operator of pi contracts by gamma, so after iteration k the distance to its
-fixed point is at most gamma / (1 - gamma) times the last change (Bertsekas & Tsitsiklis,
-*Neuro-Dynamic Programming*, 1996, sec. 2.2). We measure the change as the mean absolute change of Q
-on a fixed probe set of rows and stop when gamma / (1 - gamma) * change <= ``tolerance`` * mean |Q| for
-``patience`` iterations in a row (``converged``); the learning rate is halved whenever the change has
-not reached a new low for ``plateau`` iterations (the noise of stochastic gradient steps otherwise sets a
-floor). ``iterations`` is a cap. :class:`FQEDiagnostics` reports what happened: iterations run, whether
+Stopping rule: the Bellman operator of pi contracts by gamma, so the iterates approach its fixed
+point geometrically, Q_k - Q* ~ gamma^k c (Bertsekas & Tsitsiklis, *Neuro-Dynamic Programming*, 1996,
+sec. 2.2), and the distance left after iteration k is about the change over the last w iterations
+divided by 1 - gamma^w. We measure that change as the mean absolute change of Q on a fixed probe set of
+rows over ``window`` iterations (a window rather than one step, so that the noise of the stochastic
+gradient steps does not pass for drift) and stop when the estimated distance is at most ``tolerance``
+times mean |Q| for ``patience`` iterations in a row (``converged``). The learning rate is halved
+whenever that estimate has not reached a new low for ``plateau`` iterations (the gradient noise
+otherwise sets a floor). ``iterations`` is a cap. :class:`FQEDiagnostics` reports what happened: iterations run, whether
 the rule was met, the final error bound and the regression's relative fitting loss.
 Consistent given a rich enough function class; its error is model bias rather than importance-weight
 variance. Le, Voloshin & Yue, "Batch Policy Learning under Constraints", ICML 2019, sec. 4 (FQE);
@@ -65,6 +67,7 @@ class FQEConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     tolerance: float = 0.01
+    window: int = 20
     patience: int = 3
     plateau: int = 20
     probe_rows: int = 2048
@@ -77,7 +80,8 @@ class FQEDiagnostics:
     Args:
         iterations: fitted Q iterations run.
         converged: whether the stopping rule was met (else the ``iterations`` cap stopped it).
-        relative_error_bound: gamma / (1 - gamma) * last change / mean |Q| (the rule wants <= tolerance).
+        relative_error_bound: the estimated distance to the fixed point, change over the window /
+            (1 - gamma^window) / mean |Q| (the rule wants <= tolerance).
         fit_loss: the last regression's mean squared error on all rows / the variance of its targets
             (the part of the targets Q does not follow; includes reward noise).
         learning_rate: the final learning rate.
@@ -140,8 +144,8 @@ def fit_fqe(inputs: FQEInputs, gamma: float, config: FQEConfig = FQEConfig()) ->
     probe = state[torch.randperm(n, generator=generator)[: config.probe_rows]]
     everything = torch.arange(n)
     with torch.no_grad():
-        previous = model(probe)
-    contraction = gamma / max(1.0 - gamma, 1e-6)
+        history = [model(probe)]  # Q on the probe rows, the last ``window`` + 1 iterations
+    contraction = 1.0 / max(1.0 - gamma ** config.window, 1e-6)
     bound, best, since_best, calm, iterations = float("inf"), float("inf"), 0, 0, 0
     target = reward
     while iterations < config.iterations:
@@ -160,9 +164,11 @@ def fit_fqe(inputs: FQEInputs, gamma: float, config: FQEConfig = FQEConfig()) ->
             optimizer.step()
         with torch.no_grad():
             current = model(probe)
-        change = float((current - previous).abs().mean())
+        history = [*history[-config.window:], current]
+        change = float((current - history[0]).abs().mean())
         bound = contraction * change / max(float(current.abs().mean()), 1e-12)
-        previous = current
+        if len(history) <= config.window:  # not a full window yet
+            continue
         calm = calm + 1 if bound <= config.tolerance else 0
         if calm >= config.patience:
             break
