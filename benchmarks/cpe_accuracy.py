@@ -28,6 +28,7 @@ sample size.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cpe_accuracy.py [--datasets 50] [--setups bandit,cartpole,chain] \
         [--bootstrap 200] [--output benchmarks/cpe_accuracy.json]
+    .venv/bin/python benchmarks/cpe_accuracy.py --markdown RESULTS.json...    # the README table
 """
 
 from __future__ import annotations
@@ -240,12 +241,16 @@ def summarize(runs: list[dict], truth: float) -> dict[str, dict]:
         rel = (est - truth) / abs(truth)
         covered = np.array([v["ci_low"] <= truth <= v["ci_high"] for v in values])
         n = len(values)
+        trusted = np.array([v["diagnostics"]["trusted"] for v in values])
         table[name] = {
             "datasets": n, "mean_estimate": float(est.mean()), "bias": float(rel.mean()),
             "mean_abs_relative_error": float(np.abs(rel).mean()), "rms_relative_error": float(np.sqrt((rel ** 2).mean())),
             "coverage": float(covered.mean()), "coverage_se": float(math.sqrt(covered.mean() * (1 - covered.mean()) / n)),
             "flagged_share": float(np.mean([not v["diagnostics"]["trusted"] for v in values])),
             "median_effective_sample_size": float(np.median([v["diagnostics"]["effective_sample_size"] for v in values])),
+            "trusted_datasets": int(trusted.sum()),
+            "coverage_when_trusted": float(covered[trusted].mean()) if trusted.any() else float("nan"),
+            "mean_abs_relative_error_when_trusted": float(np.abs(rel[trusted]).mean()) if trusted.any() else float("nan"),
         }
     return table
 
@@ -358,6 +363,20 @@ def run_chain(args, results: dict) -> None:
     print_table("chain", truth, results["chain"]["estimators"])
 
 
+def markdown(paths: list[str]) -> str:
+    """One markdown table of every setup and estimator in the result files ``paths`` (for the README)."""
+    lines = ["| setup | truth | estimator | datasets | mean estimate | bias | mean abs. rel. error | RMS rel. error "
+             "| 95% CI coverage | flagged | median ESS |", "|" + "---|" * 11]
+    for path in paths:
+        for setup, result in json.load(open(path))["results"].items():
+            for name, r in result["estimators"].items():
+                lines.append(f"| {setup} | {result['truth']:.4g} | {name} | {r['datasets']} | {r['mean_estimate']:.4g} "
+                             f"| {r['bias']:+.1%} | {r['mean_abs_relative_error']:.1%} | {r['rms_relative_error']:.1%} "
+                             f"| {r['coverage']:.0%} +- {r['coverage_se']:.0%} | {r['flagged_share']:.0%} "
+                             f"| {r['median_effective_sample_size']:.0f} |")
+    return "\n".join(lines)
+
+
 def save(args, results: dict) -> None:
     with open(args.output, "w") as fh:
         json.dump({"settings": {k: v for k, v in vars(args).items() if k != "output"}, "results": results}, fh,
@@ -378,7 +397,11 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=200, help="replicates for one-step intervals")
     parser.add_argument("--seq-bootstrap", type=int, default=200, help="replicates for sequential intervals")
     parser.add_argument("--output", default="benchmarks/cpe_accuracy.json")
+    parser.add_argument("--markdown", nargs="+", metavar="JSON", help="print the README table of result files")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(args.markdown))
+        return
     torch.set_num_threads(1)
     results: dict = {}
     runners = {"bandit": run_bandit, "cartpole": run_cartpole, "chain": run_chain}
