@@ -249,6 +249,9 @@ def summarize(runs: list[dict], truth: float) -> dict[str, dict]:
             "flagged_share": float(np.mean([not v["diagnostics"]["trusted"] for v in values])),
             "median_effective_sample_size": float(np.median([v["diagnostics"]["effective_sample_size"] for v in values])),
             "trusted_datasets": int(trusted.sum()),
+            **({"coverage_of_bootstrap_interval": float(np.mean(
+                [v["diagnostics"]["bootstrap_ci_low"] <= truth <= v["diagnostics"]["bootstrap_ci_high"]
+                 for v in values]))} if "bootstrap_ci_low" in values[0]["diagnostics"] else {}),
             "coverage_when_trusted": float(covered[trusted].mean()) if trusted.any() else float("nan"),
             "mean_abs_relative_error_when_trusted": float(np.abs(rel[trusted]).mean()) if trusted.any() else float("nan"),
         }
