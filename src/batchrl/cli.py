@@ -24,6 +24,7 @@ COMMANDS = (
     "train",
     "gym_train",
     "evaluate",
+    "cpe",
     "run",
     "pipeline",
     "doctor",

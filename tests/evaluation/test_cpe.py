@@ -9,13 +9,14 @@ from batchrl.errors import BatchRLError
 from batchrl.evaluation.cpe import (
     ONE_STEP,
     CPEInputs,
+    counterfactual_estimates,
     estimate_all,
     logging_policy_values,
     target_policy_probs,
 )
 
-KEYS = {"raw", "normalized", "ci_low", "ci_high", "normalized_ci_low", "normalized_ci_high", "std_error",
-        "units"}
+NUMBERS = {"raw", "normalized", "ci_low", "ci_high", "normalized_ci_low", "normalized_ci_high", "std_error",
+           "units"}
 
 
 def _bandit(seed: int, n: int, on_policy: bool, exact_model: bool, noise: float = 0.0,
@@ -34,7 +35,7 @@ def _bandit(seed: int, n: int, on_policy: bool, exact_model: bool, noise: float 
     not_terminal = (torch.arange(n) % episode_length) != episode_length - 1
     inputs = CPEInputs(reward=reward, action=action, logged_propensity=logging.gather(1, action.unsqueeze(1))
                        .squeeze(1), target_probs=target, reward_hat=model, q_hat=model, episode=episode,
-                       not_terminal=not_terminal)
+                       not_terminal=not_terminal, logging_probs=logging)
     return inputs, float((target * expected).sum(dim=1).mean())
 
 
@@ -43,8 +44,10 @@ def test_estimate_all_returns_every_estimator_with_intervals():
     results = estimate_all(inputs, gamma=0.9, seed=1, bootstrap=100)
     assert list(results) == [*ONE_STEP, "SDR", "WDR", "MAGIC"]
     for name, result in results.items():
-        assert set(result) == KEYS, name
-        assert all(isinstance(v, float) for v in result.values()), name
+        assert set(result) == NUMBERS | {"diagnostics", "warnings"}, name
+        assert all(isinstance(result[k], float) for k in NUMBERS), name
+        assert result["diagnostics"]["effective_sample_size"] > 0, name
+        assert isinstance(result["diagnostics"]["trusted"], bool) and isinstance(result["warnings"], list)
         assert result["ci_low"] <= result["raw"] <= result["ci_high"], name
         assert result["normalized_ci_low"] <= result["normalized"] <= result["normalized_ci_high"], name
     assert results["IPS"]["units"] == 300 and results["WDR"]["units"] == 60
@@ -59,7 +62,18 @@ def test_missing_models_skip_the_estimators_that_need_them():
     inputs, _ = _bandit(1, 50, on_policy=False, exact_model=False)
     inputs.reward_hat = None
     inputs.q_hat = None
-    assert list(estimate_all(inputs, gamma=0.9, seed=0, bootstrap=20)) == ["IPS", "SNIPS"]
+    result = counterfactual_estimates(inputs, gamma=0.9, seed=0, bootstrap=20)
+    assert list(result["estimates"]) == ["IPS", "SNIPS"]
+    assert set(result["skipped"]) == {"DM", "DR", "Switch", "SwitchDR", "SDR", "WDR", "MAGIC"}
+    assert "reward model" in result["skipped"]["DR"] and "value model" in result["skipped"]["WDR"]
+
+
+def test_switch_without_the_logging_distribution_is_skipped_never_guessed():
+    inputs, _ = _bandit(1, 50, on_policy=False, exact_model=False)
+    inputs.logging_probs = None
+    result = counterfactual_estimates(inputs, gamma=0.9, seed=0, bootstrap=20)
+    assert "Switch" not in result["estimates"] and "SwitchDR" in result["estimates"]
+    assert "every action" in result["skipped"]["Switch"]
 
 
 def test_on_policy_logs_give_ips_and_dr_equal_to_the_logged_mean():

@@ -53,23 +53,16 @@ def test_switch_dr_drops_corrections_above_threshold():
 
 def test_switch_uses_the_model_for_actions_with_large_weights():
     # IPS part 1.6, 0, 0.5; model part for (row 1, action 1: 0.5*0.2) and (row 2, action 1, mu = 0: 0.75*0.5)
-    got = value(one_step.switch_terms(W, REWARD, PI, R_HAT, MU, threshold=1.8))
+    got = value(one_step.switch_terms(W, REWARD, ACTION, PI, R_HAT, MU, threshold=1.8))
     assert got == pytest.approx((1.6 + 0.1 + 0.875) / 3)
 
 
 def test_switch_with_huge_threshold_is_ips_plus_the_model_where_logging_has_no_support():
     # row 2, action 1: pi = 0.75 but mu = 0 (weight infinite): only the model can value it
-    assert value(one_step.switch_terms(W, REWARD, PI, R_HAT, MU, 1e9)) == pytest.approx(
+    assert value(one_step.switch_terms(W, REWARD, ACTION, PI, R_HAT, MU, 1e9)) == pytest.approx(
         value(one_step.ips_terms(W, REWARD)) + 0.75 * 0.5 / 3)
     assert value(one_step.switch_dr_terms(W, REWARD, ACTION, PI, R_HAT, 1e9)) == pytest.approx(value(
         one_step.doubly_robust_terms(W, REWARD, ACTION, PI, R_HAT)))
-
-
-def test_inferred_logging_distribution_is_exact_for_two_actions():
-    inferred = one_step.infer_logging_probs(ACTION, PROPENSITY, 2)
-    assert torch.allclose(inferred, MU.double())
-    three = one_step.infer_logging_probs(torch.tensor([2]), torch.tensor([0.4]), 3)
-    assert three[0].tolist() == pytest.approx([0.3, 0.3, 0.4])
 
 
 def test_bootstrap_recomputes_the_ratio_on_each_resample():

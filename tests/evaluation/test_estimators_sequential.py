@@ -68,12 +68,43 @@ def test_j_steps_are_spread_over_the_horizon():
 
 def test_simplex_quadratic_min_inverse_variance_weights():
     matrix = torch.diag(torch.tensor([1.0, 4.0], dtype=torch.float64)).unsqueeze(0)
-    x = sequential.simplex_quadratic_min(matrix)
-    assert x[0].tolist() == pytest.approx([0.8, 0.2], abs=1e-6)
+    x, gaps = sequential.simplex_quadratic_min(matrix)
+    assert x[0].tolist() == pytest.approx([0.8, 0.2], abs=1e-12) and float(gaps[0]) <= 1e-8
     # a negative unconstrained optimum is clipped to the simplex
     corr = torch.tensor([[[1.0, 1.5], [1.5, 4.0]]], dtype=torch.float64)  # f(x2) = 1 + x2 + 2 x2^2
-    y = sequential.simplex_quadratic_min(corr)[0]
-    assert y.tolist() == pytest.approx([1.0, 0.0], abs=1e-6)
+    y = sequential.simplex_quadratic_min(corr)[0][0]
+    assert y.tolist() == pytest.approx([1.0, 0.0], abs=1e-12)
+
+
+def _brute_force_simplex_min(matrix: torch.Tensor) -> float:
+    """min x^T M x on the simplex by trying every support (the optimum is the KKT point of one of them)."""
+    import itertools
+
+    size, best = matrix.shape[0], float("inf")
+    for k in range(1, size + 1):
+        for support in itertools.combinations(range(size), k):
+            s = list(support)
+            z = torch.linalg.solve(matrix[s][:, s], torch.ones(k, dtype=matrix.dtype))
+            if bool((z >= 0).all()):
+                x = torch.zeros(size, dtype=matrix.dtype)
+                x[s] = z / z.sum()
+                best = min(best, float(x @ matrix @ x))
+    return best
+
+
+def test_simplex_quadratic_min_is_optimal_on_ill_conditioned_problems():
+    # MAGIC's matrices are low-rank covariances plus a bias outer product: FISTA alone used to stop early
+    gen = torch.Generator().manual_seed(0)
+    factor = torch.randn(20, 7, 3, generator=gen, dtype=torch.float64)
+    bias = 0.3 * torch.randn(20, 7, 1, generator=gen, dtype=torch.float64)
+    matrix = factor @ factor.transpose(1, 2) + bias @ bias.transpose(1, 2) + 1e-6 * torch.eye(7, dtype=torch.float64)
+    x, gaps = sequential.simplex_quadratic_min(matrix)
+    assert bool((gaps <= sequential.GAP_TOLERANCE).all())
+    assert torch.allclose(x.sum(dim=1), torch.ones(20, dtype=torch.float64)) and bool((x >= 0).all())
+    for i in range(20):
+        optimum = _brute_force_simplex_min(matrix[i])
+        assert float(x[i] @ matrix[i] @ x[i]) == pytest.approx(optimum, rel=1e-8)
+    assert sequential.duality_gap(matrix[:1], x[:1]).item() >= -1e-12
 
 
 def test_project_to_simplex():
@@ -129,8 +160,19 @@ def test_fqe_recovers_the_value_of_a_chain():
     action = torch.zeros(length * copies, dtype=torch.long)
     inputs = FQEInputs(state, action, torch.ones(length * copies), next_state, not_terminal,
                        torch.tensor([[1.0, 0.0]]).repeat(length * copies, 1))
-    model = fit_fqe(inputs, gamma, FQEConfig(hidden=(32,), iterations=40, steps_per_iteration=25,
-                                             learning_rate=1e-2, seed=0))
+    model, fit = fit_fqe(inputs, gamma, FQEConfig(hidden=(32,), steps_per_iteration=25, learning_rate=1e-2,
+                                                  tolerance=0.005, seed=0))
     truth = sum(gamma**t for t in range(length))
     start = fqe_terms(model, eye[:1], torch.tensor([[1.0, 0.0]]))
-    assert float(start.value(torch.ones(1, 1, dtype=torch.float64))[0]) == pytest.approx(truth, rel=0.03)
+    assert float(start.value(torch.ones(1, 1, dtype=torch.float64))[0]) == pytest.approx(truth, rel=0.01)
+    assert fit.converged and fit.relative_error_bound <= 0.005 and fit.iterations < 1000
+    assert fit.fit_loss < 0.01
+
+
+def test_fqe_that_runs_out_of_iterations_says_so():
+    gamma, length = 0.99, 5
+    eye = torch.eye(length + 1)
+    inputs = FQEInputs(eye[:length], torch.zeros(length, dtype=torch.long), torch.ones(length), eye[1:],
+                       torch.tensor([True] * (length - 1) + [False]), torch.tensor([[1.0, 0.0]]).repeat(length, 1))
+    _, fit = fit_fqe(inputs, gamma, FQEConfig(hidden=(8,), iterations=3, seed=0))
+    assert fit.iterations == 3 and not fit.converged and fit.relative_error_bound > 0.01

@@ -224,7 +224,7 @@ def test_format_cpe_table_reads_the_stage_summary():
                                               "normalized_ci_low": 0.8, "normalized_ci_high": 1.6}}})
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["estimator", "kind", "raw"]
-    assert lines[2].split() == ["IPS", "one-step", "1.5", "[1,", "2]", "1.2", "[0.8,", "1.6]"]
+    assert lines[2].split() == ["IPS", "one-step", "1.5", "[1,", "2]", "1.2", "[0.8,", "1.6]", "n/a", "n/a"]
     assert format_cpe_table({}) == "no CPE estimates"
 
 

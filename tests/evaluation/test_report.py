@@ -92,3 +92,25 @@ def test_report_html_renders_in_headless_chromium(tmp_path, page):
     subprocess.run([sys.executable, str(script), "--html", str(html), "--png", str(shot)], check=True,
                    timeout=180)
     assert shot.stat().st_size > 20_000  # a rendered page with plots, not a blank one
+
+
+def test_reports_show_trust_the_recommendation_and_every_warning_in_plain_language():
+    flagged = {**ESTIMATE, "diagnostics": {"effective_sample_size": 3.2, "trusted": False,
+                                           "flags": ["few_effective_samples"]},
+               "warnings": ["the importance weights leave about 3.2 effective episodes of 100 <here>"]}
+    trusted = {**ESTIMATE, "diagnostics": {"effective_sample_size": 87.0, "trusted": True, "flags": []},
+               "warnings": []}
+    metrics = {**METRICS, "cpe": {**METRICS["cpe"], "estimates": {"SDR": trusted, "WDR": flagged},
+                                  "skipped": {"Switch": "needs the logging policy's probability of every action"},
+                                  "recommended": {"estimator": "SDR", "reason": "multi-step logs"}}}
+    md = report.render_markdown(metrics)
+    assert "| WDR | sequential | 0.8 | [0.7, 0.9] | 1.1 | [0.95, 1.2] | 3.2 | NO: few_effective_samples |" in md
+    assert "| SDR | sequential | 0.8 | [0.7, 0.9] | 1.1 | [0.95, 1.2] | 87 | yes |" in md
+    assert "**Act on SDR: normalized 1.1 [0.95, 1.2] (multi-step logs).**" in md
+    assert "- WDR: the importance weights leave about 3.2 effective episodes" in md
+    assert "- Switch skipped: needs the logging policy's probability of every action" in md
+    none = {**metrics, "cpe": {**metrics["cpe"], "recommended": {
+        "estimator": None, "reason": "none of WDR, SDR can be trusted", "refusals": {"WDR": "few samples"}}}}
+    page = report.render_html(none, [])
+    assert "Do not act on these estimates: none of WDR, SDR can be trusted. WDR: few samples" in page
+    assert "class='failed'" in page and "episodes of 100 &lt;here&gt;" in page

@@ -100,11 +100,22 @@ def test_record_keeps_json_metadata():
     ("score", {"gym": {"mean_return": 150.0}}, 120.0, (150.0, True)),
     ("score", {"gym": {"mean_return": 100.0}}, 120.0, (100.0, False)),
     ("score", {"gym": {"mean_return": 150.0}}, None, (150.0, False)),
-    ("cpe", {"cpe": {"DR": {"normalized_ci_low": 1.1}}}, 1.0, (1.1, True)),
-    ("cpe", {"cpe": {"DR": {"normalized_ci_low": 0.9}}, "gym": {"mean_return": 500.0}}, 1.0, (0.9, False)),
+    ("cpe", {"cpe": {"WDR": {"normalized_ci_low": 1.1, "diagnostics": {"flags": []}}},
+             "cpe_recommended": {"estimator": "WDR"}}, 1.0, (1.1, True)),
+    ("cpe", {"cpe": {"WDR": {"normalized_ci_low": 0.9, "diagnostics": {"flags": []}}},
+             "cpe_recommended": {"estimator": "WDR"}, "gym": {"mean_return": 500.0}}, 1.0, (0.9, False)),
+    # the old gate's number (one-step DR) is there, but no estimator is trusted: nothing passes
+    ("cpe", {"cpe": {"DR": {"normalized_ci_low": 1.1}},
+             "cpe_recommended": {"estimator": None, "reason": "none trusted"}}, 1.0, (math.nan, False)),
+    # a flagged estimate never passes, whatever its number
+    ("cpe", {"cpe": {"WDR": {"normalized_ci_low": 1.5, "diagnostics": {"flags": ["few_effective_samples"]},
+                             "warnings": ["about 3 effective episodes"]}},
+             "cpe_recommended": {"estimator": "WDR"}}, 1.0, (math.nan, False)),
 ])
 def test_publish_gate(gate, summary, bar, expected):
-    assert runtime.gate(summary, gate, bar) == expected
+    score, passed = runtime.gate(summary, gate, bar)
+    assert passed is expected[1]
+    assert score == expected[0] or (math.isnan(score) and math.isnan(expected[0]))
 
 
 def test_gate_none_never_publishes():

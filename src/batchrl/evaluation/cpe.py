@@ -1,8 +1,12 @@
 """Counterfactual policy evaluation on an eval table: every estimator, normalized, with intervals.
 
-:func:`estimate_all` is what training (each epoch) and the evaluate stage call. Each estimator is a
-small function in :mod:`batchrl.evaluation.estimators` returning per-row or per-episode terms; this
-module wires them to the shared value/normalization/bootstrap code (spec section 7).
+:func:`counterfactual_estimates` is the Python API over arrays that the evaluate stage and
+``batchrl cpe`` call (training calls :func:`estimate_all`, its estimates alone, every epoch). Each
+estimator is a small function in :mod:`batchrl.evaluation.estimators` returning per-row or
+per-episode terms; this module wires them to the shared value/normalization/bootstrap code (spec
+section 7), attaches each estimate's diagnostics and warnings
+(:mod:`batchrl.evaluation.estimators.diagnostics`), lists the estimators the inputs do not allow under
+``skipped`` with the reason (nothing is guessed), and names the estimator to act on (``recommended``).
 Normalized = raw / the logging policy's value on the same data (one-step: mean logged reward;
 sequential: mean discounted logged episode return), so 1.0 means "as good as the logging policy".
 Intervals are 95% percentile intervals of a seeded bootstrap of size n (rows for one-step
@@ -17,8 +21,8 @@ import torch
 from torch import Tensor
 
 from batchrl.errors import BatchRLError
-from batchrl.evaluation.estimators import one_step, sequential
-from batchrl.evaluation.estimators.core import Statistic, estimate, single_thread
+from batchrl.evaluation.estimators import diagnostics, one_step, sequential
+from batchrl.evaluation.estimators.core import Estimate, Statistic, estimate, single_thread
 from batchrl.evaluation.estimators.fqe import FittedQ, FQEConfig, FQEInputs, fit_fqe, fqe_terms
 from batchrl.models.policy import effective_mask
 
@@ -29,6 +33,11 @@ SEQUENTIAL = ("SDR", "WDR", "MAGIC", "FQE")
 #: Estimators that need the reward model (one-step) or the value model (sequential).
 NEEDS_REWARD_MODEL = ("DM", "DR", "Switch", "SwitchDR")
 NEEDS_VALUE_MODEL = ("SDR", "WDR", "MAGIC")
+#: The estimators a release decision may rest on, in order of preference: for multi-step logs the
+#: sequential ones whose 95% intervals held their coverage in benchmarks/cpe_accuracy.py, for one-step
+#: logs the one-step ones. The first present and trusted one is ``recommended``.
+RECOMMENDED_SEQUENTIAL = ("WDR", "SDR")
+RECOMMENDED_ONE_STEP = ("DR", "SNIPS", "IPS")
 
 
 def kind_of(name: str) -> str:
@@ -49,8 +58,8 @@ class CPEInputs:
         q_hat: [N, A] value model Q_hat(s_i, .), or None (skips SDR, WDR, MAGIC).
         episode: [N] long episode id; the rows of an episode are contiguous, in sequence order.
         not_terminal: [N] bool.
-        logging_probs: [N, A] mu(.|s_i) when the whole logging distribution is known (Switch uses it);
-            None: inferred from the logged propensity (:func:`one_step.infer_logging_probs`).
+        logging_probs: [N, A] mu(.|s_i) of every action, when known (logged, or from the logging-policy
+            model, :mod:`batchrl.evaluation.logging_policy`); Switch needs it and is skipped without it.
     """
 
     reward: Tensor
@@ -69,7 +78,10 @@ class CPEInputs:
         if n == 0:
             raise BatchRLError("the eval table has no rows", fix="use an eval table with logged decisions")
         num_actions = self.target_probs.shape[1]
-        for name in ("action", "logged_propensity", "episode", "not_terminal"):
+        if self.logged_propensity.shape != (n,):
+            raise ValueError(f"CPEInputs.logged_propensity has shape {tuple(self.logged_propensity.shape)}, "
+                             f"expected ({n},)")
+        for name in ("action", "episode", "not_terminal"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"CPEInputs.{name} has shape {tuple(getattr(self, name).shape)}, expected ({n},)")
         for name in ("target_probs", "reward_hat", "q_hat", "logging_probs"):
@@ -103,19 +115,26 @@ def target_policy_probs(q_values: Tensor, possible: Tensor | None, temperature: 
     return torch.nan_to_num(probs, nan=0.0)
 
 
-def _one_step_statistics(inputs: CPEInputs, switch_threshold: float) -> dict[str, Statistic]:
+def _one_step_statistics(inputs: CPEInputs, switch_threshold: float) -> tuple[dict[str, Statistic], dict[str, str]]:
+    """The one-step statistics the inputs allow, and the reason for each one left out."""
     w = one_step.importance_weights(inputs.target_probs, inputs.action, inputs.logged_propensity)
     r, a, pi = inputs.reward, inputs.action, inputs.target_probs
     stats: dict[str, Statistic] = {"IPS": one_step.ips_terms(w, r), "SNIPS": one_step.snips_terms(w, r)}
-    if inputs.reward_hat is not None:
-        r_hat = inputs.reward_hat
-        mu = inputs.logging_probs if inputs.logging_probs is not None else \
-            one_step.infer_logging_probs(a, inputs.logged_propensity, pi.shape[1])
-        stats["DM"] = one_step.direct_method_terms(pi, r_hat)
-        stats["DR"] = one_step.doubly_robust_terms(w, r, a, pi, r_hat)
-        stats["Switch"] = one_step.switch_terms(w, r, pi, r_hat, mu, switch_threshold)
-        stats["SwitchDR"] = one_step.switch_dr_terms(w, r, a, pi, r_hat, switch_threshold)
-    return stats
+    skipped: dict[str, str] = {}
+    if inputs.reward_hat is None:
+        for name in NEEDS_REWARD_MODEL:
+            skipped[name] = "needs a reward model (reward estimates of every action)"
+        return stats, skipped
+    r_hat = inputs.reward_hat
+    stats["DM"] = one_step.direct_method_terms(pi, r_hat)
+    stats["DR"] = one_step.doubly_robust_terms(w, r, a, pi, r_hat)
+    if inputs.logging_probs is None:
+        skipped["Switch"] = ("needs the logging policy's probability of every action (logged, or a logging-policy "
+                             "model fitted on the states); only the taken action's is known")
+    else:
+        stats["Switch"] = one_step.switch_terms(w, r, a, pi, r_hat, inputs.logging_probs, switch_threshold)
+    stats["SwitchDR"] = one_step.switch_dr_terms(w, r, a, pi, r_hat, switch_threshold)
+    return stats, skipped
 
 
 def episodes_of(inputs: CPEInputs) -> sequential.Episodes:
@@ -131,42 +150,140 @@ def episodes_of(inputs: CPEInputs) -> sequential.Episodes:
 
 def estimate_all(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int = 200, *,
                  switch_threshold: float = 10.0, magic_j_steps: int = 25) -> dict[str, dict]:
-    """Every estimator the inputs allow: name -> {"raw", "normalized", "ci_low", "ci_high",
-    "normalized_ci_low", "normalized_ci_high", "std_error", "units"} (all floats).
+    """The estimates of :func:`counterfactual_estimates` alone (one-step and, with ``q_hat``, sequential)."""
+    return counterfactual_estimates(inputs, gamma, seed, bootstrap, switch_threshold=switch_threshold,
+                                    magic_j_steps=magic_j_steps)["estimates"]
 
-    One-step estimators (DM, IPS, SNIPS, DR, Switch, SwitchDR) need a reward model for all but IPS
-    and SNIPS; sequential ones (SDR, WDR, MAGIC) need the value model ``q_hat``. ``bootstrap`` is the
-    number of bootstrap replicates (0: no intervals); ``switch_threshold`` is tau of Switch/SwitchDR.
+
+def counterfactual_estimates(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int = 200, *,
+                             sequential_estimators: bool = True, switch_threshold: float = 10.0,
+                             magic_j_steps: int = 25) -> dict:
+    """Every estimator the inputs allow, with diagnostics; the Python API of CPE over arrays.
+
+    Returns ``{"estimates": {name: estimate}, "skipped": {name: reason}, "logging_policy": {...},
+    "recommended": {...}}``. An estimate is ``{"raw", "normalized", "ci_low", "ci_high",
+    "normalized_ci_low", "normalized_ci_high", "std_error", "units"}`` (floats; normalized values NaN
+    when the logging policy's value is not a usable denominator), plus ``"diagnostics"`` (effective
+    sample size and the other weight statistics, the baseline, ``trusted`` and ``flags``) and
+    ``"warnings"`` (plain language). ``recommended`` names the estimator to act on
+    (:func:`recommend`).
+
+    One-step estimators (DM, IPS, SNIPS, DR, Switch, SwitchDR) need a reward model for all but IPS and
+    SNIPS, and Switch needs ``logging_probs``; sequential ones (SDR, WDR, MAGIC; only when
+    ``sequential_estimators``) need the value model ``q_hat``. ``bootstrap`` is the number of bootstrap
+    replicates (0: no intervals); ``switch_threshold`` is tau of Switch/SwitchDR.
     """
     inputs.check()
     with single_thread():
-        return _estimate_all(inputs, gamma, seed, bootstrap, switch_threshold, magic_j_steps)
+        result = _estimate(inputs, gamma, seed, bootstrap, sequential_estimators, switch_threshold, magic_j_steps)
+    result["logging_policy"] = logging_policy_values(inputs, gamma)
+    result["recommended"] = recommend(result["estimates"], result["logging_policy"]["longest_episode"])
+    return result
 
 
-def _estimate_all(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int, switch_threshold: float,
-                  magic_j_steps: int) -> dict[str, dict]:
+def _report(est: Estimate, weights: dict[str, float] | None, *, name: str, longest: int,
+            extra: dict[str, float] | None = None) -> dict:
+    """An estimate's dict with its diagnostics and warnings."""
+    info: dict = dict(weights) if weights is not None else {"effective_sample_size": float(est.units),
+                                                            "units": float(est.units)}
+    info.update(extra or {})
+    info.update(baseline=est.baseline, baseline_std_error=est.baseline_std_error)
+    warnings, flags = diagnostics.assess(name, info, importance_weighted=weights is not None, episode_length=longest,
+                                         one_step=name in ONE_STEP, normalization=est.normalization)
+    if name == "DM":
+        warnings.append("DM uses only the reward model: nothing in the data checks the model's errors")
+    info.update(trusted=not flags, flags=flags)
+    return {**est.as_dict(), "diagnostics": info, "warnings": warnings}
+
+
+def _estimate(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int, sequential_estimators: bool,
+              switch_threshold: float, magic_j_steps: int) -> dict:
     results: dict[str, dict] = {}
+    longest = int(torch.bincount(episode_index(inputs.episode)).max())
     baseline = one_step.logged_reward_terms(inputs.reward)
-    stats = _one_step_statistics(inputs, switch_threshold)
+    stats, skipped = _one_step_statistics(inputs, switch_threshold)
+    w = one_step.importance_weights(inputs.target_probs, inputs.action, inputs.logged_propensity)
+    row_weights = diagnostics.weight_diagnostics(w)
     for name in ONE_STEP:
         if name in stats:
-            results[name] = estimate(stats[name], baseline, bootstrap, seed).as_dict()
-    if inputs.q_hat is not None:
-        episodes = episodes_of(inputs)
-        episode_baseline = sequential.logged_return_terms(episodes, gamma)
-        seq_stats: dict[str, Statistic] = {
-            "SDR": sequential.sequential_dr_terms(episodes, gamma),
-            "WDR": sequential.weighted_dr_terms(episodes, gamma),
-            "MAGIC": sequential.MagicStatistic(episodes, gamma, num_j_steps=magic_j_steps,
-                                               seed=seed),
-        }
-        for name, stat in seq_stats.items():
-            results[name] = estimate(stat, episode_baseline, bootstrap, seed).as_dict()
-    return results
+            extra = {"model_share": float((w > switch_threshold).double().mean())} if "Switch" in name else None
+            results[name] = _report(estimate(stats[name], baseline, bootstrap, seed),
+                                    None if name == "DM" else row_weights, name=name, longest=longest, extra=extra)
+    if not sequential_estimators:
+        return {"estimates": results, "skipped": skipped}
+    if inputs.q_hat is None:
+        for name in NEEDS_VALUE_MODEL:
+            skipped[name] = "needs a value model (Q estimates of every action)"
+        return {"estimates": results, "skipped": skipped}
+    episodes = episodes_of(inputs)
+    episode_baseline = sequential.logged_return_terms(episodes, gamma)
+    episode_weights = diagnostics.episode_weight_diagnostics(episodes.cumulative_weight()[:, -1])
+    magic = sequential.MagicStatistic(episodes, gamma, num_j_steps=magic_j_steps, seed=seed)
+    seq_stats: dict[str, Statistic] = {"SDR": sequential.sequential_dr_terms(episodes, gamma),
+                                       "WDR": sequential.weighted_dr_terms(episodes, gamma), "MAGIC": magic}
+    for name, stat in seq_stats.items():
+        est = estimate(stat, episode_baseline, bootstrap, seed)
+        extra = None
+        if name == "MAGIC":
+            gaps = magic.last_gaps
+            _, blend = magic.blend(torch.ones(1, episodes.units, dtype=torch.float64))
+            extra = {"model_only_weight": float(blend[0, 0]), "solver_relative_gap": float(magic.last_gaps.max()),
+                     "bootstrap_solver_relative_gap": float(gaps.max()) if gaps.numel() else float("nan")}
+        results[name] = _report(est, episode_weights, name=name, longest=longest, extra=extra)
+    _magic_interval(results["MAGIC"], results["WDR"])
+    return {"estimates": results, "skipped": skipped}
+
+
+def _magic_interval(magic: dict, wdr: dict) -> None:
+    """MAGIC's interval is the hull of its own bootstrap interval and WDR's (kept as ``bootstrap_ci_*`` in
+    the diagnostics): its bias proxy cannot see the value model's bias, so its own interval under-covered
+    (benchmarks/cpe_accuracy.py); WDR's interval is the one whose coverage held. Flags an uncertified blend."""
+    info = magic["diagnostics"]
+    for key in ("ci_low", "ci_high", "normalized_ci_low", "normalized_ci_high"):
+        info[f"bootstrap_{key}"] = magic[key]
+        pick = min if key.endswith("low") else max
+        values = [v for v in (magic[key], wdr[key]) if _finite(v)]
+        magic[key] = pick(values) if values else magic[key]
+    worst = max(info["solver_relative_gap"], info["bootstrap_solver_relative_gap"])
+    if not worst <= sequential.GAP_TOLERANCE:
+        magic["warnings"].append(f"MAGIC's blend weights were not solved to optimality (relative duality gap "
+                                 f"{worst:.2g})")
+        info["flags"].append("magic_not_optimal")
+        info["trusted"] = False
+    magic["warnings"].append("MAGIC's interval is widened to contain WDR's: its own bootstrap interval "
+                             "(diagnostics.bootstrap_ci_*) held the truth less often than 95% in "
+                             "benchmarks/cpe_accuracy.py, because it cannot see the value model's bias")
+
+
+def recommend(estimates: dict[str, dict], longest_episode: int) -> dict:
+    """The estimator to act on: the first present and trusted one of :data:`RECOMMENDED_SEQUENTIAL`
+    (multi-step logs) or :data:`RECOMMENDED_ONE_STEP` (one-step logs); None, with the reasons, if none is.
+
+    Returns ``{"estimator", "reason", "candidates", "refusals"}`` (refusals: candidate -> why it was passed over).
+    """
+    multi_step = longest_episode > 1
+    candidates = RECOMMENDED_SEQUENTIAL if multi_step else RECOMMENDED_ONE_STEP
+    data = f"multi-step logs (episodes of up to {longest_episode} steps)" if multi_step else "one-step logs"
+    refusals: dict[str, str] = {}
+    for name in candidates:
+        result = estimates.get(name)
+        if result is None:
+            refusals[name] = "not computed (see skipped)"
+        elif not result["diagnostics"]["trusted"] or not _finite(result["normalized_ci_low"]):
+            refusals[name] = "; ".join(result["warnings"]) or "no normalized interval"
+        else:
+            return {"estimator": name, "reason": f"{data}: the first trusted of {', '.join(candidates)}",
+                    "candidates": list(candidates), "refusals": refusals}
+    return {"estimator": None, "reason": f"{data}: none of {', '.join(candidates)} can be trusted",
+            "candidates": list(candidates), "refusals": refusals}
+
+
+def _finite(value: float) -> bool:
+    return value == value and value not in (float("inf"), float("-inf"))
 
 
 def logging_policy_values(inputs: CPEInputs, gamma: float) -> dict[str, float]:
-    """The normalizers: mean logged reward and mean discounted logged episode return."""
+    """The normalizers: mean logged reward and mean discounted logged episode return (with their sign)."""
     ones = torch.ones(1, inputs.reward.shape[0], dtype=torch.float64)
     mean_reward = float(one_step.logged_reward_terms(inputs.reward).value(ones)[0])
     zeros = torch.zeros_like(inputs.reward, dtype=torch.float64)
@@ -174,7 +291,15 @@ def logging_policy_values(inputs: CPEInputs, gamma: float) -> dict[str, float]:
     ones_e = torch.ones(1, episodes.units, dtype=torch.float64)
     mean_return = float(sequential.logged_return_terms(episodes, gamma).value(ones_e)[0])
     return {"mean_logged_reward": mean_reward, "mean_discounted_logged_return": mean_return,
-            "episodes": episodes.units, "rows": int(inputs.reward.shape[0])}
+            "episodes": episodes.units, "rows": int(inputs.reward.shape[0]),
+            "longest_episode": int(episodes.mask.sum(dim=1).max()) if episodes.units else 0}
+
+
+def episode_index(episode: Tensor) -> Tensor:
+    """Episode number 0..n-1 of each row, in order of appearance ([N] long; rows of an episode contiguous)."""
+    starts = torch.ones(episode.shape[0], dtype=torch.bool)
+    starts[1:] = episode[1:] != episode[:-1]
+    return torch.cumsum(starts.long(), dim=0) - 1
 
 
 def episode_starts(episode: Tensor) -> Tensor:
@@ -187,14 +312,29 @@ def episode_starts(episode: Tensor) -> Tensor:
 def estimate_fqe(inputs: CPEInputs, fqe_inputs: FQEInputs, gamma: float, seed: int, bootstrap: int = 200,
                  config: FQEConfig | None = None) -> tuple[dict, FittedQ]:
     """Fit FQE on ``fqe_inputs`` (rows aligned with ``inputs``; its ``fit_mask`` picks the rows to fit
-    on) and estimate the value of the logged start states. The interval resamples episodes with the fitted model held fixed (it covers the
-    start-state sampling, not the fitting error). Returns the result dict and the fitted model."""
+    on) and estimate the value of the logged start states, with the fit's diagnostics.
+
+    The interval resamples episodes with the fitted model held fixed: it covers the sampling of the
+    start states, not the fitting error (the estimate's warnings say so). Returns the result dict and
+    the fitted model."""
     inputs.check()
+    config = config or FQEConfig(seed=seed)
     with single_thread():
-        model = fit_fqe(fqe_inputs, gamma, config or FQEConfig(seed=seed))
+        model, fit = fit_fqe(fqe_inputs, gamma, config)
         starts = episode_starts(inputs.episode)
         stat = fqe_terms(model, fqe_inputs.state[starts], inputs.target_probs[starts])
         zeros = torch.zeros_like(inputs.reward, dtype=torch.float64)
         episodes = sequential.to_episodes(inputs.episode, inputs.reward, torch.ones_like(zeros), zeros, zeros)
         baseline = sequential.logged_return_terms(episodes, gamma)
-        return estimate(stat, baseline, bootstrap, seed).as_dict(), model
+        est = estimate(stat, baseline, bootstrap, seed)
+    longest = int(episodes.mask.sum(dim=1).max())
+    result = _report(est, None, name="FQE", longest=longest, extra=fit.as_dict())
+    if not fit.converged:
+        result["warnings"].append(
+            f"FQE stopped at its iteration cap ({fit.iterations}) before its value settled (error bound "
+            f"{fit.relative_error_bound:.2g} of the value, wanted {config.tolerance:g}): raise fqe_iterations")
+        result["diagnostics"]["flags"].append("fqe_not_converged")
+        result["diagnostics"]["trusted"] = False
+    result["warnings"].append("FQE's interval resamples the start states with the fitted model held fixed: it leaves "
+                              "out the model's own error, so the truth can lie outside it")
+    return result, model

@@ -3,10 +3,14 @@
 Reads a model directory written by ``batchrl train`` (``model.torchscript``; the CPE models
 ``reward_model.torchscript`` and ``q_value_model.torchscript`` when CPE ran in training;
 ``training_summary.json`` for gamma, temperature and the training curves) and writes to ``output``:
-``metrics.json`` (every CPE estimate with its 95% interval, the gym returns), ``report.md`` (tables)
-and ``report.html`` (self-contained, with plots). Everything is computed before anything is written.
-Without a reward model the estimators that need one are skipped; without a value model the
-sequential estimators use FQE's Q as their value model. Each fallback is recorded in ``notes``.
+``metrics.json`` (every CPE estimate with its 95% interval, diagnostics and warnings, the estimator
+recommended for decisions, the gym returns), ``report.md`` (tables), ``report.html`` (self-contained,
+with plots) and ``cpe_inputs.parquet`` (the numbers CPE was computed from, in ``batchrl cpe``'s table
+format, so anyone can recompute or audit the estimates). Everything is computed before anything is
+written. The logging policy's probabilities of every action come from a model fitted on the eval
+table's states (:mod:`batchrl.evaluation.logging_policy`), with its calibration reported. Without a
+reward model the estimators that need one are skipped; without a value model the sequential
+estimators use FQE's Q as their value model. Each fallback is recorded in ``notes``.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ from batchrl.errors import BatchRLError
 from batchrl.evaluation import report
 from batchrl.evaluation.cpe import (
     CPEInputs,
-    estimate_all,
+    counterfactual_estimates,
     estimate_fqe,
     kind_of,
-    logging_policy_values,
+    recommend,
     target_policy_probs,
 )
+from batchrl.evaluation.cpe_table import inputs_to_table, table_bytes
 from batchrl.evaluation.estimators.core import bootstrap_counts
 from batchrl.evaluation.estimators.fqe import FQEConfig, FQEInputs
+from batchrl.evaluation.logging_policy import LoggingPolicyConfig, fit_logging_policy
 from batchrl.serving.export import LoadedModel, load_policy
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,7 @@ SUMMARY_FILE = "training_summary.json"
 METRICS_FILE = "metrics.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
+CPE_INPUTS = "cpe_inputs.parquet"
 DEFAULT_GAMMA = 0.99
 DEFAULT_TEMPERATURE = 1.0
 
@@ -61,7 +68,7 @@ class EvaluateOptions(BaseModel):
     bootstrap: int = Field(default=200, ge=0, le=100_000)
     switch_threshold: float = Field(default=10.0, gt=0.0)
     fqe: bool = True
-    fqe_iterations: int = Field(default=300, gt=0)
+    fqe_iterations: int = Field(default=1000, gt=0)  # a cap: FQE stops when its value settles
     num_envs: int = Field(default=16, ge=1, le=1024)
     max_steps: int | None = Field(default=None, gt=0)
 
@@ -110,12 +117,17 @@ def counterfactual_evaluation(model_dir: str, policy: LoadedModel, eval_uri: str
         if other is not None:
             _check_model_matches(policy, other, name, model_dir)
     q = policy.outputs(batch.state, batch.state_presence)
+    state = batch.state * batch.state_presence
+    logging_model = fit_logging_policy(state, batch.action, batch.action_probability.double(),
+                                       len(policy.action_names), batch.possible_actions_mask,
+                                       LoggingPolicyConfig(seed=options.seed))
     inputs = CPEInputs(
         reward=batch.reward.double(), action=batch.action, logged_propensity=batch.action_probability.double(),
         target_probs=target_policy_probs(q, batch.possible_actions_mask, temperature),
         reward_hat=None if reward_model is None else reward_model.outputs(batch.state, batch.state_presence).double(),
         q_hat=None if value_model is None else value_model.outputs(batch.state, batch.state_presence).double(),
-        episode=batch.episode, not_terminal=batch.not_terminal)
+        episode=batch.episode, not_terminal=batch.not_terminal,
+        logging_probs=logging_model.probs)
     if reward_model is None:
         notes.append(f"no {REWARD_MODEL_FILE} (CPE was off in training): DM, DR, Switch and SwitchDR skipped")
     estimates: dict[str, dict] = {}
@@ -123,7 +135,7 @@ def counterfactual_evaluation(model_dir: str, policy: LoadedModel, eval_uri: str
     if options.fqe:
         next_q = policy.outputs(batch.next_state, batch.next_state_presence)
         fqe_inputs = FQEInputs(
-            state=batch.state * batch.state_presence, action=batch.action, reward=batch.reward,
+            state=state, action=batch.action, reward=batch.reward,
             next_state=batch.next_state * batch.next_state_presence, not_terminal=batch.not_terminal,
             next_target_probs=target_policy_probs(next_q, batch.possible_next_actions_mask, temperature))
         config = FQEConfig(iterations=options.fqe_iterations, seed=options.seed)
@@ -135,15 +147,24 @@ def counterfactual_evaluation(model_dir: str, policy: LoadedModel, eval_uri: str
             notes.append(f"no {VALUE_MODEL_FILE}: the sequential estimators use FQE's Q as their value model")
     elif value_model is None:
         notes.append(f"no {VALUE_MODEL_FILE} and FQE off: SDR, WDR and MAGIC skipped")
-    estimates = {**estimate_all(inputs, gamma, options.seed, options.bootstrap,
-                                switch_threshold=options.switch_threshold), **estimates}
+    result = counterfactual_estimates(inputs, gamma, options.seed, options.bootstrap,
+                                      switch_threshold=options.switch_threshold)
+    estimates = {**result["estimates"], **estimates}
+    warning = logging_model.warning()
+    if warning is not None and "Switch" in estimates:
+        estimates["Switch"]["warnings"].append(warning)
     return {
         "estimates": estimates,
         "kinds": {name: kind_of(name) for name in estimates},
-        "logging_policy": logging_policy_values(inputs, gamma),
+        "skipped": result["skipped"],
+        "recommended": recommend(estimates, result["logging_policy"]["longest_episode"]),
+        "logging_policy": result["logging_policy"],
+        "logging_policy_model": {"calibration": logging_model.calibration, "used_by": ["Switch"],
+                                 "warning": warning},
         "reward_model": REWARD_MODEL_FILE if reward_model is not None else None,
         "value_model": value_source,
         "target_policy": "greedy" if temperature <= 0 else f"softmax(Q/{temperature:g}) over possible actions",
+        "inputs": inputs,
     }
 
 
@@ -201,6 +222,7 @@ def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions
                      "(target-policy probabilities), so no CPE was computed")
     elif eval is not None:
         metrics["cpe"] = counterfactual_evaluation(model_dir, policy, eval, options, gamma, temperature, notes)
+        cpe_inputs = table_bytes(inputs_to_table(metrics["cpe"].pop("inputs")))
     if options.env is not None:
         metrics["gym"] = gym_evaluation(policy, options, gamma)
     passed = None
@@ -217,6 +239,8 @@ def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions
     storage.write_json(f"{output}/{METRICS_FILE}", metrics)
     storage.write_bytes(f"{output}/{REPORT_MD}", markdown.encode())
     storage.write_bytes(f"{output}/{REPORT_HTML}", html.encode())
+    if "cpe" in metrics:
+        storage.write_bytes(f"{output}/{CPE_INPUTS}", cpe_inputs)
     log.info("evaluate: wrote %s", output)
     gym = {k: v for k, v in metrics.get("gym", {}).items() if k != "returns"} or None
     return {
@@ -224,6 +248,7 @@ def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions
         "report_html": f"{output}/{REPORT_HTML}",
         "gym_score": gym["mean_return"] if gym else None, "gym": gym,
         "cpe": metrics.get("cpe", {}).get("estimates", {}),
+        "cpe_recommended": metrics.get("cpe", {}).get("recommended"),
         "passing_score_bar": options.passing_score_bar, "passed": passed, "notes": notes,
         "seconds": metrics["seconds"],
     }

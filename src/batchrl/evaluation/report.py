@@ -41,17 +41,48 @@ def _estimates(metrics: dict[str, Any]) -> dict[str, dict]:
     return found
 
 
+def _trust(e: dict[str, Any]) -> str:
+    info = e.get("diagnostics")
+    if not isinstance(info, dict) or "trusted" not in info:
+        return "n/a"
+    return "yes" if info["trusted"] else "NO: " + ", ".join(info.get("flags", []))
+
+
 def cpe_rows(metrics: dict[str, Any]) -> list[list[str]]:
-    """Rows of the CPE table: estimator, kind, raw, 95% CI, normalized, 95% CI."""
+    """Rows of the CPE table: estimator, kind, raw, 95% CI, normalized, 95% CI, effective sample size, trusted."""
     rows = []
     for name, e in _estimates(metrics).items():
         kind = "one-step" if name in ONE_STEP else "sequential"
+        ess = (e.get("diagnostics") or {}).get("effective_sample_size")
         rows.append([name, kind, _num(e.get("raw")), _interval(e.get("ci_low"), e.get("ci_high")),
-                     _num(e.get("normalized")), _interval(e.get("normalized_ci_low"), e.get("normalized_ci_high"))])
+                     _num(e.get("normalized")), _interval(e.get("normalized_ci_low"), e.get("normalized_ci_high")),
+                     _num(ess, 3), _trust(e)])
     return rows
 
 
-CPE_HEADER = ["estimator", "kind", "raw", "95% CI", "normalized", "normalized 95% CI"]
+CPE_HEADER = ["estimator", "kind", "raw", "95% CI", "normalized", "normalized 95% CI", "effective n", "trusted"]
+
+
+def recommendation(metrics: dict[str, Any]) -> str | None:
+    """One sentence: which estimate to act on, or that none can be trusted and why."""
+    rec = (metrics.get("cpe") or {}).get("recommended")
+    if not isinstance(rec, dict):
+        return None
+    name = rec.get("estimator")
+    if name:
+        e = _estimates(metrics).get(name, {})
+        return (f"Act on {name}: normalized {_num(e.get('normalized'))} "
+                f"{_interval(e.get('normalized_ci_low'), e.get('normalized_ci_high'))} ({rec.get('reason')}).")
+    refusals = "; ".join(f"{k}: {v}" for k, v in (rec.get("refusals") or {}).items())
+    return f"Do not act on these estimates: {rec.get('reason')}. {refusals}".strip()
+
+
+def warning_items(metrics: dict[str, Any]) -> list[str]:
+    """Plain-language warnings of every estimate, the estimators skipped and the logging-policy model."""
+    items = [f"{name}: {w}" for name, e in _estimates(metrics).items() for w in e.get("warnings") or []]
+    cpe = metrics.get("cpe") or {}
+    items += [f"{name} skipped: {reason}" for name, reason in (cpe.get("skipped") or {}).items()]
+    return items
 
 
 def format_cpe_table(metrics: dict[str, Any]) -> str:
@@ -95,6 +126,11 @@ def _setting_rows(metrics: dict[str, Any]) -> list[list[str]]:
             ["gamma", _num(metrics.get("gamma"))], ["target policy", str(cpe.get("target_policy", "n/a"))],
             ["reward model", str(cpe.get("reward_model"))], ["value model", str(cpe.get("value_model"))],
             ["bootstrap replicates", str(metrics.get("bootstrap"))], ["seed", str(metrics.get("seed"))]]
+    calibration = (cpe.get("logging_policy_model") or {}).get("calibration") or {}
+    if calibration:
+        rows += [["logging-policy model (held out): mean |mu_hat - logged propensity|",
+                  _num(calibration.get("propensity_mean_abs_error"))],
+                 ["logging-policy model: expected calibration error", _num(calibration.get("expected_calibration_error"))]]
     logging_values = cpe.get("logging_policy") or {}
     if logging_values:
         rows += [["mean logged reward (one-step normalizer)", _num(logging_values.get("mean_logged_reward"))],
@@ -117,6 +153,12 @@ def render_markdown(metrics: dict[str, Any]) -> str:
                   "Normalized = estimate / the logging policy's value on the same data (1.0 = as good as the "
                   "logging policy); intervals are 95% percentile bootstrap intervals.", "",
                   _md_table(CPE_HEADER, cpe_rows(metrics)), ""]
+        advice = recommendation(metrics)
+        if advice:
+            parts += [f"**{advice}**", ""]
+        warnings = warning_items(metrics)
+        if warnings:
+            parts += ["### When not to trust these numbers", "", *[f"- {w}" for w in warnings], ""]
     parts += ["## Settings", "", _md_table(["setting", "value"], _setting_rows(metrics)), ""]
     if metrics.get("training"):
         rows = [[k, _num(v) if not isinstance(v, dict) else ", ".join(f"{a}={_num(b)}" for a, b in v.items())]
@@ -271,8 +313,16 @@ def render_html(metrics: dict[str, Any], history: list[dict[str, Any]]) -> str:
         parts += ["<h2>Counterfactual policy evaluation</h2>",
                   "<p>Normalized = estimate / the logging policy's value on the same data (1.0 = as good as the "
                   "logging policy); intervals are 95% percentile bootstrap intervals.</p>",
-                  _html_table(CPE_HEADER, cpe_rows(metrics)),
-                  _img(cpe_png(_estimates(metrics)), "CPE estimates with 95% intervals")]
+                  _html_table(CPE_HEADER, cpe_rows(metrics))]
+        advice = recommendation(metrics)
+        if advice:
+            trusted = bool(((metrics.get("cpe") or {}).get("recommended") or {}).get("estimator"))
+            parts.append(f"<p class='{'passed' if trusted else 'failed'}'>{html.escape(advice)}</p>")
+        warnings = warning_items(metrics)
+        if warnings:
+            parts += ["<h3>When not to trust these numbers</h3><ul class='warnings'>",
+                      *[f"<li>{html.escape(w)}</li>" for w in warnings], "</ul>"]
+        parts.append(_img(cpe_png(_estimates(metrics)), "CPE estimates with 95% intervals"))
     parts += ["<h2>Training curves</h2>", _img(training_curves_png(history), "training curves"),
               "<h2>Settings</h2>", _html_table(["setting", "value"], _setting_rows(metrics))]
     if metrics.get("notes"):

@@ -316,7 +316,7 @@ def evaluate(
     bootstrap: int = 200,
     switch_threshold: float = 10.0,
     fqe: bool = True,
-    fqe_iterations: int = 300,
+    fqe_iterations: int = 1000,
     num_envs: int = 16,
     max_steps: int = 0,
     s3_endpoint: str = "",
@@ -324,7 +324,8 @@ def evaluate(
     """Counterfactual evaluation on ``eval_table`` and greedy rollouts in ``env`` (``batchrl evaluate``).
 
     Returns whether the model passes: ``gate`` ``score`` compares the mean gym return with
-    ``passing_score_bar``, ``cpe`` the lower 95% bound of the normalized doubly robust estimate;
+    ``passing_score_bar``, ``cpe`` the lower 95% bound of the normalized estimate the diagnostics trust
+    (sequential for multi-step logs; a flagged estimate never passes);
     ``none`` never passes (no publishing).
     ``env`` "": no rollouts; ``max_steps`` 0: the env's own time limit.
     """

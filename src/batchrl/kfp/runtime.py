@@ -127,7 +127,9 @@ def gate(summary: dict[str, Any], kind: str, bar: float | None) -> tuple[float, 
     """The gated number of an evaluation summary and whether it reaches ``bar`` (no bar: never passes).
 
     ``score``: the mean return of the gym rollouts; ``cpe``: the lower 95% bound of the normalized
-    doubly robust estimate (1.0 = as good as the logging policy); ``none``: never publish.
+    estimate the evaluate stage recommends (``cpe_recommended``: a sequential estimator for multi-step
+    logs, a one-step one for one-step logs, and only one whose diagnostics raise no flag; 1.0 = as good
+    as the logging policy); ``none``: never publish. Every refusal is logged with its reason.
     """
     import math
 
@@ -140,12 +142,22 @@ def gate(summary: dict[str, Any], kind: str, bar: float | None) -> tuple[float, 
         value = (summary.get("gym") or {}).get("mean_return")
         missing = "no gym rollouts (give env)"
     else:
-        value = ((summary.get("cpe") or {}).get("DR") or {}).get("normalized_ci_low")
-        missing = "no doubly robust estimate (needs the eval table and the CPE models)"
+        recommended = summary.get("cpe_recommended") or {}
+        name = recommended.get("estimator")
+        estimate = (summary.get("cpe") or {}).get(name) or {} if name else {}
+        value = estimate.get("normalized_ci_low")
+        refusals = "; ".join(f"{k}: {v}" for k, v in (recommended.get("refusals") or {}).items())
+        missing = (f"no trustworthy estimate ({recommended.get('reason', 'no CPE on an eval table')}"
+                   f"{': ' + refusals if refusals else ''})")
+        if name and (estimate.get("diagnostics") or {}).get("flags"):
+            value, missing = None, f"{name} is flagged: {'; '.join(estimate.get('warnings', []))}"
     if value is None or not math.isfinite(float(value)):
         log.warning("publish gate %r: %s; the model is not published", kind, missing)
         return float("nan"), False
-    return float(value), bar is not None and float(value) >= bar
+    passed = bar is not None and float(value) >= bar
+    if not passed:
+        log.warning("publish gate %r: %s is below the bar %s; the model is not published", kind, value, bar)
+    return float(value), passed
 
 
 SPARK_MODES = ("local", "kubernetes")

@@ -1,7 +1,8 @@
 """Per-epoch evaluation on the eval table: TD loss, Q-values per action, action distributions, CPE.
 
 CPE (spec section 7) uses the target policy pi = masked softmax(Q(s)/temperature), the logged
-propensities, the reward model r_hat and the CPE value model Q_hat trained alongside the Q-network.
+propensities, the reward model r_hat and the CPE value model Q_hat trained alongside the Q-network, and
+a logging-policy model fitted on the eval states (mu of the actions not taken, for Switch).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 
 from batchrl.data.loader import Batch
 from batchrl.evaluation.cpe import CPEInputs, estimate_all, target_policy_probs
+from batchrl.evaluation.logging_policy import LoggingPolicyConfig, fit_logging_policy
 from batchrl.models.policy import masked_argmax
 from batchrl.training.cpe_models import CPETrainer
 from batchrl.training.trainer import Trainer
@@ -77,6 +79,9 @@ def epoch_metrics(trainer: Trainer, cpe: CPETrainer | None, eval_batch: Batch, a
         reward_hat = outputs(cpe.reward_network, eval_batch.state)
         q_hat = outputs(cpe.value_network, eval_batch.state)
         inputs = cpe_inputs(eval_batch, q, reward_hat, q_hat, temperature)
+        mu_hat = fit_logging_policy(eval_batch.state.cpu(), inputs.action, inputs.logged_propensity,
+                                    len(action_names), mask, LoggingPolicyConfig(seed=seed), calibrate=False)
+        inputs.logging_probs = mu_hat.probs
         metrics["cpe"] = estimate_all(inputs, gamma=gamma, seed=seed, bootstrap=bootstrap)
     return metrics
 

@@ -6,7 +6,10 @@ on each replicate. The point estimate is the statistic at ``counts = 1``; the in
 percentile interval over ``B`` bootstrap replicates of size ``n`` (Efron & Tibshirani, *An
 Introduction to the Bootstrap*, 1993, ch. 13), so self-normalized estimators are recomputed, ratio and
 all, on every replicate. Normalized values are paired: the estimate and the logging policy's value are
-computed on the same replicate before dividing.
+computed on the same replicate before dividing. A ratio is only meaningful when the logging policy's
+value (the baseline) is clearly positive: with a negative baseline "normalized > 1" would mean *worse*,
+and a baseline near zero makes the ratio explode. :func:`baseline_problem` says when; the normalized
+values are then NaN and the estimate carries the reason.
 
 Most estimators are :class:`Terms`: ``value = sum_k (sum_i c_i num[i, k]) / (sum_i c_i den[i, k])``.
 A plain mean has one column and ``den = 1``; SNIPS has ``den = w``; weighted DR has one column per
@@ -15,6 +18,7 @@ time step. Estimators that are not ratios of sums (MAGIC) implement :class:`Stat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +30,10 @@ from torch import Tensor
 
 #: Probability mass outside the reported interval (a 95% interval).
 ALPHA = 0.05
+#: The baseline must exceed this many of its bootstrap standard errors to normalize by it.
+BASELINE_MIN_STANDARD_ERRORS = 2.0
+#: ... and this share of the mean absolute per-unit logged value (a "tiny" baseline otherwise).
+BASELINE_MIN_SHARE = 0.01
 
 
 @contextmanager
@@ -78,8 +86,9 @@ class Terms:
     def units(self) -> int:
         return int(self.numerator.shape[0])
 
-    def value(self, counts: Tensor) -> Tensor:
-        num = counts @ self.numerator
+    def value(self, counts: Tensor, absolute: bool = False) -> Tensor:
+        """The estimate on each replicate; ``absolute``: of |numerator| (the size of the terms)."""
+        num = counts @ (self.numerator.abs() if absolute else self.numerator)
         den = counts.sum(dim=1, keepdim=True) if self.denominator is None else counts @ self.denominator
         return _safe_ratio(num, den).sum(dim=1)
 
@@ -91,7 +100,12 @@ def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Estimate:
-    """An estimate, its ratio to the logging policy's value, and 95% bootstrap intervals of both."""
+    """An estimate, its ratio to the logging policy's value, and 95% bootstrap intervals of both.
+
+    ``baseline`` is the logging policy's value on the same units, ``baseline_std_error`` its bootstrap
+    standard error, ``normalization`` None when the ratio is meaningful, else the reason it is not
+    (then the normalized values are NaN).
+    """
 
     raw: float
     normalized: float
@@ -101,6 +115,9 @@ class Estimate:
     normalized_ci_high: float
     std_error: float
     units: int
+    baseline: float = float("nan")
+    baseline_std_error: float = float("nan")
+    normalization: str | None = None
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -113,6 +130,25 @@ class Estimate:
             "std_error": self.std_error,
             "units": float(self.units),
         }
+
+
+def baseline_problem(base: float, base_std_error: float, scale: float) -> str | None:
+    """Why dividing by the logging policy's value ``base`` would mislead, or None if it is fine.
+
+    ``base_std_error``: its bootstrap standard error (NaN without a bootstrap); ``scale``: the mean
+    absolute per-unit logged value (the size of the rewards being averaged).
+    """
+    if not base > 0:
+        sign = "zero" if base == 0 else "negative" if base < 0 else "undefined"
+        return (f"the logging policy's value is {sign} ({base:.4g}): a ratio to it does not rank policies "
+                "(with a negative value, a ratio above 1 means worse); compare the raw values")
+    if math.isfinite(base_std_error) and base < BASELINE_MIN_STANDARD_ERRORS * base_std_error:
+        return (f"the logging policy's value ({base:.4g}) is within {BASELINE_MIN_STANDARD_ERRORS:g} standard "
+                f"errors ({base_std_error:.2g}) of zero: the ratio to it is noise; compare the raw values")
+    if base < BASELINE_MIN_SHARE * scale:
+        return (f"the logging policy's value ({base:.4g}) is tiny next to the size of the logged values "
+                f"({scale:.4g} on average): the ratio to it is unstable; compare the raw values")
+    return None
 
 
 def bootstrap_counts(n: int, replicates: int, seed: int) -> Tensor:
@@ -135,7 +171,8 @@ def estimate(statistic: Statistic, baseline: Statistic, replicates: int, seed: i
     """Point estimate, normalized value (``statistic / baseline``) and percentile bootstrap intervals.
 
     ``baseline`` is the logging policy's value on the same units (mean logged reward for one-step
-    estimators, mean discounted logged episode return for sequential ones).
+    estimators, mean discounted logged episode return for sequential ones); normalized values are NaN
+    when :func:`baseline_problem` finds it unusable.
     """
     n = statistic.units
     if baseline.units != n:
@@ -143,15 +180,23 @@ def estimate(statistic: Statistic, baseline: Statistic, replicates: int, seed: i
     ones = torch.ones(1, n, dtype=torch.float64)
     raw = float(statistic.value(ones)[0])
     base = float(baseline.value(ones)[0])
-    normalized = raw / base if base != 0 else float("nan")
+    scale = float(baseline.value(ones, absolute=True)[0]) if isinstance(baseline, Terms) else abs(base)
+    nan = float("nan")
     if replicates <= 0 or n < 2:
-        nan = float("nan")
-        return Estimate(raw, normalized, nan, nan, nan, nan, nan, n)
+        problem = baseline_problem(base, nan, scale)
+        normalized = raw / base if problem is None else nan
+        return Estimate(raw, normalized, nan, nan, nan, nan, nan, n, base, nan, problem)
     counts = bootstrap_counts(n, replicates, seed)
     values = statistic.value(counts)
     bases = baseline.value(counts)
-    ratios = torch.where(bases != 0, values / torch.where(bases != 0, bases, torch.ones_like(bases)),
-                         torch.full_like(values, float("nan")))
+    base_se = float(bases.std())
+    problem = baseline_problem(base, base_se, scale)
     low, high = _percentiles(values)
-    nlow, nhigh = _percentiles(ratios)
-    return Estimate(raw, normalized, low, high, nlow, nhigh, float(values.std()), n)
+    if problem is None:
+        ratios = torch.where(bases != 0, values / torch.where(bases != 0, bases, torch.ones_like(bases)),
+                             torch.full_like(values, nan))
+        normalized = raw / base
+        nlow, nhigh = _percentiles(ratios)
+    else:
+        normalized = nlow = nhigh = nan
+    return Estimate(raw, normalized, low, high, nlow, nhigh, float(values.std()), n, base, base_se, problem)

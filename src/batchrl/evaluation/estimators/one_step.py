@@ -71,13 +71,16 @@ def doubly_robust_terms(weights: Tensor, reward: Tensor, action: Tensor, target_
     return Terms.mean_of(weights * residual + direct_method_values(target_probs, reward_hat))
 
 
-def switch_terms(weights: Tensor, reward: Tensor, target_probs: Tensor, reward_hat: Tensor,
+def switch_terms(weights: Tensor, reward: Tensor, action: Tensor, target_probs: Tensor, reward_hat: Tensor,
                  logging_probs: Tensor, threshold: float) -> Terms:
-    """Switch: IPS where the weight is small, the reward model where it is large.
+    """Switch: IPS on the actions whose weight is small, the reward model on the rest.
 
-    V = (1/n) sum_i [r_i w_i 1(w_i <= tau) + sum_a pi(a|x_i) r_hat(x_i, a) 1(pi(a|x_i)/mu(a|x_i) > tau)].
-    tau trades the variance of large weights for the reward model's bias. Needs the logging
-    distribution over all actions, ``logging_probs`` [N, A] (see :func:`infer_logging_probs`).
+    V = (1/n) sum_i [w_i r_i 1(a_i not in S_i) + sum_{a in S_i} pi(a|x_i) r_hat(x_i, a)],
+    S_i = {a : pi(a|x_i) / mu(a|x_i) > tau}. tau trades the variance of large weights for the reward
+    model's bias. The rule S_i is evaluated with ``logging_probs`` [N, A] for every action, the logged
+    one included, so the two parts split the actions the same way whatever was logged: the estimate is
+    unbiased up to the reward model's error on S, even when ``logging_probs`` is a model of mu (from
+    :mod:`batchrl.evaluation.logging_policy`); the weight w_i itself uses the logged propensity.
     Wang, Agarwal & Dudik, "Optimal and Adaptive Off-policy Evaluation in Contextual Bandits",
     ICML 2017, sec. 4.
     """
@@ -85,8 +88,10 @@ def switch_terms(weights: Tensor, reward: Tensor, target_probs: Tensor, reward_h
     mu = logging_probs.to(torch.float64)
     ratio = torch.where(mu > 0, pi / torch.where(mu > 0, mu, torch.ones_like(mu)),
                         torch.where(pi > 0, torch.full_like(pi, float("inf")), torch.zeros_like(pi)))
-    model_part = (pi * reward_hat.to(torch.float64) * (ratio > threshold)).sum(dim=1)
-    ips_part = weights * reward.to(torch.float64) * (weights <= threshold)
+    switched = ratio > threshold
+    model_part = (pi * reward_hat.to(torch.float64) * switched).sum(dim=1)
+    logged_switched = switched.gather(1, action.long().reshape(-1, 1)).squeeze(1)
+    ips_part = weights * reward.to(torch.float64) * ~logged_switched
     return Terms.mean_of(ips_part + model_part)
 
 
@@ -100,15 +105,3 @@ def switch_dr_terms(weights: Tensor, reward: Tensor, action: Tensor, target_prob
     r_hat_logged = reward_hat.to(torch.float64).gather(1, action.long().reshape(-1, 1)).squeeze(1)
     correction = (weights <= threshold) * weights * (reward.to(torch.float64) - r_hat_logged)
     return Terms.mean_of(direct_method_values(target_probs, reward_hat) + correction)
-
-
-def infer_logging_probs(action: Tensor, propensity: Tensor, num_actions: int) -> Tensor:
-    """mu(.|x_i) [N, A] when only the logged propensity is known.
-
-    The logged action gets mu_i; the remaining mass 1 - mu_i is split evenly over the other actions.
-    Exact for two actions (and for uniform logging); an assumption otherwise.
-    """
-    n = action.shape[0]
-    mu = propensity.to(torch.float64).reshape(-1, 1)
-    others = ((1.0 - mu) / max(num_actions - 1, 1)).expand(n, num_actions).clone()
-    return others.scatter(1, action.long().reshape(-1, 1), mu)
