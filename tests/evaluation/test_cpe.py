@@ -14,33 +14,14 @@ from batchrl.evaluation.cpe import (
     logging_policy_values,
     target_policy_probs,
 )
+from tests.support.evaluation import bandit
 
 NUMBERS = {"raw", "normalized", "ci_low", "ci_high", "normalized_ci_low", "normalized_ci_high", "std_error",
            "units"}
 
 
-def _bandit(seed: int, n: int, on_policy: bool, exact_model: bool, noise: float = 0.0,
-            episode_length: int = 1) -> tuple[CPEInputs, float]:
-    """Contexts with a known expected reward table; returns inputs and the target's true value on them."""
-    gen = torch.Generator().manual_seed(seed)
-    actions = 3
-    expected = torch.rand(n, actions, generator=gen, dtype=torch.float64)
-    logging = torch.softmax(torch.randn(n, actions, generator=gen, dtype=torch.float64), dim=1)
-    target = logging.clone() if on_policy else \
-        torch.softmax(2 * torch.randn(n, actions, generator=gen, dtype=torch.float64), dim=1)
-    action = torch.multinomial(logging, 1, generator=gen).squeeze(1)
-    reward = expected.gather(1, action.unsqueeze(1)).squeeze(1) + noise * torch.randn(n, generator=gen)
-    model = expected if exact_model else torch.rand(n, actions, generator=gen, dtype=torch.float64)
-    episode = torch.arange(n) // episode_length
-    not_terminal = (torch.arange(n) % episode_length) != episode_length - 1
-    inputs = CPEInputs(reward=reward, action=action, logged_propensity=logging.gather(1, action.unsqueeze(1))
-                       .squeeze(1), target_probs=target, reward_hat=model, q_hat=model, episode=episode,
-                       not_terminal=not_terminal, logging_probs=logging)
-    return inputs, float((target * expected).sum(dim=1).mean())
-
-
 def test_estimate_all_returns_every_estimator_with_intervals():
-    inputs, _ = _bandit(0, 300, on_policy=False, exact_model=False, episode_length=5)
+    inputs, _ = bandit(0, 300, on_policy=False, exact_model=False, episode_length=5)
     results = estimate_all(inputs, gamma=0.9, seed=1, bootstrap=100)
     assert list(results) == [*ONE_STEP, "SDR", "WDR", "MAGIC"]
     for name, result in results.items():
@@ -59,7 +40,7 @@ def test_estimate_all_returns_every_estimator_with_intervals():
 
 
 def test_missing_models_skip_the_estimators_that_need_them():
-    inputs, _ = _bandit(1, 50, on_policy=False, exact_model=False)
+    inputs, _ = bandit(1, 50, on_policy=False, exact_model=False)
     inputs.reward_hat = None
     inputs.q_hat = None
     result = counterfactual_estimates(inputs, gamma=0.9, seed=0, bootstrap=20)
@@ -69,7 +50,7 @@ def test_missing_models_skip_the_estimators_that_need_them():
 
 
 def test_switch_without_the_logging_distribution_is_skipped_never_guessed():
-    inputs, _ = _bandit(1, 50, on_policy=False, exact_model=False)
+    inputs, _ = bandit(1, 50, on_policy=False, exact_model=False)
     inputs.logging_probs = None
     result = counterfactual_estimates(inputs, gamma=0.9, seed=0, bootstrap=20)
     assert "Switch" not in result["estimates"] and "SwitchDR" in result["estimates"]
@@ -77,7 +58,7 @@ def test_switch_without_the_logging_distribution_is_skipped_never_guessed():
 
 
 def test_on_policy_logs_give_ips_and_dr_equal_to_the_logged_mean():
-    inputs, _ = _bandit(2, 3000, on_policy=True, exact_model=False, noise=0.3)
+    inputs, _ = bandit(2, 3000, on_policy=True, exact_model=False, noise=0.3)
     inputs.q_hat = None  # one-step only
     results = estimate_all(inputs, gamma=0.9, seed=0, bootstrap=200)
     logged = float(inputs.reward.mean())
@@ -89,7 +70,7 @@ def test_on_policy_logs_give_ips_and_dr_equal_to_the_logged_mean():
 
 
 def test_on_policy_episodes_give_sequential_dr_equal_to_the_logged_return():
-    inputs, _ = _bandit(3, 1800, on_policy=True, exact_model=False, noise=0.3, episode_length=6)
+    inputs, _ = bandit(3, 1800, on_policy=True, exact_model=False, noise=0.3, episode_length=6)
     results = estimate_all(inputs, gamma=0.9, seed=0, bootstrap=200)
     for name in ("SDR", "WDR"):
         assert results[name]["normalized_ci_low"] < 1.0 < results[name]["normalized_ci_high"], name
@@ -97,7 +78,7 @@ def test_on_policy_episodes_give_sequential_dr_equal_to_the_logged_return():
 
 
 def test_exact_reward_model_gives_dm_equal_dr_equal_truth():
-    inputs, truth = _bandit(4, 500, on_policy=False, exact_model=True)
+    inputs, truth = bandit(4, 500, on_policy=False, exact_model=True)
     results = estimate_all(inputs, gamma=0.9, seed=0, bootstrap=50)
     for name in ("DM", "DR", "SwitchDR"):
         assert results[name]["raw"] == pytest.approx(truth, rel=1e-9), name
@@ -123,7 +104,7 @@ def test_exact_value_model_gives_sequential_dr_equal_truth():
 
 
 def test_off_policy_estimators_recover_the_truth_within_their_intervals():
-    inputs, truth = _bandit(6, 3000, on_policy=False, exact_model=False, noise=0.2)
+    inputs, truth = bandit(6, 3000, on_policy=False, exact_model=False, noise=0.2)
     inputs.q_hat = None  # one-step only
     results = estimate_all(inputs, gamma=0.9, seed=0, bootstrap=200)
     for name in ("IPS", "SNIPS", "DR"):
@@ -132,7 +113,7 @@ def test_off_policy_estimators_recover_the_truth_within_their_intervals():
 
 
 def test_bad_propensities_are_a_user_error():
-    inputs, _ = _bandit(7, 20, on_policy=False, exact_model=False)
+    inputs, _ = bandit(7, 20, on_policy=False, exact_model=False)
     inputs.logged_propensity[3] = 0.0
     with pytest.raises(BatchRLError, match="action_probability"):
         estimate_all(inputs, gamma=0.9, seed=0, bootstrap=10)

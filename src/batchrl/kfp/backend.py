@@ -16,7 +16,7 @@ the first KFP backend release whose driver/compiler understands it, read from ku
 
 :data:`MIN_KFP_BACKEND` is what a run needs at all (required features); :data:`FULL_KFP_BACKEND`
 is what every feature needs (below it a run works with the stated degradation). ``batchrl doctor``
-compares the cluster's KFP version with both; ``tests/test_kfp_backend.py`` derives them from the
+compares the cluster's KFP version with both; ``tests/kfp/test_backend.py`` derives them from the
 checked-in pipeline.
 """
 

@@ -1,6 +1,6 @@
 """Compile the pipeline and every component to the YAML checked in next to their sources.
 
-``batchrl pipeline compile`` calls :func:`compile_all`; ``tests/test_kfp_golden.py`` recompiles into a
+``batchrl pipeline compile`` calls :func:`compile_all`; ``tests/kfp/test_golden.py`` recompiles into a
 temporary folder and fails when a checked-in file differs (``sdkVersion`` masked).
 
 A pipeline root given at compile time becomes the IR's ``defaultPipelineRoot``: the KFP UI fills it in

@@ -1,7 +1,7 @@
 """One KFP component per stage: typed shells that import the engine inside and call one stage function.
 
 Each function below is a complete lightweight component: its parameters mirror the stage's options
-(``tests/test_kfp_components.py`` checks that no option is missing), its artifacts are typed, and it
+(``tests/kfp/test_components.py`` checks that no option is missing), its artifacts are typed, and it
 copies the stage summary's row counts, feature ids, action names and scores into artifact metadata.
 :func:`build_components` turns them into components for a pair of images; the trainer image (CUDA)
 runs ``train``, the runtime image everything else. No package is installed at run time.

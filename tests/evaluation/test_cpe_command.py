@@ -9,11 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from test_cpe import _bandit
-from test_evaluate import SUMMARY, write_eval_table, write_model
 
 from batchrl.evaluation.cpe_table import inputs_to_table
 from batchrl.evaluation.evaluate import EvaluateOptions, evaluate
+from tests.support.evaluation import SUMMARY, bandit, write_eval_table, write_model
 
 
 def _write(table: pa.Table, path) -> str:
@@ -23,7 +22,7 @@ def _write(table: pa.Table, path) -> str:
 
 @pytest.fixture(scope="module")
 def bandit_table(tmp_path_factory) -> str:
-    inputs, _ = _bandit(0, 300, on_policy=False, exact_model=False, episode_length=5)
+    inputs, _ = bandit(0, 300, on_policy=False, exact_model=False, episode_length=5)
     return _write(inputs_to_table(inputs), tmp_path_factory.mktemp("cpe") / "logged.parquet")
 
 
@@ -134,7 +133,7 @@ def test_batchrl_cpe_reproduces_the_evaluate_stage_to_1e9(tmp_path, cli):
 def test_inputs_to_table_round_trips(tmp_path):
     from batchrl.evaluation.cpe_table import read_cpe_table
 
-    inputs, _ = _bandit(5, 40, on_policy=False, exact_model=False, episode_length=4)
+    inputs, _ = bandit(5, 40, on_policy=False, exact_model=False, episode_length=4)
     back = read_cpe_table(_write(inputs_to_table(inputs), tmp_path / "t.parquet"))
     for name in ("reward", "action", "logged_propensity", "target_probs", "reward_hat", "q_hat", "logging_probs"):
         assert torch.equal(getattr(back, name).double(), getattr(inputs, name).double()), name

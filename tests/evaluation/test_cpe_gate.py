@@ -6,7 +6,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from test_evaluate import FEATURES, Constant, Identity, write_model
 from torch import nn
 
 from batchrl import storage
@@ -15,6 +14,7 @@ from batchrl.data.schema import TRAINING_COLUMNS
 from batchrl.evaluation.evaluate import EvaluateOptions, evaluate
 from batchrl.kfp import runtime
 from batchrl.serving.export import export_model
+from tests.support.evaluation import FEATURES, Constant, Identity, write_model
 
 
 class PushesTheWrongWay(nn.Module):
