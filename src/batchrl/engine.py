@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,6 +40,8 @@ from batchrl import storage
 from batchrl.errors import BatchRLError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyspark.sql import Column, DataFrame
 
 log = logging.getLogger(__name__)
@@ -68,9 +70,10 @@ def _api(engine: str) -> Api:
         from sqlframe.duckdb import functions as F
         from sqlframe.duckdb import types as T
     else:
-        from pyspark.sql import Window
-        from pyspark.sql import functions as F
-        from pyspark.sql import types as T
+        # the other engine's Window/functions/types under the same names (Api types them Any/ModuleType)
+        from pyspark.sql import Window  # type: ignore[assignment]
+        from pyspark.sql import functions as F  # type: ignore[no-redef]
+        from pyspark.sql import types as T  # type: ignore[no-redef]
     return Api(engine, F, T, Window)
 
 
@@ -110,7 +113,7 @@ def resolve(engine: str | None, spark_master: str | None = "local[*]") -> str:
 # ---------------------------------------------------------------- functions restated for both engines
 
 
-def any_of(F, array: Column, predicate) -> Column:
+def any_of(F: ModuleType, array: Column, predicate: Callable[[Column], Column]) -> Column:
     """True when ``predicate`` holds for some element of ``array`` (Spark's ``exists``, which SQLFrame
     lacks): ``array_contains(transform(array, x -> coalesce(predicate(x), false)), true)``; false for an
     empty or null array."""
@@ -118,17 +121,17 @@ def any_of(F, array: Column, predicate) -> Column:
     return F.coalesce(F.array_contains(flags, F.lit(True)), F.lit(False))
 
 
-def map_values(F, m: Column) -> Column:
+def map_values(F: ModuleType, m: Column) -> Column:
     """``map_values`` (a function of both engines that SQLFrame's API lacks), called by name."""
     return F.call_function("map_values", m)
 
 
-def has_key(F, m: Column, key: Column) -> Column:
+def has_key(F: ModuleType, m: Column, key: Column) -> Column:
     """``map_contains_key`` (which SQLFrame lacks) as ``array_contains(map_keys(m), key)``."""
     return F.array_contains(F.map_keys(m), key)
 
 
-def hash_key(F, *columns: Column) -> Column:
+def hash_key(F: ModuleType, *columns: Column) -> Column:
     """A seeded, engine-independent hash of ``columns``: ``md5(concat_ws('|', columns as strings))``, 32
     lowercase hex digits. Read as a 128-bit number h, ``u = h / 16^32`` is uniform in [0, 1); the string
     order is the numeric order, so the stages compare and sort the hex strings themselves.
@@ -149,7 +152,7 @@ def hash_threshold(fraction: float) -> str:
     return format(math.ceil(fraction * 16 ** 32), "032x")
 
 
-def hash_below(F, key: Column, fraction: float) -> Column:
+def hash_below(F: ModuleType, key: Column, fraction: float) -> Column:
     """``u < fraction`` for a :func:`hash_key` column."""
     if fraction <= 0.0:
         return F.lit(False)
@@ -223,7 +226,7 @@ class Engine:
         the number of rows written when the engine knows it without another pass, else None."""
         raise NotImplementedError
 
-    def run_sql(self, sql: str, views: dict[str, DataFrame]) -> list[tuple]:
+    def run_sql(self, sql: str, views: dict[str, DataFrame]) -> list[tuple[Any, ...]]:
         """Run a Spark SQL query over ``views`` (placeholder name -> DataFrame); return its rows."""
         raise NotImplementedError
 
@@ -261,9 +264,10 @@ class DuckDBEngine(Engine):
                               else None)
         # preserve_insertion_order off: results need not keep the input's row order (the stages order
         # explicitly where it matters), which lets DuckDB stream and spill instead of buffering
-        config = {"memory_limit": self.memory_limit, "temp_directory": self.temp_dir,
-                  "preserve_insertion_order": False,
-                  "autoload_known_extensions": False, "autoinstall_known_extensions": False}
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "memory_limit": self.memory_limit, "temp_directory": self.temp_dir,
+            "preserve_insertion_order": False,
+            "autoload_known_extensions": False, "autoinstall_known_extensions": False}
         if threads:
             config["threads"] = threads
         try:
@@ -319,7 +323,7 @@ class DuckDBEngine(Engine):
         return self._register(table)
 
     def sql_text(self, df: DataFrame) -> str:
-        return df.sql(dialect="duckdb", optimize=False, pretty=False)
+        return cast(Any, df).sql(dialect="duckdb", optimize=False, pretty=False)  # a SQLFrame DataFrame's .sql
 
     def to_arrow(self, df: DataFrame) -> pa.Table:
         return self.connection.sql(self.sql_text(df)).to_arrow_table()
@@ -332,8 +336,10 @@ class DuckDBEngine(Engine):
         staging = writer.staging
         if staging.is_local:
             path = staging.child("part-00000.parquet").path.replace("'", "''")
-            return self.connection.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)"
-                                           ).fetchone()[0]
+            copied = self.connection.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)"
+                                             ).fetchone()
+            assert copied is not None  # COPY answers one row: the number of rows written
+            return copied[0]
         reader = self.connection.sql(query).to_arrow_reader(64 * 1024)
         index, rows, total, out = 0, 0, 0, None
         try:
@@ -355,7 +361,7 @@ class DuckDBEngine(Engine):
                 out.close()
         return total
 
-    def run_sql(self, sql: str, views: dict[str, DataFrame]) -> list[tuple]:
+    def run_sql(self, sql: str, views: dict[str, DataFrame]) -> list[tuple[Any, ...]]:
         import sqlglot
 
         names = {}
@@ -433,7 +439,7 @@ class SparkEngine(Engine):
          .parquet(storage.spark_path(writer.staging.uri)))
         return None
 
-    def run_sql(self, sql: str, views: dict[str, DataFrame]) -> list[tuple]:
+    def run_sql(self, sql: str, views: dict[str, DataFrame]) -> list[tuple[Any, ...]]:
         names = {}
         for placeholder, df in views.items():
             names[placeholder] = f"batchrl_sql_{uuid.uuid4().hex[:8]}"

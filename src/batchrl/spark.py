@@ -37,8 +37,9 @@ def ensure_java() -> str:
     candidates = []
     if home:
         candidates.append(os.path.join(home, "bin", "java"))
-    if shutil.which("java"):
-        candidates.append(shutil.which("java"))
+    on_path = shutil.which("java")
+    if on_path:
+        candidates.append(on_path)
     for java in candidates:
         major = _java_major(java)
         if major and major >= 17:

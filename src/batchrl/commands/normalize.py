@@ -12,7 +12,7 @@ FEATURE_TYPES = ("BINARY", "PROBABILITY", "CONTINUOUS", "BOXCOX", "ENUM", "QUANT
                  "DISCRETE_ACTION", "DO_NOT_PREPROCESS", "CLIP_LOG")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("normalize", help="identify per-feature normalization of a timeline table",
                        description="Sample each feature of a map column of the timeline table (seeded, in "
                        "DuckDB or Spark), identify its type (BINARY, PROBABILITY, ENUM, CONTINUOUS, BOXCOX, QUANTILE) "

@@ -7,7 +7,7 @@ import argparse
 from batchrl.commands._spark_options import add_engine_option
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("prepare", help="build the dense train/eval training tables from a timeline table",
                        description="Compute rewards (custom SQL, multi-step discounted sums), split episodes "
                        "into train and eval by a stable hash of mdp_id, turn sparse features into dense "

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from batchrl.commands._common import print_summary
 from batchrl.commands._spark_options import add_spark_mode_options, run_on_kubernetes
+
+if TYPE_CHECKING:
+    from batchrl.data.timeline import TimelineOptions
 
 
 def _columns(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "timeline", help="build the timeline table (state, action, reward, next state ...)",
         description="Build the timeline table of spec section 2 from a logged table. Options come from "
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def options_from_args(args: argparse.Namespace):
+def options_from_args(args: argparse.Namespace) -> tuple[str, str, TimelineOptions]:
     """(input URI, output URI, TimelineOptions) from --config and the flags (flags win)."""
     from batchrl.data.timeline import load_timeline_config, make_options, resolve_locations
 
@@ -76,13 +80,13 @@ def options_from_args(args: argparse.Namespace):
     return input, output, options
 
 
-def _merge(config: dict, flags: dict) -> dict:
+def _merge(config: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
     """Config keys overridden by flags; a flag replaces the config's key whichever spelling it used."""
     from batchrl.data.timeline import TimelineOptions
 
     merged = dict(config)
     for name, value in flags.items():
         alias = TimelineOptions.model_fields[name].alias
-        merged.pop(alias, None)
+        merged.pop(alias or name, None)  # (name is set just below anyway)
         merged[name] = value
     return merged

@@ -8,7 +8,7 @@ from batchrl.commands._common import print_summary
 from batchrl.commands._spark_options import add_engine_option
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("validate", help="check a logged table (schema, nulls, duplicates, propensities)",
                        description="Check a logged table against the schema and row invariants; every "
                        "failed check is listed with its column, offending row count and an example.")

@@ -147,7 +147,7 @@ def identify_all(samples: dict[int, np.ndarray], options: NormalizeOptions) -> t
 
 
 def normalize(input: str, output: str, options: NormalizeOptions, spark_master: str | None = "local[*]",
-              engine: str = "auto") -> dict:
+              engine: str = "auto") -> dict[str, Any]:
     """Identify normalization parameters of ``options.column`` in the timeline table ``input``.
 
     Writes ReAgent's JSON (feature id -> JSON-encoded parameters) to ``output`` and returns a summary.
@@ -192,7 +192,7 @@ def has_continuous_actions(timeline: str) -> bool:
 
 
 def normalize_actions(input: str, output: str, options: NormalizeOptions, spark_master: str | None = "local[*]",
-                      engine: str = "auto") -> dict:
+                      engine: str = "auto") -> dict[str, Any]:
     """The CONTINUOUS_ACTION bounds of the timeline's continuous (map) actions, which ``prepare`` and the
     exported actor use. Discrete (string) actions have nothing to normalize: an empty normalization is
     written (without an engine), so that one pipeline shape serves both kinds of actions."""

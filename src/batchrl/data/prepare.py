@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -41,7 +41,10 @@ from batchrl.errors import BatchRLError
 from batchrl.preprocessing.normalization import FeatureType, read_normalization
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from pyspark.sql import Column, DataFrame
+    from pyspark.sql.types import DataType, StructType
 
 
 log = logging.getLogger(__name__)
@@ -161,11 +164,11 @@ def _names(df: DataFrame, multi: bool, need_actions: bool) -> tuple[list[str] | 
     return sorted(names, key=(lambda n: (int(n), n)) if numeric else None), metric_names
 
 
-def _ids(F, ids: list[int]) -> Column:
+def _ids(F: ModuleType, ids: list[int]) -> Column:
     return F.array(*[F.lit(i).cast("bigint") for i in ids]) if ids else F.expr("array()").cast("array<bigint>")
 
 
-def _dense(F, features: Column, ids: list[int]) -> tuple[Column, Column]:
+def _dense(F: ModuleType, features: Column, ids: list[int]) -> tuple[Column, Column]:
     """A map<bigint,double> as float values (missing -> 0) and presence over ``ids``."""
     m = F.coalesce(features, F.expr("map()").cast("map<bigint,double>"))
     # when/otherwise keeps the elements nullable, as TRAINING_COLUMNS declares (Arrow's list default)
@@ -175,20 +178,20 @@ def _dense(F, features: Column, ids: list[int]) -> tuple[Column, Column]:
     return values, presence
 
 
-def _action_index(F, action: Column, actions: list[str]) -> Column:
+def _action_index(F: ModuleType, action: Column, actions: list[str]) -> Column:
     """Index of ``action`` in ``actions``; unknown, empty or null -> len(actions)."""
     position = F.array_position(F.array(*[F.lit(a) for a in actions]), F.coalesce(action, F.lit("")))
     return F.when(position > 0, position - 1).otherwise(F.lit(len(actions))).cast("bigint")
 
 
-def _mask(F, possible: Column | None, actions: list[str]) -> Column:
+def _mask(F: ModuleType, possible: Column | None, actions: list[str]) -> Column:
     if possible is None:
         return F.array(*[F.lit(True) for _ in actions])
     present = F.coalesce(possible, F.expr("array()").cast("array<string>"))
     return F.array(*[F.array_contains(present, F.lit(a)) for a in actions])
 
 
-def _split_hash(F, mdp_id: Column, seed: int) -> Column:
+def _split_hash(F: ModuleType, mdp_id: Column, seed: int) -> Column:
     """The episode's hash key; its position in [0, 100) is 100 u (:func:`batchrl.engine.hash_key`)."""
     return hash_key(F, F.lit(seed), mdp_id)
 
@@ -225,6 +228,7 @@ def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int]
     if custom is not None:
         reward = col("_custom_reward")
     elif multi:  # sum_{j < step} gamma^j reward[j], with the K terms written out
+        assert options.gamma is not None and options.multi_steps is not None  # PrepareOptions, _check_input
         gamma = float(options.gamma)
         reward = F.lit(0.0)
         for j in range(options.multi_steps):
@@ -286,7 +290,7 @@ def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int]
                      col("action_probability").isNull().alias("_prob_null"), no_action.alias("_no_action"))
 
 
-def _metric_columns(F, metrics: Column, names: list[str]) -> tuple[Column, Column]:
+def _metric_columns(F: ModuleType, metrics: Column, names: list[str]) -> tuple[Column, Column]:
     m = F.coalesce(metrics, F.expr("map()").cast("map<string,double>"))
     keys = F.array(*[F.lit(n) for n in names]) if names else F.expr("array()").cast("array<string>")
     values = F.transform(keys, lambda k: F.when(has_key(F, m, k), F.element_at(m, k))
@@ -297,13 +301,13 @@ def _metric_columns(F, metrics: Column, names: list[str]) -> tuple[Column, Colum
 # ---------------------------------------------------------------- the stage
 
 
-def training_spark_schema(T, continuous: bool = False):
+def training_spark_schema(T: ModuleType, continuous: bool = False) -> StructType:
     """``training_columns`` as a schema of the engine's types ``T`` (nullable lists of nullable elements,
     like Arrow's defaults)."""
     scalar = {pa.float32(): T.FloatType(), pa.int64(): T.LongType(), pa.bool_(): T.BooleanType(),
               pa.string(): T.StringType()}
 
-    def spark_type(dtype: pa.DataType):
+    def spark_type(dtype: pa.DataType) -> DataType:
         if pa.types.is_list(dtype):
             return T.ArrayType(spark_type(dtype.value_type), containsNull=True)
         return scalar[dtype]
@@ -336,8 +340,8 @@ def _part_stats(rows: DataFrame, parts: dict[str, Column]) -> tuple[dict[str, An
     for name in parts:
         r = by_part.get(name)
         n = int(r["rows"]) if r else 0
-        mean = float(r["reward_sum"]) / n if n else None
-        std = max(float(r["reward_sq"]) / n - mean * mean, 0.0) ** 0.5 if n else None
+        mean = float(r["reward_sum"]) / n if r and n else None
+        std = max(float(r["reward_sq"]) / n - mean * mean, 0.0) ** 0.5 if r and mean is not None else None
         stats[name] = {"num_rows": n, "episodes": int(r["episodes"]) if r else 0, "reward_mean": mean,
                        "reward_std": std, "terminal_rows": int(r["terminal"] or 0) if r else 0}
     return counts, stats
@@ -345,7 +349,7 @@ def _part_stats(rows: DataFrame, parts: dict[str, Column]) -> tuple[dict[str, An
 
 def prepare(input: str, normalization: str, output_train: str, output_eval: str, options: PrepareOptions,
             spark_master: str | None = "local[*]", action_normalization: str | None = None,
-            engine: str = "auto") -> dict:
+            engine: str = "auto") -> dict[str, Any]:
     """Write the train and eval training tables of the timeline table at ``input``.
 
     Feature ids (the order of the dense vectors) are the normalization's; the dataset metadata of both
@@ -371,9 +375,10 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
                            "are discrete (strings)", where=input, fix="drop --action-normalization")
     inferred, metric_names = _names(df, multi, need_actions=not continuous and options.actions is None)
     if continuous:
+        assert action_ids is not None  # action_features, called for continuous actions
         actions = [str(i) for i in action_ids]
     else:
-        actions = list(options.actions) if options.actions is not None else inferred
+        actions = list(options.actions) if options.actions is not None else inferred or []  # _names inferred them
     train_range = [0.0, options.table_sample]
     eval_range = [100.0 - options.eval_table_sample, 100.0]
     conditions = {"train": hash_below(F, F.col("_split"), options.table_sample / 100.0),
@@ -417,7 +422,8 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
         "custom_reward_expression": options.custom_reward_expression,
         "input": input,
         "normalization": normalization,
-        **({"action_feature_ids": action_ids, "action_normalization": storage.read_json(action_normalization),
+        **({"action_feature_ids": action_ids,
+            "action_normalization": storage.read_json(cast(str, action_normalization)),  # set when continuous
             "action_normalization_uri": action_normalization} if continuous else {}),
     }
     outputs = {"train": (output_train, train_range), "eval": (output_eval, eval_range)}

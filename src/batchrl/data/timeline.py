@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -37,8 +37,11 @@ from batchrl.engine import api, get_engine, schema_of, type_name
 from batchrl.errors import BatchRLError
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from pyspark.sql import Column, DataFrame
-    from pyspark.sql.types import DataType, StructType
+    from pyspark.sql.types import ArrayType, DataType, StructType
+    from pyspark.sql.window import WindowSpec
 
     from batchrl.engine import Engine
 
@@ -130,7 +133,7 @@ def load_timeline_config(uri: str) -> dict[str, Any]:
     if unknown:
         raise BatchRLError(f"unknown key(s) in timeline config: {', '.join(repr(k) for k in unknown)}",
                            where=uri, fix=f"remove or correct them; the known keys are "
-                                          f"{', '.join(sorted(f.alias for f in TimelineOptions.model_fields.values()))}")
+                                          f"{', '.join(sorted(f.alias for f in TimelineOptions.model_fields.values() if f.alias))}")
     return raw
 
 
@@ -144,7 +147,7 @@ def make_options(values: dict[str, Any], where: str) -> TimelineOptions:
 
 def resolve_locations(input: str | None, output: str | None, options: TimelineOptions) -> tuple[str, str]:
     """Input/output URIs from the arguments or from ``inputTableName``/``outputTableName``."""
-    resolved = []
+    resolved: list[str] = []
     for given, key, name in ((input, options.input_table_name, "input"),
                              (output, options.output_table_name, "output")):
         if given and key and given != key:
@@ -152,7 +155,7 @@ def resolve_locations(input: str | None, output: str | None, options: TimelineOp
                                fix=f"give the {name} once (--{name} or {name}TableName)")
         if not (given or key):
             raise BatchRLError(f"no {name} location given", fix=f"pass --{name} URI or set {name}TableName")
-        resolved.append(given or key)
+        resolved.append(given or key or "")  # one of them is set (checked above)
     return resolved[0], resolved[1]
 
 
@@ -198,7 +201,7 @@ def _canonical(name: str, dtype: DataType) -> DataType:
     if name in fixed:
         return fixed[name]
     if name in ("action", "possible_actions"):
-        action = dtype.elementType if name == "possible_actions" else dtype
+        action = cast("ArrayType", dtype).elementType if name == "possible_actions" else dtype
         if type_name(action) == "MapType":
             action = features
         return T.ArrayType(action) if name == "possible_actions" else action
@@ -253,7 +256,7 @@ def typed_empty(dtype: DataType) -> Column:
     if kind == "ArrayType":
         return F.expr("array()").cast(dtype)
     if kind == "StructType":
-        return F.struct(*[typed_empty(f.dataType).alias(f.name) for f in dtype.fields])
+        return F.struct(*[typed_empty(f.dataType).alias(f.name) for f in cast("StructType", dtype).fields])
     return F.lit(None).cast(dtype)
 
 
@@ -329,7 +332,7 @@ def next_name(column: str) -> str:
     return "possible_next_actions" if column == "possible_actions" else f"next_{column}"
 
 
-def _lead(F, name: str, w, offset: int = 1) -> Column:
+def _lead(F: ModuleType, name: str, w: WindowSpec, offset: int = 1) -> Column:
     return F.lead(F.col(name), offset).over(w)
 
 
@@ -365,6 +368,7 @@ def build_timeline(df: DataFrame, options: TimelineOptions, outliers: OutlierFil
     }
     if options.multi_step:
         k = options.steps
+        assert k is not None  # multi_step
         window["_partners"] = F.count(F.lit(1)).over(w.rowsBetween(1, k))
         for name in nexts:
             window[f"next_{name}"] = F.array(*[_lead(F, name, w, j) for j in range(1, k + 1)])
@@ -430,7 +434,7 @@ def run_validation_sql(engine: Engine, sql: str, input_df: DataFrame, output_df:
 
 
 def timeline(input: str, output: str, options: TimelineOptions, spark_master: str | None = "local[*]",
-             engine: str = "auto") -> dict:
+             engine: str = "auto") -> dict[str, Any]:
     """The timeline stage: read the logged table at ``input``, write the timeline table to ``output``.
 
     The input rows in the ds range are validated first (duplicates, types, nulls, propensities); a bad

@@ -16,6 +16,8 @@ from batchrl.engine import any_of, api, get_engine, map_values, schema_of, type_
 from batchrl.errors import BatchRLError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyspark.sql import Column, DataFrame
 
     from batchrl.engine import Engine
@@ -44,11 +46,11 @@ def _type_errors(df: DataFrame) -> tuple[list[str], LoggedKind | None]:
     integral = ("LongType", "IntegerType", "ShortType")
     real = ("DoubleType", "FloatType")
 
-    def is_map(dtype, key_types, value_types) -> bool:
+    def is_map(dtype: Any, key_types: tuple[str, ...], value_types: tuple[str, ...]) -> bool:
         return (type_name(dtype) == "MapType" and type_name(dtype.keyType) in key_types
                 and type_name(dtype.valueType) in value_types)
 
-    expected = {
+    expected: dict[str, tuple[Callable[[Any], bool], str]] = {
         "mdp_id": (lambda t: type_name(t) == "StringType", "string"),
         "sequence_number": (lambda t: type_name(t) in integral, "int64"),
         "state_features": (lambda t: is_map(t, integral, real), "map<int64,double>"),
