@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -165,6 +167,32 @@ def check_spark_mode(mode: str, step: str) -> bool:
         raise BatchRLError(f"unknown spark_mode {mode!r}", where=f"{step} component",
                            fix=f"use one of {', '.join(SPARK_MODES)}")
     return mode == "kubernetes"
+
+
+@dataclass(frozen=True)
+class Spark:
+    """A data step's engine settings (the pipeline's ``spark_*`` and ``engine`` parameters)."""
+
+    master: str = "local[*]"
+    conf: dict[str, Any] | None = None
+    mode: str = "local"
+    engine: str = "auto"
+    kubernetes: dict[str, Any] | None = None
+
+
+def run_data_stage(step: str, spark: Spark, options: BaseModel, *, local: Callable[[], Any], inputs: Any,
+                   outputs: Any, remote_summary: Callable[[Any], Any], job: str | None = None,
+                   uses_spark: bool = True) -> Any:
+    """Run a data stage where ``spark`` says: ``mode`` kubernetes (and ``uses_spark``): as a SparkApplication
+    ``job`` (default ``step``) from ``inputs`` to ``outputs`` (object-store URIs), its summary
+    ``remote_summary(outputs)``; else ``local()`` in this pod, after starting the step's Spark session
+    when the engine is Spark and ``uses_spark``."""
+    if check_spark_mode(spark.mode, step) and uses_spark:
+        run_on_kubernetes(job or step, inputs, outputs, options, spark.kubernetes)
+        return remote_summary(outputs)
+    if uses_spark:
+        start_spark(spark.master, spark.conf, spark.engine)
+    return local()
 
 
 def run_on_kubernetes(stage: str, input_uri: Any, output_uri: Any, options: BaseModel,
