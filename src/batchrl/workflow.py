@@ -18,6 +18,7 @@ from typing import Any
 from batchrl import stages, storage
 from batchrl.config import WorkflowConfig
 from batchrl.errors import BatchRLError
+from batchrl.results import StageResult, as_dict
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class RunOptions:
     device: str | None = None
     evaluate: bool = True
     stop_after: str | None = None  # a stage name: stop once it is done (e.g. "prepare": the data stages only)
-    on_stage: Callable[[str, dict[str, Any], float], None] | None = field(default=None, repr=False)
+    #: Called after each stage with its name, its result (typed, or a dict) and its seconds.
+    on_stage: Callable[[str, StageResult | dict[str, Any], float], None] | None = field(default=None, repr=False)
 
 
 def artifact_uris(workdir: str) -> dict[str, str]:
@@ -97,13 +99,13 @@ def _run_stages(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
         spec = stages.SPECS[name]
         stage_options = spec.options(config, context) if spec.options else None
         start = time.perf_counter()
-        summary = fn(*(uris[a] for a in spec.inputs), *(uris[a] for a in spec.outputs), stage_options)
+        result = fn(*(uris[a] for a in spec.inputs), *(uris[a] for a in spec.outputs), stage_options)
         elapsed = time.perf_counter() - start
-        results[name] = summary
+        results[name] = summary = as_dict(result)
         for artifact in spec.outputs:
             results["artifacts"][name if artifact == spec.outputs[0] else artifact] = uris[artifact]
         if options.on_stage:
-            options.on_stage(name, summary, elapsed)
+            options.on_stage(name, result, elapsed)
         if name == options.stop_after:
             raise _Stop(results)
         return summary

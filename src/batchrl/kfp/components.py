@@ -50,8 +50,7 @@ def generate(
                               temperature=temperature, seed=seed, ds=ds, num_envs=num_envs,
                               max_steps=max_steps or None)
     summary = gym_logging.generate(logged.path, options)
-    runtime.record(logged, summary, ("rows", "episodes", "env", "policy", "seed", "action_kind", "action_names",
-                                     "terminated_episodes", "truncated_episodes", "mean_episode_return"))
+    runtime.record(logged, summary)
 
 
 def timeline(

@@ -62,11 +62,17 @@ def json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def record(artifact: Any, summary: dict[str, Any], keys: tuple[str, ...]) -> None:
-    """Copy ``keys`` of a stage summary into the artifact's metadata (shown by the KFP UI)."""
-    for key in keys:
-        if summary.get(key) is not None:
-            artifact.metadata[key] = json_safe(summary[key])
+def record(artifact: Any, summary: Any, keys: tuple[str, ...] = ()) -> None:
+    """Copy a stage result's metadata fields (:meth:`batchrl.results.StageResult.metadata`) into the
+    artifact's metadata (shown by the KFP UI); a stage that still returns a dict: its ``keys``."""
+    from batchrl.results import StageResult
+
+    if isinstance(summary, StageResult):
+        values, summary = summary.metadata(), summary.as_dict()
+    else:
+        values = {key: summary[key] for key in keys if summary.get(key) is not None}
+    for key, value in values.items():
+        artifact.metadata[key] = json_safe(value)
     log.info("summary: %s", json.dumps(json_safe(summary), sort_keys=True))
 
 
