@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchrl import storage
-from batchrl.config import PreprocessingOptions, WorkflowConfig
+from batchrl import stages, storage
+from batchrl.config import WorkflowConfig
 from batchrl.errors import BatchRLError
+from batchrl.results import StageResult, as_dict
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ ARTIFACTS = {
     "evaluation": "evaluation",
 }
 
-DEFAULT_DS = "2019-01-01"
-DEFAULT_TRANSITIONS = 30_000
+DEFAULT_DS = stages.DEFAULT_DS
+DEFAULT_TRANSITIONS = stages.DEFAULT_TRANSITIONS
+episode_limit = stages.episode_limit  # re-exported: callers of batchrl.workflow.episode_limit
 
 
 @dataclass
@@ -51,31 +53,13 @@ class RunOptions:
     device: str | None = None
     evaluate: bool = True
     stop_after: str | None = None  # a stage name: stop once it is done (e.g. "prepare": the data stages only)
-    on_stage: Callable[[str, dict[str, Any], float], None] | None = field(default=None, repr=False)
+    #: Called after each stage with its name, its result (typed, or a dict) and its seconds.
+    on_stage: Callable[[str, StageResult | dict[str, Any], float], None] | None = field(default=None, repr=False)
 
 
 def artifact_uris(workdir: str) -> dict[str, str]:
     base = workdir.rstrip("/")
     return {name: f"{base}/{path}" for name, path in ARTIFACTS.items()}
-
-
-def episode_limit(env_id: str, max_steps: int | None) -> int | None:
-    """ReAgent's ``max_steps``: a cap on top of the environment's own time limit, never beyond it."""
-    import gymnasium as gym
-
-    try:
-        own = gym.spec(env_id).max_episode_steps
-    except gym.error.Error:
-        return max_steps  # generate reports the unknown id
-    return min(own, max_steps) if own and max_steps else (max_steps or None)
-
-
-def _normalize_options(prep: PreprocessingOptions, seed: int):
-    """The normalize stage's options from a model's preprocessing block (the same names); ``seed`` when the
-    block sets none."""
-    from batchrl.data.normalize import NormalizeOptions
-
-    return NormalizeOptions(**{"seed": seed, **prep.model_dump(exclude_none=True)})
 
 
 class _Stop(Exception):
@@ -94,74 +78,57 @@ def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
 
 
 def _run_stages(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
-    from batchrl.data.gym_logging import GenerateOptions, generate
+    """Each stage of :data:`batchrl.stages.STAGES` with its options from the config (the ones the KFP
+    pipeline's defaults come from), on the artifacts under the workdir."""
+    from batchrl.data.gym_logging import generate
     from batchrl.data.normalize import normalize, normalize_actions
-    from batchrl.data.prepare import PrepareOptions, prepare
-    from batchrl.data.timeline import make_options, timeline
+    from batchrl.data.prepare import prepare
+    from batchrl.data.timeline import timeline
     from batchrl.data.validation import validate_input
-    from batchrl.evaluation.evaluate import EvaluateOptions, evaluate
+    from batchrl.evaluation.evaluate import evaluate
     from batchrl.training.train import train
 
     uris = artifact_uris(options.workdir)
+    if options.input is not None:
+        uris["logged"] = options.input
     engine, master = options.engine or config.engine, options.spark_master
-    model, continuous = config.model.value, config.model.continuous
-    trainer = model.trainer_param
     results: dict[str, Any] = {"algorithm": config.model.name, "artifacts": {}}
-    max_steps = episode_limit(config.env_name, config.max_steps) if config.env_name else config.max_steps
+    context = stages.Context(ds=options.ds)
 
-    def stage(name: str, fn: Callable[[], dict[str, Any]], artifact: str | None = None) -> dict[str, Any]:
+    def run(name: str, fn: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+        spec = stages.SPECS[name]
+        stage_options = spec.options(config, context) if spec.options else None
         start = time.perf_counter()
-        summary = fn()
+        result = fn(*(uris[a] for a in spec.inputs), *(uris[a] for a in spec.outputs), stage_options)
         elapsed = time.perf_counter() - start
-        results[name] = summary
-        if artifact:
-            results["artifacts"][name] = uris[artifact]
+        results[name] = summary = as_dict(result)
+        for artifact in spec.outputs:
+            results["artifacts"][name if artifact == spec.outputs[0] else artifact] = uris[artifact]
         if options.on_stage:
-            options.on_stage(name, summary, elapsed)
+            options.on_stage(name, result, elapsed)
         if name == options.stop_after:
             raise _Stop(results)
         return summary
 
-    logged = options.input or uris["logged"]
     if options.input is None:
         if not config.env_name:
             raise BatchRLError("the config names no env_name and no --input was given",
                                fix="set env_name (e.g. CartPole-v0) or pass --input LOGGED_TABLE_URI")
-        stage("generate", lambda: generate(logged, GenerateOptions(
-            env=config.env_name, transitions=config.num_train_transitions or DEFAULT_TRANSITIONS,
-            seed=config.seed, ds=options.ds, max_steps=max_steps)), "logged")
+        run("generate", generate)
     else:
-        results["artifacts"]["logged"] = logged
-    checked = stage("validate", lambda: validate_input(logged, master, engine))
-    timeline_options = make_options({"startDs": options.start_ds or checked["min_ds"],
-                                     "endDs": options.end_ds or checked["max_ds"],
-                                     "addTerminalStateRow": True}, where="batchrl run")
-    stage("timeline", lambda: timeline(logged, uris["timeline"], timeline_options, master, engine), "timeline")
-    state_options = _normalize_options(model.state_options if continuous else model.preprocessing_options,
-                                       config.seed)
-    stage("normalize", lambda: normalize(uris["timeline"], uris["normalization"], state_options, master, engine),
-          "normalization")
-    action_prep = (model.action_preprocessing_options if continuous else None) or PreprocessingOptions()
-    action_options = _normalize_options(action_prep, config.seed)
-    stage("normalize_actions", lambda: normalize_actions(uris["timeline"], uris["action_normalization"],
-                                                         action_options, master, engine),
-          "action_normalization")
-    spec = config.input_table_spec
-    prepare_options = PrepareOptions(
-        actions=None if continuous else list(trainer.actions),
-        table_sample=spec.table_sample if spec.table_sample is not None else 90,
-        eval_table_sample=spec.eval_table_sample if spec.eval_table_sample is not None else 10,
-        multi_steps=trainer.rl.multi_steps, gamma=trainer.rl.gamma)
-    stage("prepare", lambda: prepare(uris["timeline"], uris["normalization"], uris["train"], uris["eval"],
-                                     prepare_options, master, uris["action_normalization"], engine), "train")
-    results["artifacts"]["eval"] = uris["eval"]
-    stage("train", lambda: train(config, uris["train"], uris["eval"], uris["normalization"], uris["model"],
-                                 device=options.device), "model")
+        results["artifacts"]["logged"] = options.input
+    checked = run("validate", lambda logged, _: validate_input(logged, master, engine))
+    context = stages.Context(ds=options.ds, start_ds=options.start_ds or checked["min_ds"],
+                             end_ds=options.end_ds or checked["max_ds"])
+    data = {"spark_master": master, "engine": engine}
+    run("timeline", lambda logged, out, opts: timeline(logged, out, opts, **data))
+    run("normalize", lambda timeline_, out, opts: normalize(timeline_, out, opts, **data))
+    run("normalize_actions", lambda timeline_, out, opts: normalize_actions(timeline_, out, opts, **data))
+    run("prepare", lambda timeline_, norm, action_norm, train_, eval_, opts: prepare(
+        timeline_, norm, train_, eval_, opts, master, action_norm, engine))
+    run("train", lambda train_, eval_, norm, model, cfg: train(cfg, train_, eval_, norm, model,
+                                                               device=options.device))
     if options.evaluate:
-        evaluate_options = EvaluateOptions(
-            env=config.env_name, episodes=config.num_eval_episodes or 100, seed=config.seed,
-            passing_score_bar=config.passing_score_bar, max_steps=max_steps)
-        stage("evaluate", lambda: evaluate(uris["model"], uris["eval"], uris["evaluation"], evaluate_options),
-              "evaluation")
+        run("evaluate", evaluate)
     storage.write_json(f"{options.workdir.rstrip('/')}/run_summary.json", results)
     return results

@@ -44,8 +44,8 @@ def test_every_transition_once_in_order_and_exact_terminal(tmp_path):
         assert all(e is None for e in ends[:-1])  # only the last row says how the episode ended
         assert ends[-1] in ("terminated", "truncated")
     # mdp ids are 0..E-1 in row order
-    assert list(dict.fromkeys(df.mdp_id)) == [str(i) for i in range(summary["episodes"])]
-    assert summary["terminated_episodes"] + summary["truncated_episodes"] == summary["episodes"]
+    assert list(dict.fromkeys(df.mdp_id)) == [str(i) for i in range(summary.episodes)]
+    assert summary.terminated_episodes + summary.truncated_episodes == summary.episodes
     # CartPole gives reward 1 on every step, including the terminal one
     assert (df.reward == 1.0).all()
 
@@ -54,21 +54,21 @@ def test_budget_cut_is_truncation(tmp_path):
     # CartPole episodes last at least 8 steps, so a 5-transition budget cuts the first one short
     table, summary = _gen(tmp_path, transitions=5, seed=0)
     assert table.column("end_reason").to_pylist() == [None] * 4 + ["truncated"]
-    assert summary["truncated_episodes"] == 1
+    assert summary.truncated_episodes == 1
 
 
 def test_time_limit_is_truncation_not_termination(tmp_path):
     # MountainCar never reaches the goal at random within its 200-step limit
     table, summary = _gen(tmp_path, env="MountainCar-v0", episodes=4, seed=0, num_envs=2)
     df = table.to_pandas()
-    assert summary["truncated_episodes"] == 4 and summary["terminated_episodes"] == 0
+    assert summary.truncated_episodes == 4 and summary.terminated_episodes == 0
     assert df.groupby("mdp_id").size().tolist() == [200] * 4
     assert sorted(df.possible_actions.iloc[0]) == ["0", "1", "2"]
 
 
 def test_max_steps_truncates(tmp_path):
     table, summary = _gen(tmp_path, episodes=6, seed=0, max_steps=5)
-    assert table.num_rows == 30 and summary["truncated_episodes"] == 6
+    assert table.num_rows == 30 and summary.truncated_episodes == 6
 
 
 def test_same_seed_same_rows_other_seed_differs(tmp_path):
@@ -81,7 +81,7 @@ def test_same_seed_same_rows_other_seed_differs(tmp_path):
 
 def test_episode_budget(tmp_path):
     table, summary = _gen(tmp_path, episodes=25, seed=3)
-    assert summary["episodes"] == 25 == len(set(table.column("mdp_id").to_pylist()))
+    assert summary.episodes == 25 == len(set(table.column("mdp_id").to_pylist()))
 
 
 def test_box_actions_are_maps_with_density(tmp_path):

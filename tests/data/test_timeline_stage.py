@@ -20,7 +20,7 @@ def cartpole(tmp_path_factory) -> tuple[str, int, int]:
     """30000 random CartPole-v0 transitions: (uri, rows, episodes)."""
     uri = str(tmp_path_factory.mktemp("cartpole") / "logged")
     summary = generate(uri, GenerateOptions(transitions=30000, seed=42))
-    return uri, summary["rows"], summary["episodes"]
+    return uri, summary.rows, summary.episodes
 
 
 @pytest.mark.parametrize("terminal", [False, True])

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from batchrl.errors import BatchRLError
+from batchrl.results import StageResult, as_dict
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
@@ -23,7 +24,8 @@ def build_options(options_type: type[OptionsT], where: str, **values: Any) -> Op
         raise BatchRLError(f"invalid options: {problems}", where=where, fix="see --help") from None
 
 
-def print_summary(summary: dict[str, Any]) -> None:
-    """Print a stage summary as JSON on stdout (what a script or KFP step reads)."""
-    json.dump(summary, sys.stdout, indent=2, sort_keys=True, default=str)
+def print_summary(summary: StageResult | dict[str, Any]) -> None:
+    """Print a stage summary (a typed result as its fields) as JSON on stdout (what a script or KFP step
+    reads)."""
+    json.dump(as_dict(summary), sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")

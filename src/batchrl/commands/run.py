@@ -27,8 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _artifact_line(name: str, summary: dict[str, Any], elapsed: float) -> None:
-    """One line per finished stage: its time and its headline numbers."""
+def _artifact_line(name: str, result: Any, elapsed: float) -> None:
+    """One line per finished stage: its time and its headline numbers (a typed result's
+    :meth:`~batchrl.results.StageResult.headline`; a stage that still returns a dict: the keys below)."""
+    from batchrl.results import StageResult
+
+    if isinstance(result, StageResult):
+        facts = ", ".join(f"{k}={_short(v)}" for k, v in result.headline().items())
+        print(f"[{elapsed:6.1f}s] {name:<17} {facts}", flush=True)
+        return
+    summary: dict[str, Any] = result
     flat = dict(summary)
     for split in ("train", "eval"):
         if isinstance(summary.get(split), dict) and "num_rows" in summary[split]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +23,7 @@ from batchrl import storage
 from batchrl.data.schema import END_TERMINATED, END_TRUNCATED, logged_schema
 from batchrl.errors import BatchRLError
 from batchrl.progress import Progress
+from batchrl.results import StageResult
 
 if TYPE_CHECKING:  # imported where used: gymnasium is slow to import
     import gymnasium as gym
@@ -312,7 +313,30 @@ def episodes_to_table(episodes: list[_Finished], action_names: list[str] | None,
     return pa.table([columns[f.name] for f in schema], schema=schema)
 
 
-def generate(output: str, options: GenerateOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GenerateResult(StageResult):
+    """What :func:`generate` logged."""
+
+    output: str
+    env: str
+    rows: int
+    episodes: int
+    policy: str
+    seed: int
+    action_kind: str  # discrete | continuous
+    action_names: list[str] | None  # None: continuous (box) actions
+    terminated_episodes: int
+    truncated_episodes: int
+    mean_episode_return: float
+    transitions_per_s: float
+
+    METADATA: ClassVar[tuple[str, ...]] = (
+        "rows", "episodes", "env", "policy", "seed", "action_kind", "action_names", "terminated_episodes",
+        "truncated_episodes", "mean_episode_return")
+    HEADLINE: ClassVar[tuple[str, ...]] = ("rows", "episodes", "transitions_per_s")
+
+
+def generate(output: str, options: GenerateOptions) -> GenerateResult:
     """Log ``options.transitions`` transitions (or ``options.episodes`` episodes) to ``output``."""
     import time
 
@@ -337,4 +361,4 @@ def generate(output: str, options: GenerateOptions) -> dict[str, Any]:
     }
     storage.write_table(table, output, metadata={"stage": "generate", **summary})
     log.info("wrote %d transitions (%d episodes) to %s", table.num_rows, len(episodes), output)
-    return {"output": output, **summary}
+    return GenerateResult(output=output, **summary)

@@ -50,8 +50,7 @@ def generate(
                               temperature=temperature, seed=seed, ds=ds, num_envs=num_envs,
                               max_steps=max_steps or None)
     summary = gym_logging.generate(logged.path, options)
-    runtime.record(logged, summary, ("rows", "episodes", "env", "policy", "seed", "action_kind", "action_names",
-                                     "terminated_episodes", "truncated_episodes", "mean_episode_return"))
+    runtime.record(logged, summary)
 
 
 def timeline(
@@ -100,17 +99,14 @@ def timeline(
         extra_feature_columns=extra_feature_columns,
         time_window_limit=None if time_window_limit < 0 else time_window_limit, validation_sql=validation_sql,
         steps=steps or None, dedup=dedup)
-    if runtime.check_spark_mode(spark_mode, "timeline"):
-        from batchrl import storage
+    from batchrl import storage
 
-        output = runtime.object_uri(timeline_table)
-        runtime.run_on_kubernetes("timeline", input_uri or runtime.object_uri(logged), output, options,
-                                  spark_kubernetes)
-        summary = storage.read_metadata(output)
-    else:
-        runtime.start_spark(spark_master, spark_conf, engine)
-        summary = timeline_stage.timeline(input_uri or logged.path, timeline_table.path, options,
-                                          spark_master=spark_master, engine=engine)
+    spark = runtime.Spark(spark_master, spark_conf, spark_mode, engine, spark_kubernetes)
+    summary = runtime.run_data_stage(
+        "timeline", spark, options, inputs=input_uri or runtime.object_uri(logged),
+        outputs=runtime.object_uri(timeline_table), remote_summary=storage.read_metadata,
+        local=lambda: timeline_stage.timeline(input_uri or logged.path, timeline_table.path, options,
+                                              spark_master=spark_master, engine=engine))
     runtime.record(timeline_table, summary, ("input", "input_rows", "input_episodes", "output_rows",
                                              "duplicates_dropped", "outlier_episodes_dropped", "action_kind",
                                              "steps", "add_terminal_state_row", "columns"))
@@ -151,15 +147,14 @@ def normalize(
         max_unique_enum_values=max_unique_enum_values, quantile_size=quantile_size,
         quantile_k2_threshold=quantile_k2_threshold, skip_box_cox=skip_box_cox, skip_quantiles=skip_quantiles,
         stddev_floor=stddev_floor)
-    if runtime.check_spark_mode(spark_mode, "normalize"):
-        source, output = runtime.object_uri(timeline_table), runtime.object_uri(normalization)
-        runtime.run_on_kubernetes("normalize", source, output, options, spark_kubernetes)
-        summary = {**runtime.normalization_summary(output), "column": column, "num_samples": options.num_samples,
-                   "seed": options.seed}
-    else:
-        runtime.start_spark(spark_master, spark_conf, engine)
-        summary = normalize_stage.normalize(timeline_table.path, normalization.path, options,
-                                            spark_master=spark_master, engine=engine)
+    spark = runtime.Spark(spark_master, spark_conf, spark_mode, engine, spark_kubernetes)
+    summary = runtime.run_data_stage(
+        "normalize", spark, options, inputs=runtime.object_uri(timeline_table),
+        outputs=runtime.object_uri(normalization),
+        remote_summary=lambda output: {**runtime.normalization_summary(output), "column": column,
+                                       "num_samples": options.num_samples, "seed": options.seed},
+        local=lambda: normalize_stage.normalize(timeline_table.path, normalization.path, options,
+                                                spark_master=spark_master, engine=engine))
     runtime.record(normalization, summary, ("column", "features", "feature_ids", "types", "not_identified",
                                             "num_samples", "seed"))
 
@@ -184,17 +179,15 @@ def normalize_actions(
     runtime.setup(s3_endpoint)
     options = runtime.options(normalize_stage.NormalizeOptions, "normalize_actions", column="action",
                               feature_type="CONTINUOUS_ACTION", num_samples=num_samples, seed=seed)
-    kubernetes = runtime.check_spark_mode(spark_mode, "normalize_actions")
-    continuous = normalize_stage.has_continuous_actions(timeline_table.path)
-    if continuous and kubernetes:
-        output = runtime.object_uri(action_normalization)
-        runtime.run_on_kubernetes("normalize", runtime.object_uri(timeline_table), output, options, spark_kubernetes)
-        summary = {**runtime.normalization_summary(output), "column": "action", "action_kind": "continuous"}
-    else:
-        if continuous:
-            runtime.start_spark(spark_master, spark_conf, engine)
-        summary = normalize_stage.normalize_actions(timeline_table.path, action_normalization.path, options,
-                                                    spark_master=spark_master, engine=engine)
+    spark = runtime.Spark(spark_master, spark_conf, spark_mode, engine, spark_kubernetes)
+    summary = runtime.run_data_stage(
+        "normalize_actions", spark, options, job="normalize", inputs=runtime.object_uri(timeline_table),
+        outputs=runtime.object_uri(action_normalization),
+        uses_spark=normalize_stage.has_continuous_actions(timeline_table.path),
+        remote_summary=lambda output: {**runtime.normalization_summary(output), "column": "action",
+                                       "action_kind": "continuous"},
+        local=lambda: normalize_stage.normalize_actions(timeline_table.path, action_normalization.path, options,
+                                                        spark_master=spark_master, engine=engine))
     runtime.record(action_normalization, summary, ("column", "action_kind", "features", "feature_ids"))
 
 
@@ -235,22 +228,24 @@ def prepare(
                               table_sample=table_sample,
                               eval_table_sample=eval_table_sample, multi_steps=multi_steps or None, gamma=gamma,
                               custom_reward_expression=custom_reward_expression, split_seed=split_seed)
-    if runtime.check_spark_mode(spark_mode, "prepare"):
-        from batchrl import storage
+    from batchrl import storage
 
-        outputs = {"train": runtime.object_uri(train_table), "eval": runtime.object_uri(eval_table)}
-        inputs = {"timeline": runtime.object_uri(timeline_table), "normalization": runtime.object_uri(normalization)}
-        if action_normalization is not None:
-            inputs["action_normalization"] = runtime.object_uri(action_normalization)
-        runtime.run_on_kubernetes("prepare", inputs, outputs, options, spark_kubernetes)
+    inputs = {"timeline": runtime.object_uri(timeline_table), "normalization": runtime.object_uri(normalization)}
+    if action_normalization is not None:
+        inputs["action_normalization"] = runtime.object_uri(action_normalization)
+
+    def remote_summary(outputs: dict) -> dict:
         parts = {part: storage.read_metadata(uri) for part, uri in outputs.items()}
-        summary = {**parts["train"], **parts}
-    else:
-        runtime.start_spark(spark_master, spark_conf, engine)
-        summary = prepare_stage.prepare(timeline_table.path, normalization.path, train_table.path,
-                                        eval_table.path, options, spark_master=spark_master, engine=engine,
-                                        action_normalization=action_normalization.path
-                                        if action_normalization is not None else None)
+        return {**parts["train"], **parts}
+
+    spark = runtime.Spark(spark_master, spark_conf, spark_mode, engine, spark_kubernetes)
+    summary = runtime.run_data_stage(
+        "prepare", spark, options, inputs=inputs, remote_summary=remote_summary,
+        outputs={"train": runtime.object_uri(train_table), "eval": runtime.object_uri(eval_table)},
+        local=lambda: prepare_stage.prepare(
+            timeline_table.path, normalization.path, train_table.path, eval_table.path, options,
+            spark_master=spark_master, engine=engine,
+            action_normalization=action_normalization.path if action_normalization is not None else None))
     for table, part in ((train_table, "train"), (eval_table, "eval")):
         runtime.record(table, {**summary, **summary[part]}, ("num_rows", "episodes", "reward_mean", "terminal_rows",
                                                             "feature_ids", "action_kind", "action_names",

@@ -41,6 +41,7 @@ from kfp.dsl import Dataset, Input
 
 from batchrl.kfp.components import build_components
 from batchrl.kfp.images import DEFAULT_IMAGES, Images
+from batchrl.stages import stage_options
 
 PIPELINE_NAME = "batch-rl"
 #: The secret's keys are the variable names (the same secret the Spark applications read).
@@ -122,9 +123,9 @@ MIRRORED_FIELDS = ("env_name", "num_train_transitions", "input_table_spec.table_
 
 
 def config_defaults(workflow_config: dict) -> dict[str, Any]:
-    """The pipeline parameters that mirror a field of ``workflow_config`` (see :data:`MIRRORED_FIELDS`)."""
+    """The pipeline parameters that mirror a field of ``workflow_config`` (see :data:`MIRRORED_FIELDS`): the
+    stages' options from the config (:func:`batchrl.stages.stage_options`, what ``batchrl run`` uses)."""
     from batchrl.config import parse_config
-    from batchrl.config.continuous import ContinuousModelBase
     from batchrl.errors import BatchRLError
 
     where = "pipeline default workflow_config"
@@ -134,20 +135,16 @@ def config_defaults(workflow_config: dict) -> dict[str, Any]:
     if missing:
         raise BatchRLError(f"the pipeline's default config does not set {', '.join(missing)}", where=where,
                            fix=f"set them, as configs/{DEFAULT_CONFIG} does")
-    model = config.model.value
-    actions: list[str] = []
-    if isinstance(model, ContinuousModelBase):
-        options = model.state_options
-    else:
-        options, actions = model.preprocessing_options, [str(a) for a in model.trainer_param.actions]
+    options = stage_options(config)
+    generate, normalize, prepare, evaluate = (options[name] for name in ("generate", "normalize", "prepare",
+                                                                          "evaluate"))
     return {
-        "env": config.env_name, "transitions": config.num_train_transitions,
-        "data_seed": config.seed, "train_seed": config.seed,
-        "actions": actions,
-        "table_sample": float(mirrored["input_table_spec.table_sample"]),
-        "eval_table_sample": float(mirrored["input_table_spec.eval_table_sample"]),
-        "num_samples": options.num_samples, "num_epochs": config.num_epochs,
-        "num_eval_episodes": config.num_eval_episodes, "passing_score_bar": float(mirrored["passing_score_bar"]),
+        "env": generate.env, "transitions": generate.transitions, "max_steps": generate.max_steps or 0,
+        "data_seed": generate.seed, "train_seed": config.seed, "actions": prepare.actions or [],
+        "table_sample": float(prepare.table_sample), "eval_table_sample": float(prepare.eval_table_sample),
+        "num_samples": normalize.num_samples, "skip_box_cox": normalize.skip_box_cox,
+        "action_num_samples": options["normalize_actions"].num_samples, "num_epochs": config.num_epochs,
+        "num_eval_episodes": evaluate.episodes, "passing_score_bar": float(evaluate.passing_score_bar),
     }
 
 
@@ -169,7 +166,7 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
                   "has one), evaluate, and publish when the evaluation passes")
     def train_and_evaluate(
         timeline_table: Input[Dataset], actions: list, table_sample: float, eval_table_sample: float,
-        num_samples: int, data_seed: int, workflow_config: dict, algorithm: str, num_epochs: int, train_seed: int,
+        num_samples: int, skip_box_cox: bool, action_num_samples: int, max_steps: int, data_seed: int, workflow_config: dict, algorithm: str, num_epochs: int, train_seed: int,
         env: str, num_eval_episodes: int, cpe_bootstrap: int, fqe: bool, passing_score_bar: float,
         publish_gate: str, publish_uri: str, gpu_mode: str, gpus: int, accelerator_type: str, gpu_tolerations: list, gpu_node_selector: dict,
         spark_master: str, spark_conf: dict, spark_mode: str, spark_kubernetes: dict, s3_endpoint: str,
@@ -178,9 +175,9 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
         spark = {"spark_master": spark_master, "spark_conf": spark_conf, "spark_mode": spark_mode,
                  "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint, "engine": engine}
         normalize = ops["normalize"](timeline_table=timeline_table, num_samples=num_samples, seed=data_seed,
-                                     **spark)
+                                     skip_box_cox=skip_box_cox, **spark)
         configure(normalize, "normalize", object_store_secret)
-        normalize_actions = ops["normalize_actions"](timeline_table=timeline_table, num_samples=num_samples,
+        normalize_actions = ops["normalize_actions"](timeline_table=timeline_table, num_samples=action_num_samples,
                                                      seed=data_seed, **spark)
         configure(normalize_actions, "normalize_actions", object_store_secret)
         prepare = ops["prepare"](timeline_table=timeline_table,
@@ -205,6 +202,7 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
 
         evaluate = ops["evaluate"](model=train.outputs["model"], eval_table=prepare.outputs["eval_table"], env=env,
                                    episodes=num_eval_episodes, seed=train_seed, bootstrap=cpe_bootstrap, fqe=fqe,
+                                   max_steps=max_steps,
                                    passing_score_bar=passing_score_bar, gate=publish_gate, s3_endpoint=s3_endpoint)
         configure(evaluate, "evaluate", object_store_secret)
         with dsl.If(evaluate.outputs["Output"] == True, name="passes-the-bar"):  # noqa: E712 (a KFP condition)
@@ -220,6 +218,7 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
         env: str = defaults["env"],
         input_uri: str = "",
         transitions: int = defaults["transitions"],
+        max_steps: int = defaults["max_steps"],
         data_seed: int = defaults["data_seed"],
         start_ds: str = "2019-01-01",
         end_ds: str = "2019-01-01",
@@ -228,6 +227,8 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
         table_sample: float = defaults["table_sample"],
         eval_table_sample: float = defaults["eval_table_sample"],
         num_samples: int = defaults["num_samples"],
+        skip_box_cox: bool = defaults["skip_box_cox"],
+        action_num_samples: int = defaults["action_num_samples"],
         workflow_config: dict = default_config,
         algorithm: str = "",
         num_epochs: int = defaults["num_epochs"],
@@ -252,7 +253,8 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
         engine: str = "auto",
     ) -> None:
         rest = {"actions": actions, "table_sample": table_sample, "eval_table_sample": eval_table_sample,
-                "num_samples": num_samples, "data_seed": data_seed, "workflow_config": workflow_config,
+                "num_samples": num_samples, "skip_box_cox": skip_box_cox,
+                "action_num_samples": action_num_samples, "max_steps": max_steps, "data_seed": data_seed, "workflow_config": workflow_config,
                 "algorithm": algorithm, "num_epochs": num_epochs, "train_seed": train_seed, "env": env,
                 "num_eval_episodes": num_eval_episodes, "cpe_bootstrap": cpe_bootstrap, "fqe": fqe,
                 "passing_score_bar": passing_score_bar,
@@ -266,7 +268,7 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
                     "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint, "engine": engine}
         with dsl.If(input_uri == "", name="gym-data"):
             generate = ops["generate"](env=env, transitions=transitions, seed=data_seed, ds=end_ds,
-                                       s3_endpoint=s3_endpoint)
+                                       max_steps=max_steps, s3_endpoint=s3_endpoint)
             configure(generate, "generate", object_store_secret)
             generated = ops["timeline"](logged=generate.outputs["logged"], **timeline)
             configure(generated, "timeline", object_store_secret).set_caching_options(True)

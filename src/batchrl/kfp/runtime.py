@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -60,11 +62,17 @@ def json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def record(artifact: Any, summary: dict[str, Any], keys: tuple[str, ...]) -> None:
-    """Copy ``keys`` of a stage summary into the artifact's metadata (shown by the KFP UI)."""
-    for key in keys:
-        if summary.get(key) is not None:
-            artifact.metadata[key] = json_safe(summary[key])
+def record(artifact: Any, summary: Any, keys: tuple[str, ...] = ()) -> None:
+    """Copy a stage result's metadata fields (:meth:`batchrl.results.StageResult.metadata`) into the
+    artifact's metadata (shown by the KFP UI); a stage that still returns a dict: its ``keys``."""
+    from batchrl.results import StageResult
+
+    if isinstance(summary, StageResult):
+        values, summary = summary.metadata(), summary.as_dict()
+    else:
+        values = {key: summary[key] for key in keys if summary.get(key) is not None}
+    for key, value in values.items():
+        artifact.metadata[key] = json_safe(value)
     log.info("summary: %s", json.dumps(json_safe(summary), sort_keys=True))
 
 
@@ -177,6 +185,32 @@ def check_spark_mode(mode: str, step: str) -> bool:
         raise BatchRLError(f"unknown spark_mode {mode!r}", where=f"{step} component",
                            fix=f"use one of {', '.join(SPARK_MODES)}")
     return mode == "kubernetes"
+
+
+@dataclass(frozen=True)
+class Spark:
+    """A data step's engine settings (the pipeline's ``spark_*`` and ``engine`` parameters)."""
+
+    master: str = "local[*]"
+    conf: dict[str, Any] | None = None
+    mode: str = "local"
+    engine: str = "auto"
+    kubernetes: dict[str, Any] | None = None
+
+
+def run_data_stage(step: str, spark: Spark, options: BaseModel, *, local: Callable[[], Any], inputs: Any,
+                   outputs: Any, remote_summary: Callable[[Any], Any], job: str | None = None,
+                   uses_spark: bool = True) -> Any:
+    """Run a data stage where ``spark`` says: ``mode`` kubernetes (and ``uses_spark``): as a SparkApplication
+    ``job`` (default ``step``) from ``inputs`` to ``outputs`` (object-store URIs), its summary
+    ``remote_summary(outputs)``; else ``local()`` in this pod, after starting the step's Spark session
+    when the engine is Spark and ``uses_spark``."""
+    if check_spark_mode(spark.mode, step) and uses_spark:
+        run_on_kubernetes(job or step, inputs, outputs, options, spark.kubernetes)
+        return remote_summary(outputs)
+    if uses_spark:
+        start_spark(spark.master, spark.conf, spark.engine)
+    return local()
 
 
 def run_on_kubernetes(stage: str, input_uri: Any, output_uri: Any, options: BaseModel,
