@@ -3,7 +3,7 @@ string key.
 
 A result names, beside its fields, which of them go into the KFP artifact's metadata (:attr:`METADATA`,
 what the KFP UI shows; ``batchrl.kfp.runtime.record``) and into ``batchrl run``'s one-line stage summary
-(:attr:`HEADLINE`). Both are read with ``getattr``, and ``tests/test_stage_results.py`` checks that every
+(:attr:`HEADLINE`). Both are read with ``getattr``, and ``tests/test_results.py`` checks that every
 name is a field, so a renamed field fails a test instead of making metadata vanish. The CLI prints
 :meth:`StageResult.as_dict` (the same JSON as before the types).
 """

@@ -3,7 +3,7 @@ from the workflow config.
 
 ``batchrl run`` (:mod:`batchrl.workflow`) executes this table in order; the KFP pipeline
 (:mod:`batchrl.kfp.pipeline`) takes its parameters' defaults from the same option functions, and
-``tests/test_stage_graph.py`` checks that the compiled pipeline hands every component the options
+``tests/test_stages.py`` checks that the compiled pipeline hands every component the options
 ``batchrl run`` gives the stage. What is not in the config (dates, the run's ds) comes in a
 :class:`Context`.
 
