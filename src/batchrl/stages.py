@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchrl.config import PreprocessingOptions, WorkflowConfig
+from batchrl.config.continuous import ContinuousModelBase
+from batchrl.config.discrete import DQNTrainerParameters
+from batchrl.errors import BatchRLError
 
 DEFAULT_DS = "2019-01-01"
 DEFAULT_TRANSITIONS = 30_000
@@ -65,6 +68,9 @@ def _normalize_options(prep: PreprocessingOptions, seed: int) -> Any:
 def generate_options(config: WorkflowConfig, context: Context) -> Any:
     from batchrl.data.gym_logging import GenerateOptions
 
+    if config.env_name is None:
+        raise BatchRLError("the workflow config names no env_name to generate logged data in",
+                           where="workflow config", fix="set env_name, or give your logged table with --input")
     return GenerateOptions(env=config.env_name, transitions=config.num_train_transitions or DEFAULT_TRANSITIONS,
                            seed=config.seed, ds=context.ds, max_steps=max_steps(config))
 
@@ -78,15 +84,16 @@ def timeline_options(config: WorkflowConfig, context: Context) -> Any:
 
 def normalize_options(config: WorkflowConfig, context: Context) -> Any:
     model = config.model.value
-    return _normalize_options(model.state_options if config.model.continuous else model.preprocessing_options,
-                              config.seed)
+    if isinstance(model, ContinuousModelBase):
+        return _normalize_options(model.state_options, config.seed)
+    return _normalize_options(model.preprocessing_options, config.seed)
 
 
 def normalize_actions_options(config: WorkflowConfig, context: Context) -> Any:
     """Continuous actions: the action preprocessing block; discrete: the state block's sample size (the
     stage reads only the schema then)."""
     model = config.model.value
-    if config.model.continuous and model.action_preprocessing_options is not None:
+    if isinstance(model, ContinuousModelBase) and model.action_preprocessing_options is not None:
         prep = model.action_preprocessing_options
     else:
         prep = PreprocessingOptions(num_samples=normalize_options(config, context).num_samples)
@@ -101,9 +108,9 @@ def prepare_options(config: WorkflowConfig, context: Context) -> Any:
 
     trainer = config.model.value.trainer_param
     spec = config.input_table_spec
-    multi_steps = None if config.model.continuous else trainer.rl.multi_steps
+    multi_steps = trainer.rl.multi_steps if isinstance(trainer, DQNTrainerParameters) else None
     return PrepareOptions(
-        actions=None if config.model.continuous else [str(a) for a in trainer.actions],
+        actions=[str(a) for a in trainer.actions] if isinstance(trainer, DQNTrainerParameters) else None,
         table_sample=spec.table_sample if spec.table_sample is not None else DEFAULT_TABLE_SAMPLE,
         eval_table_sample=spec.eval_table_sample if spec.eval_table_sample is not None
         else DEFAULT_EVAL_TABLE_SAMPLE,
