@@ -8,7 +8,7 @@ import sys
 from batchrl.commands._common import build_options
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("cpe", help="estimate any policy's value from a table of logged decisions and its "
                        "action probabilities; write the estimates as JSON",
                        description="Counterfactual policy evaluation from numbers alone: TABLE (Parquet) has one "

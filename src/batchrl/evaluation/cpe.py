@@ -16,6 +16,7 @@ estimators, episodes for sequential ones), the normalized interval paired on the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -149,15 +150,16 @@ def episodes_of(inputs: CPEInputs) -> sequential.Episodes:
 
 
 def estimate_all(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int = 200, *,
-                 switch_threshold: float = 10.0, magic_j_steps: int = 25) -> dict[str, dict]:
+                 switch_threshold: float = 10.0, magic_j_steps: int = 25) -> dict[str, dict[str, Any]]:
     """The estimates of :func:`counterfactual_estimates` alone (one-step and, with ``q_hat``, sequential)."""
-    return counterfactual_estimates(inputs, gamma, seed, bootstrap, switch_threshold=switch_threshold,
-                                    magic_j_steps=magic_j_steps)["estimates"]
+    estimates: dict[str, dict[str, Any]] = counterfactual_estimates(
+        inputs, gamma, seed, bootstrap, switch_threshold=switch_threshold, magic_j_steps=magic_j_steps)["estimates"]
+    return estimates
 
 
 def counterfactual_estimates(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int = 200, *,
                              sequential_estimators: bool = True, switch_threshold: float = 10.0,
-                             magic_j_steps: int = 25) -> dict:
+                             magic_j_steps: int = 25) -> dict[str, Any]:
     """Every estimator the inputs allow, with diagnostics; the Python API of CPE over arrays.
 
     Returns ``{"estimates": {name: estimate}, "skipped": {name: reason}, "logging_policy": {...},
@@ -182,10 +184,10 @@ def counterfactual_estimates(inputs: CPEInputs, gamma: float, seed: int, bootstr
 
 
 def _report(est: Estimate, weights: dict[str, float] | None, *, name: str, longest: int,
-            extra: dict[str, float] | None = None) -> dict:
+            extra: dict[str, float] | None = None) -> dict[str, Any]:
     """An estimate's dict with its diagnostics and warnings."""
-    info: dict = dict(weights) if weights is not None else {"effective_sample_size": float(est.units),
-                                                            "units": float(est.units)}
+    info: dict[str, Any] = dict(weights) if weights is not None else {"effective_sample_size": float(est.units),
+                                                                      "units": float(est.units)}
     info.update(extra or {})
     info.update(baseline=est.baseline, baseline_std_error=est.baseline_std_error)
     warnings, flags = diagnostics.assess(name, info, importance_weighted=weights is not None, episode_length=longest,
@@ -197,8 +199,8 @@ def _report(est: Estimate, weights: dict[str, float] | None, *, name: str, longe
 
 
 def _estimate(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int, sequential_estimators: bool,
-              switch_threshold: float, magic_j_steps: int) -> dict:
-    results: dict[str, dict] = {}
+              switch_threshold: float, magic_j_steps: int) -> dict[str, Any]:
+    results: dict[str, dict[str, Any]] = {}
     longest = int(torch.bincount(episode_index(inputs.episode)).max())
     baseline = one_step.logged_reward_terms(inputs.reward)
     stats, skipped = _one_step_statistics(inputs, switch_threshold)
@@ -234,7 +236,7 @@ def _estimate(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int, sequen
     return {"estimates": results, "skipped": skipped}
 
 
-def _magic_interval(magic: dict, wdr: dict) -> None:
+def _magic_interval(magic: dict[str, Any], wdr: dict[str, Any]) -> None:
     """MAGIC's interval is the hull of its own bootstrap interval and WDR's (kept as ``bootstrap_ci_*`` in
     the diagnostics): its bias proxy cannot see the value model's bias, so its own interval under-covered
     (benchmarks/cpe_accuracy.py); WDR's interval is the one whose coverage held. Flags an uncertified blend."""
@@ -255,7 +257,7 @@ def _magic_interval(magic: dict, wdr: dict) -> None:
                              "benchmarks/cpe_accuracy.py, because it cannot see the value model's bias")
 
 
-def recommend(estimates: dict[str, dict], longest_episode: int) -> dict:
+def recommend(estimates: dict[str, dict[str, Any]], longest_episode: int) -> dict[str, Any]:
     """The estimator to act on: the first present and trusted one of :data:`RECOMMENDED_SEQUENTIAL`
     (multi-step logs) or :data:`RECOMMENDED_ONE_STEP` (one-step logs); None, with the reasons, if none is.
 
@@ -310,7 +312,7 @@ def episode_starts(episode: Tensor) -> Tensor:
 
 
 def estimate_fqe(inputs: CPEInputs, fqe_inputs: FQEInputs, gamma: float, seed: int, bootstrap: int = 200,
-                 config: FQEConfig | None = None) -> tuple[dict, FittedQ]:
+                 config: FQEConfig | None = None) -> tuple[dict[str, Any], FittedQ]:
     """Fit FQE on ``fqe_inputs`` (rows aligned with ``inputs``; its ``fit_mask`` picks the rows to fit
     on) and estimate the value of the logged start states, with the fit's diagnostics.
 

@@ -74,7 +74,7 @@ def _lists(table: pa.Table, name: str, rows: int, problems: list[str]) -> np.nda
         problems.append(f"column {name} has null entries inside its lists")
         return None
     try:
-        flat = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        flat: np.ndarray = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         problems.append(f"column {name} must hold numbers, found {values.type}")
         return None
@@ -90,7 +90,8 @@ def _numbers(table: pa.Table, name: str, problems: list[str], integer: bool = Fa
     if not wanted(column.type):
         problems.append(f"column {name} must be {'an integer' if integer else 'a number'}, found {column.type}")
         return None
-    return column.cast(pa.int64() if integer else pa.float64()).to_numpy(zero_copy_only=False)
+    numbers: np.ndarray = column.cast(pa.int64() if integer else pa.float64()).to_numpy(zero_copy_only=False)
+    return numbers
 
 
 def _check_distribution(name: str, probs: np.ndarray, problems: list[str]) -> None:
@@ -162,14 +163,17 @@ def read_cpe_table(uri: str) -> CPEInputs:
     episode = np.cumsum(starts) - 1
     last = np.append(starts[1:], True)
 
-    def tensor(values: np.ndarray | None, dtype: torch.dtype = torch.float64) -> torch.Tensor | None:
-        return None if values is None else torch.from_numpy(np.ascontiguousarray(values[order])).to(dtype)
+    def tensor(values: np.ndarray, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(values[order])).to(dtype)
+
+    def optional_tensor(values: np.ndarray | None) -> torch.Tensor | None:
+        return None if values is None else tensor(values)
 
     return CPEInputs(
         reward=tensor(reward), action=tensor(action, torch.long), logged_propensity=tensor(propensity),
-        target_probs=tensor(target), reward_hat=tensor(optional.get("reward_estimates")),
-        q_hat=tensor(optional.get("q_estimates")), episode=torch.from_numpy(episode),
-        not_terminal=torch.from_numpy(~last), logging_probs=tensor(logging))
+        target_probs=tensor(target), reward_hat=optional_tensor(optional.get("reward_estimates")),
+        q_hat=optional_tensor(optional.get("q_estimates")), episode=torch.from_numpy(episode),
+        not_terminal=torch.from_numpy(~last), logging_probs=optional_tensor(logging))
 
 
 def inputs_to_table(inputs: CPEInputs) -> pa.Table:
@@ -207,7 +211,7 @@ def table_bytes(table: pa.Table) -> bytes:
     return buffer.getvalue()
 
 
-def evaluate_table(input: str, output: str, options: CPETableOptions) -> dict:
+def evaluate_table(input: str, output: str, options: CPETableOptions) -> dict[str, Any]:
     """``batchrl cpe``: estimate the target policy's value from the table at ``input`` and write the
     result (estimates with diagnostics, ``skipped`` with reasons, ``recommended``) as JSON to ``output``.
     Nothing is written when the table is bad."""
@@ -218,6 +222,6 @@ def evaluate_table(input: str, output: str, options: CPETableOptions) -> dict:
     if not options.sequential:
         result["skipped"].update({name: "sequential estimators run with --sequential"
                                   for name in ("SDR", "WDR", "MAGIC")})
-    document = storage.json_safe({"input": input, **options.model_dump(), **result})
+    document: dict[str, Any] = storage.json_safe({"input": input, **options.model_dump(), **result})
     storage.write_json(output, document)
     return document

@@ -108,6 +108,8 @@ def counterfactual_evaluation(model_dir: str, policy: LoadedModel, eval_uri: str
             f"model (actions {policy.action_names}, feature ids {policy.feature_ids})", where=eval_uri,
             fix="evaluate on the eval table prepared with the model's training table")
     batch = read_eval_batch(eval_uri, info)
+    # an eval batch is untransformed (raw features with their presence) and carries episode ids
+    assert batch.state_presence is not None and batch.next_state_presence is not None and batch.episode is not None
     if len(batch) == 0:
         raise BatchRLError("the eval table has no rows with a logged action", where=eval_uri,
                            fix="prepare a non-empty eval table (eval_table_sample > 0)")
@@ -130,7 +132,7 @@ def counterfactual_evaluation(model_dir: str, policy: LoadedModel, eval_uri: str
         logging_probs=logging_model.probs)
     if reward_model is None:
         notes.append(f"no {REWARD_MODEL_FILE} (CPE was off in training): DM, DR, Switch and SwitchDR skipped")
-    estimates: dict[str, dict] = {}
+    estimates: dict[str, dict[str, Any]] = {}
     value_source = VALUE_MODEL_FILE if value_model is not None else None
     if options.fqe:
         next_q = policy.outputs(batch.next_state, batch.next_state_presence)
@@ -196,7 +198,7 @@ def gym_evaluation(policy: LoadedModel, options: EvaluateOptions, gamma: float) 
     }
 
 
-def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions) -> dict:
+def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions) -> dict[str, Any]:
     """Evaluate the model in ``model`` (a ``batchrl train`` output) on ``eval`` and/or in
     ``options.env``; write ``metrics.json``, ``report.md`` and ``report.html`` to ``output``."""
     started = time.perf_counter()

@@ -21,6 +21,7 @@ all (row, action) pairs against how often the action was taken (Naeini, Cooper &
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +50,9 @@ class LoggingPolicyConfig:
 class LoggingPolicyNet(nn.Module):
     """Logits f(s) = MLP((s - mean) / std): [B, F] -> [B, A]."""
 
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
+
     def __init__(self, num_features: int, num_actions: int, hidden: tuple[int, ...], mean: Tensor, std: Tensor):
         super().__init__()
         layers: list[nn.Module] = []
@@ -62,7 +66,8 @@ class LoggingPolicyNet(nn.Module):
         self.register_buffer("std", std)
 
     def forward(self, state: Tensor) -> Tensor:
-        return self.net((state.double() - self.mean) / self.std)
+        logits: Tensor = self.net((state.double() - self.mean) / self.std)
+        return logits
 
 
 def _log_probs(net: LoggingPolicyNet, state: Tensor, possible: Tensor | None) -> Tensor:
@@ -89,10 +94,10 @@ def _fit(state: Tensor, action: Tensor, propensity: Tensor, possible: Tensor | N
         log_p = _log_probs(net, state, possible).gather(1, index).squeeze(1)
         l2 = sum((p * p).sum() for name, p in net.named_parameters() if name.endswith("weight"))
         loss = (-log_p + (log_p - log_mu) ** 2).mean() + l2_weight * l2
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch.Tensor.backward is unannotated
         return loss
 
-    optimizer.step(closure)
+    optimizer.step(closure)  # type: ignore[no-untyped-call]  # torch.optim.LBFGS.step is unannotated
     return net.eval()
 
 
@@ -133,7 +138,7 @@ class LoggingPolicyFit:
     """The fitted model's mu_hat(.|s_i) [N, A] on the rows it was fitted on, and its held-out calibration."""
 
     probs: Tensor
-    calibration: dict[str, float] | None
+    calibration: dict[str, Any] | None  # calibration's scores, hidden_layers (list[int]) and l2
 
     def warning(self) -> str | None:
         """A plain-language warning when the held-out propensities are off by more than the tolerance."""
@@ -168,6 +173,7 @@ def fit_logging_policy(state: Tensor, action: Tensor, propensity: Tensor, num_ac
     def part(rows: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         return state[rows], action[rows], propensity[rows], None if possible is None else possible[rows]
 
+    report: dict[str, Any] | None
     chosen, report = config.candidates[0], None
     n = fit_rows.numel()
     if calibrate and n >= 10:

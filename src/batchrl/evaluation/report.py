@@ -11,9 +11,12 @@ import base64
 import html
 import io
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrl.evaluation.cpe import ONE_STEP, SEQUENTIAL
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 ORDER = (*ONE_STEP, *SEQUENTIAL)
 #: Per-epoch train keys that are bookkeeping, not losses.
@@ -32,7 +35,7 @@ def _interval(low: Any, high: Any) -> str:
     return f"[{_num(low)}, {_num(high)}]"
 
 
-def _estimates(metrics: dict[str, Any]) -> dict[str, dict]:
+def _estimates(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The CPE estimates of a metrics dict, an evaluate summary, or the estimates themselves."""
     cpe = metrics.get("cpe", metrics)
     cpe = cpe.get("estimates", cpe) if isinstance(cpe, dict) else {}
@@ -94,7 +97,10 @@ def format_cpe_table(metrics: dict[str, Any]) -> str:
     if not rows:
         return "no CPE estimates"
     widths = [max(len(r[i]) for r in [CPE_HEADER, *rows]) for i in range(len(CPE_HEADER))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
     return "\n".join([line(CPE_HEADER), line(["-" * w for w in widths]), *map(line, rows)])
 
 
@@ -172,13 +178,13 @@ def render_markdown(metrics: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- plots
 
 
-def _png(figure) -> str:
+def _png(figure: Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -227,7 +233,7 @@ def _float(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and value is not None else float("nan")
 
 
-def cpe_png(estimates: dict[str, dict]) -> str | None:
+def cpe_png(estimates: dict[str, dict[str, Any]]) -> str | None:
     """Normalized estimates with their 95% intervals (one-step and sequential panels)."""
     groups = [(title, [n for n in estimates if (n in ONE_STEP) == one]) for title, one in
               (("one-step (normalized by mean logged reward)", True),

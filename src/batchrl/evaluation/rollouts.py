@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from batchrl.errors import BatchRLError
 from batchrl.models.policy import masked_argmax
 from batchrl.progress import Progress
 from batchrl.serving.export import LoadedModel
+
+if TYPE_CHECKING:
+    from gymnasium import Space
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +112,21 @@ def greedy_rollouts(policy: LoadedModel, env_id: str, episodes: int, seed: int, 
     return result
 
 
-def _actions(out: torch.Tensor, info: dict, mapping: np.ndarray | None, action_space) -> np.ndarray:
+def _actions(out: torch.Tensor, info: dict[str, Any], mapping: np.ndarray | None, action_space: Space[Any]
+             ) -> np.ndarray:
     """The environments' actions from the model's outputs: continuous ones as they are (shaped like the
     action space), discrete ones by argmax over the possible actions."""
+    from gymnasium.spaces import Box, Discrete
+
+    # greedy_rollouts runs continuous models (no mapping) only in Box envs, discrete ones only in Discrete envs
     count = out.shape[0]
     if mapping is None:
+        assert isinstance(action_space, Box)
         return out.numpy().astype(action_space.dtype).reshape(count, *action_space.shape)
     mask = torch.ones_like(out, dtype=torch.bool)
     if "action_mask" in info:
         env_mask = np.asarray(info["action_mask"], dtype=bool).reshape(count, -1)
+        assert isinstance(action_space, Discrete)
         mask = torch.from_numpy(env_mask[:, mapping - int(action_space.start)])
-    return mapping[masked_argmax(out, mask).numpy()]
+    actions: np.ndarray = mapping[masked_argmax(out, mask).numpy()]
+    return actions

@@ -102,6 +102,9 @@ class FQEDiagnostics:
 class FittedQ(nn.Module):
     """Q(s, .) = scale * MLP((s - mean) / std): [B, F] -> [B, A]."""
 
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
+
     def __init__(self, num_features: int, num_actions: int, hidden: tuple[int, ...], mean: Tensor,
                  std: Tensor, scale: float):
         super().__init__()
@@ -117,7 +120,8 @@ class FittedQ(nn.Module):
         self.scale = scale
 
     def forward(self, state: Tensor) -> Tensor:
-        return self.scale * self.net((state - self.mean) / self.std)
+        q: Tensor = self.net((state - self.mean) / self.std)
+        return self.scale * q
 
 
 def fit_fqe(inputs: FQEInputs, gamma: float, config: FQEConfig = FQEConfig()) -> tuple[FittedQ, FQEDiagnostics]:
@@ -160,7 +164,7 @@ def fit_fqe(inputs: FQEInputs, gamma: float, config: FQEConfig = FQEConfig()) ->
             predicted = model(state[batch]).gather(1, action[batch].reshape(-1, 1)).squeeze(1)
             loss = torch.mean(((predicted - target[batch]) / scale) ** 2)
             optimizer.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch.Tensor.backward is unannotated
             optimizer.step()
         with torch.no_grad():
             current = model(probe)
