@@ -72,7 +72,7 @@ def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
     try:
         return _run_stages(config, options)
     except _Stop as stop:
-        results = stop.args[0]
+        results: dict[str, Any] = stop.args[0]
         storage.write_json(f"{options.workdir.rstrip('/')}/run_summary.json", results)
         return results
 
@@ -95,7 +95,7 @@ def _run_stages(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
     results: dict[str, Any] = {"algorithm": config.model.name, "artifacts": {}}
     context = stages.Context(ds=options.ds)
 
-    def run(name: str, fn: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    def run(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
         spec = stages.SPECS[name]
         stage_options = spec.options(config, context) if spec.options else None
         start = time.perf_counter()

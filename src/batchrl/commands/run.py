@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the whole workflow (generate -> ... -> train -> evaluate) from a config",
                        description="Run generate (or use --input), validate, timeline, normalize, prepare, "
                        "train and evaluate from one ReAgent-shaped workflow config, writing every artifact "

@@ -99,6 +99,7 @@ def workflow_config(config: dict[str, Any], where: str, *, num_epochs: int | Non
         raise BatchRLError("the workflow config must name exactly one model, e.g. model: {DiscreteDQN: {...}}",
                            where=where, fix="start from configs/reagent/discrete_dqn_cartpole_offline.yaml")
     if algorithm is not None:
+        assert isinstance(models, dict)  # one model, checked above
         (body,) = models.values()
         data["model"] = {algorithm: body}
     if actions is not None:
