@@ -164,7 +164,7 @@ def build_env(workdir: pathlib.Path, env: str, transitions: int) -> dict:
         rows = storage.read_table(str(d / name / "logged"), columns=["mdp_id"])
         record["datasets"][name] = {"behavior_return": sum(returns) / len(returns), "rows": rows.num_rows,
                                     "episodes": len(set(rows.column("mdp_id").to_pylist())),
-                                    "seed": SEEDS[name], "uri": str(d / name / "logged")}
+                                    "seed": SEEDS[name], "path": f"{env}/{name}/logged"}  # under the workdir
     return record
 
 
