@@ -10,6 +10,7 @@ import torch
 from batchrl import storage
 from batchrl.data.gym_logging import GenerateOptions, generate
 from batchrl.data.schema import logged_schema
+from batchrl.errors import BatchRLError
 
 
 def _gen(tmp_path, name="out", **kw):
@@ -153,3 +154,41 @@ def test_not_a_model_exit_2(tmp_path, cli):
     code, _, err = cli("generate", "--transitions", "10", "--policy", "softmax", "--model", bad,
                        "--output", tmp_path / "x")
     assert code == 2 and "not a TorchScript model" in err
+
+
+class _TinyActor(torch.nn.Module):
+    """A continuous spec section 8 policy in Pendulum's units: torque 1.9 * cos(theta) (feature 0), so
+    mu(s) ranges over [-1.9, 1.9] and the truncation at +-2 matters."""
+
+    def forward(self, values: torch.Tensor, presence: torch.Tensor):
+        return ["0"], 1.9 * values[:, :1]
+
+
+def test_gaussian_noise_around_an_actor_logs_the_truncated_normal_density(tmp_path):
+    from scipy.stats import truncnorm
+
+    path = str(tmp_path / "actor.torchscript")
+    torch.jit.script(_TinyActor()).save(path)
+    table, summary = _gen(tmp_path, env="Pendulum-v1", transitions=4000, seed=3, num_envs=4, policy="gaussian",
+                          model=path, noise=0.5)
+    df = table.to_pandas()
+    mu = 1.9 * np.array([dict(s)[0] for s in df.state_features])
+    action = np.array([dict(a)[0] for a in df.action])
+    sigma = 0.5 * (2.0 - -2.0) / 2  # noise in [-1, 1] units -> 1.0 torque
+    assert action.min() >= -2.0 and action.max() <= 2.0
+    # the logged propensity is the density of N(mu, sigma^2) truncated to [-2, 2] (scipy's, independently)
+    expected = truncnorm.pdf(action, (-2.0 - mu) / sigma, (2.0 - mu) / sigma, loc=mu, scale=sigma)
+    assert np.allclose(df.action_probability, expected, rtol=1e-6)
+    # and the actions follow it: the probability integral transform is uniform on [0, 1]
+    pit = truncnorm.cdf(action, (-2.0 - mu) / sigma, (2.0 - mu) / sigma, loc=mu, scale=sigma)
+    assert np.histogram(pit, bins=4, range=(0, 1))[0] / len(pit) == pytest.approx([0.25] * 4, abs=0.03)
+    assert summary.policy == "gaussian"
+
+
+def test_gaussian_needs_a_box_action_space_and_a_matching_model(tmp_path):
+    path = str(tmp_path / "actor.torchscript")
+    torch.jit.script(_TinyActor()).save(path)
+    with pytest.raises(BatchRLError, match="needs a Box action space"):
+        _gen(tmp_path, transitions=10, policy="gaussian", model=path)
+    with pytest.raises(BatchRLError, match="do not match the environment's 1 action dimensions"):
+        _gen(tmp_path, env="Pendulum-v1", transitions=10, policy="gaussian", model=_save_policy(tmp_path))

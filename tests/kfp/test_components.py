@@ -76,6 +76,10 @@ def test_workflow_config_knobs_override_the_config():
     # the pipeline's discrete `actions` default does not reach a continuous-action model
     sac = runtime.workflow_config({"model": {"SAC": {}}}, "test", actions=["0", "1"])
     assert sac.model.name == "SAC" and "actions" not in sac.model.value.trainer_param.model_fields_set
+    # `algorithm: IQL` renames a continuous block: IQL for continuous actions, the pipeline's actions not applied
+    iql = runtime.workflow_config({"model": {"TD3": {"trainer_param": {"rl": {"gamma": 0.9}}}}}, "test",
+                                  algorithm="IQL", actions=["0", "1"])
+    assert iql.model.name == "IQL" and iql.model.continuous and iql.model.value.trainer_param.rl.gamma == 0.9
 
 
 def test_scalar_metrics_flatten_finite_numbers_only():

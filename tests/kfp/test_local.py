@@ -91,7 +91,10 @@ def test_the_compiled_pipeline_runs_locally_with_every_artifact(tmp_path, cli):
 
 
 @pytest.mark.slow
-def test_the_same_pipeline_trains_sac_on_continuous_actions(tmp_path, cli):
+@pytest.mark.parametrize("algorithm", ["", "IQL"])
+def test_the_same_pipeline_trains_sac_on_continuous_actions(tmp_path, cli, algorithm):
+    """``algorithm`` "" trains the config's SAC; "IQL" renames its model block (the pipeline's ``algorithm``
+    parameter): the same networks train as continuous IQL."""
     sac = {"model": {"SAC": {
         "trainer_param": {"rl": {"gamma": 0.99, "target_update_rate": 0.005}},
         "actor_net_builder": {"GaussianFullyConnected": {"sizes": [16], "activations": ["relu"]}},
@@ -99,7 +102,7 @@ def test_the_same_pipeline_trains_sac_on_continuous_actions(tmp_path, cli):
         "reader_options": {"minibatch_size": 256}, "seed": 42}
     params = _write(tmp_path / "params.yaml", {
         "env": "Pendulum-v1", "transitions": 1000, "num_epochs": 1, "num_eval_episodes": 2,  # default actions
-        "cpe_bootstrap": 0, "fqe": False, "passing_score_bar": -1e9, "workflow_config": sac,
+        "cpe_bootstrap": 0, "fqe": False, "passing_score_bar": -1e9, "workflow_config": sac, "algorithm": algorithm,
         "spark_master": "local[2]", "spark_conf": {"spark.sql.shuffle.partitions": "2"},
     })
     code, out, err = cli("pipeline", "run-local", params, "--pipeline", PIPELINE,
@@ -109,7 +112,8 @@ def test_the_same_pipeline_trains_sac_on_continuous_actions(tmp_path, cli):
     meta = {task: {name: found["metadata"] for name, found in tasks[task]["artifacts"].items()} for task in tasks}
     assert meta["normalize-actions"]["action_normalization"]["action_kind"] == "continuous"
     assert meta["prepare"]["train_table"]["action_kind"] == "continuous"
-    assert meta["train"]["model"]["algorithm"] == "SAC" and meta["train"]["model"]["action_names"] == ["0"]
+    assert meta["train"]["model"]["algorithm"] == (algorithm or "SAC")
+    assert meta["train"]["model"]["action_names"] == ["0"]
     assert meta["evaluate"]["evaluation"]["passed"] is True and meta["evaluate"]["evaluation"]["score"] < 0
     model = tasks["train"]["artifacts"]["model"]["uri"]
     from batchrl.serving.export import load_policy

@@ -50,6 +50,9 @@ EXAMPLES = {
                     "critic_net_builder": NET}),
     "TD3+BC": ("TD3", {"trainer_param": {**CONTINUOUS, "bc_alpha": 2.5, "delayed_policy_update": 1},
                        "actor_net_builder": NET, "critic_net_builder": NET}),
+    "IQL": ("IQL", {"trainer_param": {**CONTINUOUS, "expectile": 0.8, "value_network_optimizer": {"Adam": {"lr": 0.01}}},
+                    "actor_net_builder": {"GaussianFullyConnected": NET["FullyConnected"]}, "critic_net_builder": NET,
+                    "value_net_builder": NET}),
 }
 
 
@@ -105,7 +108,7 @@ def test_the_registry_and_the_config_name_the_same_algorithms():
     assert set(fields) == set(ALGORITHMS)
     for name, algorithm in ALGORITHMS.items():
         assert algorithm.config in get_args(fields[name].annotation), name
-    assert set(CONTINUOUS_ALGORITHMS) == {"SAC", "TD3"}
+    assert set(CONTINUOUS_ALGORITHMS) == {"SAC", "TD3", "IQL"}
 
 
 @pytest.mark.parametrize("example", list(EXAMPLES))

@@ -131,12 +131,12 @@ def test_max_steps_caps_the_environment_time_limit_like_reagent():
 def _config(algorithm: str, epochs: int, **trainer_param) -> dict:
     block = {"trainer_param": {"rl": {"gamma": 0.9, "target_update_rate": 0.1}, **trainer_param},
              "critic_net_builder": {"FullyConnected": {"sizes": [16], "activations": ["relu"]}},
-             "actor_net_builder": {("GaussianFullyConnected" if algorithm == "SAC" else "FullyConnected"):
+             "actor_net_builder": {("GaussianFullyConnected" if algorithm in ("SAC", "IQL") else "FullyConnected"):
                                    {"sizes": [16], "activations": ["relu"]}}}
     return {"model": {algorithm: block}, "num_epochs": epochs, "seed": 3, "reader_options": {"minibatch_size": 2}}
 
 
-@pytest.mark.parametrize("algorithm,extra", [("SAC", {}), ("TD3", {"bc_alpha": 2.5})])
+@pytest.mark.parametrize("algorithm,extra", [("SAC", {}), ("TD3", {"bc_alpha": 2.5}), ("IQL", {})])
 def test_batch_training_exports_an_actor_in_the_logged_units(tables, tmp_path, algorithm, extra):
     _prepare(tables, action_normalization=tables["action_norm.json"])
     config = parse_config(_config(algorithm, 2, **extra))

@@ -16,10 +16,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--transitions", type=int, help="number of transitions to log")
     budget.add_argument("--episodes", type=int, help="number of whole episodes to log")
-    p.add_argument("--policy", choices=["random", "epsilon-greedy", "softmax"], default="random")
-    p.add_argument("--model", help="TorchScript policy (model.torchscript) for epsilon-greedy/softmax")
+    p.add_argument("--policy", choices=["random", "epsilon-greedy", "softmax", "gaussian"], default="random",
+                   help="gaussian: truncated Gaussian noise around a continuous-action model's action (Box spaces)")
+    p.add_argument("--model", help="TorchScript policy (model.torchscript) for epsilon-greedy/softmax/gaussian")
     p.add_argument("--epsilon", type=float, help="exploration rate of epsilon-greedy (default 0.1)")
     p.add_argument("--temperature", type=float, help="softmax temperature (default 1.0)")
+    p.add_argument("--noise", type=float, help="gaussian: stddev in normalized [-1, 1] action units, i.e. a "
+                   "fraction of half the action range (default 0.1)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--ds", default="2019-01-01", help="dataset partition id written to every row")
     p.add_argument("--num-envs", type=int, help="environments stepped together (default 16)")
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = build_options(GenerateOptions, "batchrl generate", env=args.env, transitions=args.transitions,
                             episodes=args.episodes, policy=args.policy, model=args.model,
-                            epsilon=args.epsilon, temperature=args.temperature, seed=args.seed, ds=args.ds,
+                            epsilon=args.epsilon, temperature=args.temperature, noise=args.noise, seed=args.seed, ds=args.ds,
                             num_envs=args.num_envs, max_steps=args.max_steps)
     print_summary(generate(args.output, options))
     return 0

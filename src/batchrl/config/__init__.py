@@ -7,7 +7,7 @@ where it is, and the keys allowed there.
 
 - :mod:`batchrl.config.base`: optimizers, networks, the ``rl`` block, preprocessing options;
 - :mod:`batchrl.config.discrete`: DQN, CQL, QR-DQN, C51, BCQ, CRR, IQL;
-- :mod:`batchrl.config.continuous`: SAC, TD3 (and TD3+BC);
+- :mod:`batchrl.config.continuous`: SAC, TD3 (and TD3+BC), IQL;
 - :mod:`batchrl.config.workflow`: the model choice and the whole workflow file.
 """
 
@@ -30,7 +30,9 @@ from batchrl.config.base import (
     validation_error,
 )
 from batchrl.config.continuous import (
+    ContinuousIQLTrainerParameters,
     ContinuousNetBuilder,
+    IQLModel,
     SACModel,
     SACTrainerParameters,
     TD3Model,
@@ -81,7 +83,9 @@ __all__ = [
     "_exactly_one",
     "_Strict",
     "validation_error",
+    "ContinuousIQLTrainerParameters",
     "ContinuousNetBuilder",
+    "IQLModel",
     "SACModel",
     "SACTrainerParameters",
     "TD3Model",

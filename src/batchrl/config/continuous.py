@@ -1,10 +1,11 @@
-"""Config blocks of the continuous-action algorithms, SAC and TD3, in ReAgent's shape.
+"""Config blocks of the continuous-action algorithms, SAC, TD3 and IQL, in ReAgent's shape.
 
 ``model: {SAC: {trainer_param: {...}, actor_net_builder: {GaussianFullyConnected: {...}},
 critic_net_builder: {FullyConnected: {...}}}}`` and ``model: {TD3: {...}}`` with
 ``actor_net_builder: {FullyConnected: {...}}``. As in ReAgent, SAC takes an optional state-value
 network (``value_net_builder``, ``value_network_optimizer``; Haarnoja et al. 2018a); without one it is
-the twin-Q version (Haarnoja et al. 2018b). The model keys of ReAgent's offline SAC config
+the twin-Q version (Haarnoja et al. 2018b). ``model: {IQL: {...}}`` (implicit Q-learning, continuous
+actions; ``DiscreteIQL`` is the discrete one) takes a Gaussian actor and a state-value network. The model keys of ReAgent's offline SAC config
 (``state_preprocessing_options``, ``action_preprocessing_options``, ``action_float_features``) are
 accepted; the online harness reads only the state options.
 """
@@ -108,6 +109,21 @@ class TD3TrainerParameters(_ContinuousTrainerBase):
     bc_alpha: float | None = Field(default=None, gt=0.0)  # TD3+BC (Fujimoto & Gu 2021) for offline data; 2.5
 
 
+class ContinuousIQLTrainerParameters(_ContinuousTrainerBase):
+    """IQL for continuous actions (Kostrikov et al. 2022, "Offline RL with Implicit Q-Learning"); the
+    defaults are the paper's for locomotion: V(s) fits the ``expectile`` (tau) of min_i Q_T,i(s, a_logged);
+    the twin Q fit r + gamma V(s'); the Gaussian actor is advantage-weighted regression with weight
+    min(exp(beta (min_i Q_T,i - V)), max_weight). ``q_network_optimizer`` trains both Q,
+    ``value_network_optimizer`` V and ``actor_network_optimizer`` the actor (all Adam 3e-4, the paper's)."""
+
+    expectile: float = Field(default=0.7, gt=0.0, lt=1.0)
+    beta: float = Field(default=3.0, gt=0.0)
+    max_weight: float = Field(default=100.0, gt=0.0)
+    q_network_optimizer: OptimizerConfig = Field(default_factory=lambda: _adam(3e-4))
+    actor_network_optimizer: OptimizerConfig = Field(default_factory=lambda: _adam(3e-4))
+    value_network_optimizer: OptimizerConfig = Field(default_factory=lambda: _adam(3e-4))
+
+
 class ContinuousModelBase(_Strict):
     """The model block of a continuous-action algorithm (which makes it one: ``ModelConfig.continuous``)."""
 
@@ -158,4 +174,21 @@ class TD3Model(ContinuousModelBase):
     def _actor(self) -> TD3Model:
         if self.actor_net_builder.name != "FullyConnected":
             raise ValueError("TD3.actor_net_builder must be FullyConnected")
+        return self
+
+
+class IQLModel(ContinuousModelBase):
+    """IQL, continuous actions: ``actor_net_builder`` GaussianFullyConnected (the serving action is its mean),
+    ``value_net_builder`` FullyConnected (V(s), one output)."""
+
+    trainer_param: ContinuousIQLTrainerParameters = Field(default_factory=ContinuousIQLTrainerParameters)
+    actor_net_builder: ContinuousNetBuilder = Field(default_factory=_gaussian)
+    value_net_builder: ContinuousNetBuilder = Field(default_factory=_fc)
+
+    @model_validator(mode="after")
+    def _networks(self) -> IQLModel:
+        if self.actor_net_builder.name != "GaussianFullyConnected":
+            raise ValueError("IQL.actor_net_builder must be GaussianFullyConnected")
+        if self.value_net_builder.name != "FullyConnected":
+            raise ValueError("IQL.value_net_builder must be FullyConnected")
         return self

@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from batchrl.config.base import _exactly_one, _Strict, validation_error
-from batchrl.config.continuous import ContinuousModelBase, SACModel, TD3Model
+from batchrl.config.continuous import ContinuousModelBase, IQLModel, SACModel, TD3Model
 from batchrl.config.discrete import (
     DiscreteBCQModel,
     DiscreteC51DQNModel,
@@ -29,7 +29,7 @@ from batchrl.config.discrete import (
 from batchrl.errors import BatchRLError
 
 AnyModel = (DiscreteDQNModel | DiscreteCQLModel | DiscreteQRDQNModel | DiscreteC51DQNModel | DiscreteBCQModel
-            | DiscreteCRRModel | DiscreteIQLModel | SACModel | TD3Model)
+            | DiscreteCRRModel | DiscreteIQLModel | SACModel | TD3Model | IQLModel)
 
 
 class ModelConfig(_Strict):
@@ -42,6 +42,7 @@ class ModelConfig(_Strict):
     DiscreteIQL: DiscreteIQLModel | None = None
     SAC: SACModel | None = None
     TD3: TD3Model | None = None
+    IQL: IQLModel | None = None
 
     @model_validator(mode="after")
     def _one(self) -> ModelConfig:

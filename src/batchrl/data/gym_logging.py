@@ -6,6 +6,14 @@ gets the next episode id, so the same seed gives the same rows. The last row of 
 how it ended (``end_reason``): ``terminated`` or ``truncated`` (time limit, or the transition budget
 cutting the last episode short). ``action_probability`` is the logging policy's true probability of
 the logged action (for Box action spaces, its density).
+
+Logging policies: ``random`` (uniform over the actions or the Box), ``epsilon-greedy`` and ``softmax`` over
+the scores of a TorchScript policy (discrete actions), and ``gaussian`` around the action of a TorchScript
+actor (Box actions): a ~ N(mu(s), sigma^2) truncated to [low, high] per dimension, sigma = noise (high - low) / 2
+(``noise`` in the normalized [-1, 1] action units), logged with its true density
+
+    p(a|s) = prod_i phi(z_i) / (sigma_i (Phi(b_i) - Phi(l_i))),   z_i = (a_i - mu_i) / sigma_i,
+             l_i = (low_i - mu_i) / sigma_i,  b_i = (high_i - mu_i) / sigma_i
 """
 
 from __future__ import annotations
@@ -25,8 +33,9 @@ from batchrl.errors import BatchRLError
 from batchrl.progress import Progress
 from batchrl.results import StageResult
 
-if TYPE_CHECKING:  # imported where used: gymnasium is slow to import
+if TYPE_CHECKING:  # imported where used: gymnasium and torch are slow to import
     import gymnasium as gym
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +48,11 @@ class GenerateOptions(BaseModel):
     env: str = "CartPole-v0"
     transitions: int | None = Field(default=None, gt=0)
     episodes: int | None = Field(default=None, gt=0)
-    policy: Literal["random", "epsilon-greedy", "softmax"] = "random"
+    policy: Literal["random", "epsilon-greedy", "softmax", "gaussian"] = "random"
     model: str | None = None
     epsilon: float = Field(default=0.1, ge=0.0, le=1.0)
     temperature: float = Field(default=1.0, gt=0.0)
+    noise: float = Field(default=0.1, gt=0.0)  # gaussian: stddev in normalized [-1, 1] action units
     seed: int = 42
     ds: str = "2019-01-01"
     num_envs: int = Field(default=16, ge=1, le=1024)
@@ -86,40 +96,50 @@ class RandomBox(LoggingPolicy):
         return actions, np.full(len(obs), self.density)
 
 
+def _load_policy_module(path: str) -> torch.jit.ScriptModule:
+    """The TorchScript policy ``(values, presence) -> (action names, out)`` at ``path`` (spec section 8)."""
+    import io
+
+    import torch
+
+    data = storage.read_bytes(path)
+    try:
+        module: torch.jit.ScriptModule = torch.jit.load(  # type: ignore[no-untyped-call]  # unannotated in torch
+            io.BytesIO(data), map_location="cpu")
+        return module.eval()
+    except RuntimeError as exc:
+        raise BatchRLError(f"not a TorchScript model: {str(exc).splitlines()[0]}", where=path,
+                           fix="pass the model.torchscript written by `batchrl train`") from exc
+
+
+def _policy_outputs(module: torch.jit.ScriptModule, obs: np.ndarray) -> tuple[list[str], np.ndarray]:
+    import torch
+
+    values = torch.as_tensor(obs, dtype=torch.float32)
+    with torch.no_grad():
+        result: tuple[list[str], torch.Tensor] = module(values, torch.ones_like(values))
+    names, out = result
+    return list(names), out.double().numpy()
+
+
 class ModelPolicy(LoggingPolicy):
     """Epsilon-greedy or softmax over the Q-values of a TorchScript policy (spec section 8)."""
 
     def __init__(self, path: str, kind: str, epsilon: float, temperature: float, n: int, start: int):
-        import torch
-
-        data = storage.read_bytes(path)
-        try:
-            import io
-
-            module = torch.jit.load(  # type: ignore[no-untyped-call]  # torch.jit.load is unannotated
-                io.BytesIO(data), map_location="cpu")
-            self.module = module.eval()
-        except RuntimeError as exc:
-            raise BatchRLError(f"not a TorchScript model: {str(exc).splitlines()[0]}", where=path,
-                               fix="pass the model.torchscript written by `batchrl train`") from exc
+        self.module = _load_policy_module(path)
         self.kind, self.epsilon, self.temperature = kind, epsilon, temperature
         self.n, self.start = n, start
         self.column: np.ndarray | None = None  # model action column -> env action offset
 
     def _q_values(self, obs: np.ndarray) -> np.ndarray:
-        import torch
-
-        values = torch.as_tensor(obs, dtype=torch.float32)
-        with torch.no_grad():
-            result: tuple[list[str], torch.Tensor] = self.module(values, torch.ones_like(values))
-        names, q = result
+        names, q = _policy_outputs(self.module, obs)
         if self.column is None:
             expected = [str(self.start + i) for i in range(self.n)]
-            if list(names) != expected:
-                raise BatchRLError(f"model actions {list(names)} do not match the environment's {expected}",
+            if names != expected:
+                raise BatchRLError(f"model actions {names} do not match the environment's {expected}",
                                    fix="use a model trained on data from this environment")
             self.column = np.arange(self.n)
-        return q.double().numpy()
+        return q
 
     def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         q = self._q_values(obs)
@@ -133,6 +153,32 @@ class ModelPolicy(LoggingPolicy):
         u = rng.random(len(q))[:, None]
         idx = np.minimum((u > np.cumsum(p, axis=1)).sum(axis=1), self.n - 1)
         return self.start + idx, p[np.arange(len(q)), idx]
+
+
+class GaussianActorPolicy(LoggingPolicy):
+    """Box actions: N(mu(s), sigma^2) truncated to [low, high] around a TorchScript actor's action mu(s) (its
+    output in the environment's units), drawn by inverse CDF; logs the true density (module docstring)."""
+
+    def __init__(self, path: str, noise: float, low: np.ndarray, high: np.ndarray):
+        self.module = _load_policy_module(path)
+        self.low, self.high = low.astype(np.float64), high.astype(np.float64)
+        self.sigma = noise * (self.high - self.low) / 2.0
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.special import ndtr, ndtri
+
+        names, mu = _policy_outputs(self.module, obs)
+        if mu.ndim != 2 or mu.shape[1] != len(self.low):
+            raise BatchRLError(f"the model's actions {names} (output shape {list(mu.shape)}) do not match the "
+                               f"environment's {len(self.low)} action dimensions",
+                               fix="use a continuous-action model trained on data from this environment")
+        mu = np.clip(mu, self.low, self.high)
+        lo, hi = ndtr((self.low - mu) / self.sigma), ndtr((self.high - mu) / self.sigma)
+        u = rng.random(mu.shape)
+        actions = np.clip(mu + self.sigma * ndtri(lo + u * (hi - lo)), self.low, self.high)
+        z = (actions - mu) / self.sigma
+        log_density = -0.5 * z ** 2 - 0.5 * np.log(2 * np.pi) - np.log(self.sigma) - np.log(hi - lo)
+        return actions, np.exp(log_density.sum(axis=1))
 
 
 # ---------------------------------------------------------------- episodes
@@ -185,16 +231,22 @@ def make_envs(env_id: str, num_envs: int, max_steps: int | None = None) -> gym.v
 def _policy(options: GenerateOptions, action_space: gym.spaces.Space[Any]) -> LoggingPolicy:
     import gymnasium as gym
 
+    if options.policy == "gaussian" and not isinstance(action_space, gym.spaces.Box):
+        raise BatchRLError(f"policy 'gaussian' needs a Box action space; {options.env} has {action_space}",
+                           fix="use --policy epsilon-greedy or softmax for discrete actions")
     if isinstance(action_space, gym.spaces.Discrete):
         n, start = int(action_space.n), int(action_space.start)
         if options.policy == "random" or options.model is None:  # (the options require a model otherwise)
             return RandomDiscrete(n, start)
         return ModelPolicy(options.model, options.policy, options.epsilon, options.temperature, n, start)
     if isinstance(action_space, gym.spaces.Box):
-        if options.policy != "random":
-            raise BatchRLError(f"policy '{options.policy}' needs discrete actions; {options.env} has a Box "
-                               "action space", fix="use --policy random for continuous-action environments")
-        return RandomBox(action_space.low.reshape(-1), action_space.high.reshape(-1))
+        low, high = action_space.low.reshape(-1), action_space.high.reshape(-1)
+        if options.policy == "random":
+            return RandomBox(low, high)
+        if options.policy == "gaussian" and options.model is not None:  # (the options require a model)
+            return GaussianActorPolicy(options.model, options.noise, low, high)
+        raise BatchRLError(f"policy '{options.policy}' needs discrete actions; {options.env} has a Box "
+                           "action space", fix="use --policy random or gaussian for continuous-action environments")
     raise BatchRLError(f"unsupported action space {action_space} in {options.env}",
                        fix="use an environment with a Discrete or Box action space")
 

@@ -31,6 +31,7 @@ def generate(
     model: Optional[str] = None,
     epsilon: Optional[float] = None,
     temperature: Optional[float] = None,
+    noise: Optional[float] = None,
     seed: int = 42,
     ds: str = "2019-01-01",
     num_envs: int = 16,
@@ -39,7 +40,8 @@ def generate(
 ):
     """Log a policy's decisions in a gymnasium environment (``batchrl generate``).
 
-    Give ``transitions`` or ``episodes`` (0 = not given); ``max_steps`` 0: the env's own time limit.
+    Give ``transitions`` or ``episodes`` (0 = not given); ``max_steps`` 0: the env's own time limit;
+    ``noise`` (policy ``gaussian``): the Gaussian's std as a fraction of the action range's half-width.
     """
     from batchrl.data import gym_logging
     from batchrl.kfp import runtime
@@ -47,7 +49,7 @@ def generate(
     runtime.setup(s3_endpoint)
     options = runtime.options(gym_logging.GenerateOptions, "generate", env=env, transitions=transitions or None,
                               episodes=episodes or None, policy=policy, model=model, epsilon=epsilon,
-                              temperature=temperature, seed=seed, ds=ds, num_envs=num_envs,
+                              temperature=temperature, noise=noise, seed=seed, ds=ds, num_envs=num_envs,
                               max_steps=max_steps or None)
     summary = gym_logging.generate(logged.path, options)
     runtime.record(logged, summary)

@@ -80,6 +80,29 @@ class GaussianActor(nn.Module):
         return action, gaussian - squash
 
 
+    @torch.jit.unused
+    def clipped_log_prob(self, x: torch.Tensor, action: torch.Tensor, log_std_min: float) -> torch.Tensor:
+        """log N(a; tanh(mean(s)), std(s)^2) float32[B], summed over dimensions, log std clamped to
+        [``log_std_min``, LOG_STD_MAX]: the Gaussian around the serving action whose draws are clipped to
+        [-1, 1] (IQL's actor, Kostrikov et al. 2022), finite on logged actions at the bounds."""
+        h = self.trunk(x)
+        log_std = self.log_std(h).clamp(log_std_min, LOG_STD_MAX)
+        z = (action - torch.tanh(self.mean(h))) / log_std.exp()
+        log_prob: torch.Tensor = (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(dim=1)
+        return log_prob
+
+    @torch.jit.unused
+    def clipped_sample(self, x: torch.Tensor, log_std_min: float, generator: torch.Generator | None = None
+                       ) -> torch.Tensor:
+        """A draw of the clipped Gaussian of :meth:`clipped_log_prob`: clip(tanh(mean) + std * eps, -1, 1)."""
+        h = self.trunk(x)
+        std = self.log_std(h).clamp(log_std_min, LOG_STD_MAX).exp()
+        mean = torch.tanh(self.mean(h))
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        draw: torch.Tensor = (mean + std * noise).clamp(-1.0, 1.0)
+        return draw
+
+
 class ActionScaler(nn.Module):
     """[-1, 1]^d -> [low, high]^d: a_env = low + (a + 1) / 2 * (high - low)."""
 

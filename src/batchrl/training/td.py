@@ -8,6 +8,7 @@ the CPE models (spec section 6), with possible-action masks (impossible next act
           | Q_T(s', a'_logged)                                 SARSA (maxq_learning: false)
     y     = r' + d * not_terminal * v(s')
     loss  = l(Q(s, a_logged) - y),  l = squared error (mse) | Huber (delta 1)
+    L_tau(u) = |tau - 1[u < 0]| u^2                            expectile regression (IQL's value, both kinds)
 
 An all-False possible-actions row means "not recorded" (every action). Pure functions over tensors.
 """
@@ -25,6 +26,13 @@ from batchrl.models.policy import effective_mask
 
 #: Value given to impossible actions before the max/argmax over next actions.
 IMPOSSIBLE_ACTION_VALUE = -1e9
+
+
+def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
+    """Per-row asymmetric squared loss |tau - 1[u < 0]| u^2 of u = ``diff`` [B] (tau = ``expectile``): its
+    minimizer over a constant V is the tau-expectile of the targets (tau = 0.5: the mean)."""
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return weight * diff * diff
 
 
 def discount(rl: RLParameters, step: Tensor, time_diff: Tensor) -> Tensor:

@@ -25,13 +25,14 @@ from batchrl.config import (
     DiscreteDQNModel,
     DiscreteIQLModel,
     DiscreteQRDQNModel,
+    IQLModel,
     ModelConfig,
     SACModel,
     TD3Model,
 )
 from batchrl.models.continuous import ActionScaler, ScaledActor
 from batchrl.serving.export import export_model
-from batchrl.training.algorithms import bcq, c51, cql, crr, dqn, iql, qrdqn, sac, td3
+from batchrl.training.algorithms import bcq, c51, continuous_iql, cql, crr, dqn, iql, qrdqn, sac, td3
 from batchrl.training.trainer import BuildContext, Trainer
 
 
@@ -54,6 +55,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "DiscreteIQL": Algorithm(DiscreteIQLModel, iql.build),
     "SAC": Algorithm(SACModel, sac.build),
     "TD3": Algorithm(TD3Model, td3.build),
+    "IQL": Algorithm(IQLModel, continuous_iql.build),
 }
 
 

@@ -25,14 +25,16 @@ from batchrl.models.builders import build_network, state_value
 from batchrl.training.actor_losses import exp_advantage_weight, weighted_log_likelihood_loss
 from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, detached, eval_mode
-from batchrl.training.td import autocast, boosted_reward, discount, q_loss, reward_boost_vector, td_target
+from batchrl.training.td import (
+    autocast,
+    boosted_reward,
+    discount,
+    expectile_loss,
+    q_loss,
+    reward_boost_vector,
+    td_target,
+)
 from batchrl.training.trainer import BuildContext
-
-
-def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
-    """Per-row asymmetric squared loss |tau - 1[u < 0]| u^2 of u = ``diff`` [B]."""
-    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
-    return weight * diff * diff
 
 
 class IQLTrainer:
