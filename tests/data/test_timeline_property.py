@@ -73,3 +73,18 @@ def test_engine_equals_pandas_reference(engine):
         assert _sorted_rows(actual) == _sorted_rows(expected)
 
     check()
+
+
+def test_no_row_in_the_date_range_with_an_outlier_percentile(engine):
+    """The case the property test found: every row outside [startDs, endDs] and an outlier percentile
+    set. No episode is left, so nothing is an outlier and the timeline is empty on both engines."""
+    from tests.support.timeline import ex1_table
+
+    table = ex1_table()
+    for function in ("percentile", "percentile_approx"):
+        config = {"startDs": "2030-01-01", "endDs": "2030-01-01", "addTerminalStateRow": False,
+                  "outlierEpisodeLengthPercentile": 0.5, "percentileFunction": function}
+        expected = reference_timeline(table, config)
+        actual = engine.to_arrow(build_timeline(engine.from_arrow(table), make_options(config, "property test")))
+        assert expected.num_rows == 0 and actual.num_rows == 0
+        assert actual.column_names == expected.column_names

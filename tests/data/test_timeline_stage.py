@@ -199,7 +199,7 @@ def test_timeline_under_a_memory_limit_far_below_the_input(tmp_path):
     from batchrl import engine as engines
     from batchrl.data.timeline import make_options, timeline
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
     from timeline import cartpole_like
 
     table = cartpole_like(1_000_000, seed=1)

@@ -69,7 +69,7 @@ def reference_timeline(table: pa.Table, config: dict[str, Any]) -> pa.Table:
     keys = keys.sort_values(["mdp_id", "seq"], kind="stable")
     length = keys.groupby("mdp_id", sort=False)["seq"].transform("size").to_numpy()
     percentile = config.get("outlierEpisodeLengthPercentile")
-    if percentile is not None:
+    if percentile is not None and len(keys):  # no episodes in the date range: nothing is an outlier
         per_episode = keys.groupby("mdp_id", sort=False).size().to_numpy()
         pct = _threshold(per_episode, percentile, config.get("percentileFunction", "percentile_approx"))
         if pct is not None:
