@@ -45,3 +45,31 @@ def test_hash_threshold_orders_like_the_number(fraction):
     for i in range(2000):
         key = hashlib.md5(f"7|{i}".encode()).hexdigest()
         assert (key < threshold) == (int(key, 16) / 16 ** 32 < fraction)
+
+
+def test_sqlframe_names_its_dialect_without_loading_every_sqlglot_dialect():
+    """The DuckDB engine's shortcut for SQLFrame's dialect lookup answers what the original answers, for
+    the dialect SQLFrame executes in and for one whose class name is not its module name."""
+    import sqlframe.base.util as sqlframe_util
+    from sqlglot.dialects.dialect import Dialect
+
+    runner = engine.get_engine("duckdb")
+    quick = sqlframe_util.dialect_to_string
+    assert getattr(quick, "batchrl_quick", False)
+    executing = runner.session.execution_dialect
+    assert quick(executing) == "duckdb"
+    names = {v: k for k, v in Dialect.classes.items()}  # the original's mapping
+    for dialect_class in list(names)[:40]:
+        assert quick(dialect_class()) == names[dialect_class]
+    df = runner.session.createDataFrame([("a", 1)], ["m", "s"])
+    assert df.select(runner.api.F.upper("m").alias("u")).collect()[0]["u"] == "A"
+
+
+def test_fail_when_fails_the_query_on_the_first_offending_row(tmp_path):
+    runner = engine.get_engine("duckdb")
+    F = runner.api.F
+    df = runner.session.createDataFrame([("a", 1), ("b", 2)], ["m", "s"])
+    assert len(df.where(engine.fail_when(F, F.col("s") > 5, "batchrl: no")).collect()) == 2
+    with pytest.raises(Exception) as raised:
+        df.where(engine.fail_when(F, F.col("s") == 2, "batchrl: row b")).collect()
+    assert engine.names_failure(raised.value, "batchrl: row b")

@@ -161,6 +161,23 @@ def hash_below(F: ModuleType, key: Column, fraction: float) -> Column:
     return key < F.lit(hash_threshold(fraction))
 
 
+def fail_when(F: ModuleType, condition: Column, message: str) -> Column:
+    """A boolean column that is TRUE, and fails the query with ``message`` on the first row where
+    ``condition`` holds: ``CASE WHEN condition THEN raise(message) ELSE TRUE END`` (Spark's ``raise_error``;
+    DuckDB's ``error``, which SQLFrame's API lacks, called by name). A row check that costs nothing extra in
+    a pass that reads every row anyway."""
+    if F.__name__.startswith("pyspark"):
+        raised = F.raise_error(F.lit(message))
+    else:
+        raised = F.call_function("error", F.lit(message))
+    return F.when(condition, raised.cast("boolean")).otherwise(F.lit(True))
+
+
+def names_failure(exc: BaseException, message: str) -> bool:
+    """Whether an engine's exception is the one :func:`fail_when` raised with ``message``."""
+    return message in str(exc)
+
+
 # ---------------------------------------------------------------- memory
 
 
@@ -247,6 +264,30 @@ class Engine:
         raise NotImplementedError
 
 
+def _quick_dialect_names() -> None:
+    """Make SQLFrame name its dialect without loading every sqlglot dialect, on every call.
+
+    ``sqlframe.base.util.dialect_to_string`` inverts ``Dialect.classes``, and sqlglot's ``classes`` (re)tries
+    loading all 33 dialect modules whenever it holds a different number of classes than modules, which
+    with SQLFrame's own dialects registered is always: 0.2 s on the first call and work on each of the ~90
+    calls a stage's plan makes (sqlframe 4.10, sqlglot 30). The name of a dialect class is its module's
+    name (``DuckDB`` -> ``duckdb``); where that does not hold, the original lookup answers.
+    """
+    import sqlframe.base.util as sqlframe_util
+    from sqlglot.dialects.dialect import Dialect
+
+    original = sqlframe_util.dialect_to_string
+    if getattr(original, "batchrl_quick", False):
+        return
+
+    def dialect_to_string(dialect: Any) -> str:
+        name = type(dialect).__name__.lower()
+        return name if Dialect.get(name) is type(dialect) else original(dialect)
+
+    dialect_to_string.batchrl_quick = True  # type: ignore[attr-defined]
+    sqlframe_util.dialect_to_string = dialect_to_string
+
+
 class DuckDBEngine(Engine):
     """DuckDB in this process, driven through SQLFrame."""
 
@@ -256,6 +297,7 @@ class DuckDBEngine(Engine):
         import duckdb
         from sqlframe.duckdb import DuckDBSession
 
+        _quick_dialect_names()
         self.memory_limit = memory_limit or os.environ.get("BATCHRL_DUCKDB_MEMORY_LIMIT") or \
             f"{default_memory_limit() // (1 << 20)}MB"
         self.temp_dir = temp_dir or os.environ.get("BATCHRL_DUCKDB_TEMP_DIR") or \

@@ -84,6 +84,30 @@ def test_bad_input_rejected_before_work_and_dedup_opt_in(tmp_path, cli, engine):
     assert (summary["duplicates_dropped"], summary["output_rows"]) == (1, 1)
 
 
+def test_bad_rows_fail_the_write_with_the_full_report(tmp_path, cli, engine):
+    """The row checks run inside the timeline's own pass; a failing row (here the episode's last, which
+    the timeline drops without a terminal row) gets validate's full report and nothing is written; the
+    same bad row outside the ds range is not the stage's business."""
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    table = ex1_table()
+    bad = table.set_column(table.schema.get_field_index("reward"), "reward", pa.array([1.0, float("nan")]))
+    bad = bad.set_column(bad.schema.get_field_index("action_probability"), "action_probability",
+                         pa.array([0.8, 1.5]))
+    storage.write_table(bad, src)
+    args = ["timeline", "--input", src, "--output", out, "--start-ds", DS, "--end-ds", DS,
+            "--no-add-terminal-state-row", "--spark-master", "local[2]", "--engine", engine.name]
+    code, _, err = cli(*args)
+    assert code == 2, err
+    assert "logged table fails 2 check(s)" in err and "non-finite reward: column 'reward', 1 rows" in err
+    assert "action_probability outside (0, 1]" in err and "e.g. mdp_id=mdp1, sequence_number=11" in err
+    assert "Traceback" not in err and not storage.exists(out)
+    late = bad.set_column(bad.schema.get_field_index("ds"), "ds", pa.array([DS, "2019-01-02"]))
+    storage.write_table(late, str(tmp_path / "late"))
+    code, stdout, err = cli(*args[:2], str(tmp_path / "late"), *args[3:])
+    assert code == 0, err
+    assert json.loads(stdout)["input_rows"] == 1
+
+
 def test_missing_column_and_empty_ds_range(tmp_path, cli, engine):
     src = str(tmp_path / "in")
     storage.write_table(ex1_table().drop_columns(["action_probability"]), src)

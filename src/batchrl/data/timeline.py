@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from batchrl import storage
-from batchrl.engine import api, get_engine, schema_of, type_name
+from batchrl.data.validation import INVALID_ROW, guard_logged, read_logged, validate_logged
+from batchrl.engine import api, fail_when, get_engine, names_failure, schema_of, type_name
 from batchrl.errors import BatchRLError
 
 if TYPE_CHECKING:
@@ -361,6 +362,7 @@ def build_timeline(df: DataFrame, options: TimelineOptions, outliers: OutlierFil
         "_ordinal": F.row_number().over(w),
         # min over W's running frame = the episode's first sequence number; one window spec, one sort
         "_since_first": seq - F.min(seq).over(w),
+        "_next_seq": _lead(F, "sequence_number", w),  # equal to this row's: a duplicate key, which fails
     }
     out: dict[str, Column] = {  # second projection: the output columns, from the window values
         "sequence_number_ordinal": F.col("_w__ordinal"),
@@ -381,14 +383,14 @@ def build_timeline(df: DataFrame, options: TimelineOptions, outliers: OutlierFil
                                   "array(cast(0 as bigint)))")
         has_next = F.col("_w__partners") > 0
     else:
-        window["_next_seq"] = _lead(F, "sequence_number", w)
         has_next = F.col("_w__next_seq").isNotNull()
         for name in nexts:
             window[f"next_{name}"] = _lead(F, name, w)
             out[next_name(name)] = (F.when(has_next, F.col(f"_w_next_{name}"))
                                     .otherwise(typed_empty(types[next_name(name)])))
         out["time_diff"] = F.coalesce(F.col("_w__next_seq") - seq, F.lit(0))
-    rows = rows.select("*", *[col.alias(f"_w_{name}") for name, col in window.items()])
+    rows = (rows.select("*", *[col.alias(f"_w_{name}") for name, col in window.items()])
+            .where(fail_when(F, F.col("_w__next_seq") == seq, INVALID_ROW)))
     if not options.add_terminal_state_row:
         rows = rows.where(has_next)
     if options.time_window_limit is not None:
@@ -437,11 +439,10 @@ def timeline(input: str, output: str, options: TimelineOptions, spark_master: st
              engine: str = "auto") -> dict[str, Any]:
     """The timeline stage: read the logged table at ``input``, write the timeline table to ``output``.
 
-    The input rows in the ds range are validated first (duplicates, types, nulls, propensities); a bad
-    input or a failing ``validationSql`` writes nothing. ``engine``: auto, duckdb or spark.
+    The input rows in the ds range are validated (duplicates, types, nulls, propensities) inside the pass
+    that writes the timeline (:func:`batchrl.data.validation.guard_logged`), and fully reported when a row
+    fails; a bad input or a failing ``validationSql`` writes nothing. ``engine``: auto, duckdb or spark.
     """
-    from batchrl.data.validation import read_logged, validate_logged
-
     if storage.resolve(input).uri.rstrip("/") == storage.resolve(output).uri.rstrip("/") or \
             storage.spark_path(input).rstrip("/") == storage.spark_path(output).rstrip("/"):
         raise BatchRLError(f"input and output are the same location: {input}",
@@ -456,15 +457,22 @@ def timeline(input: str, output: str, options: TimelineOptions, spark_master: st
     if options.dedup:
         rows_read = in_range.count()
         in_range = drop_duplicate_keys(in_range, runner)
-    checked = validate_logged(in_range, where=where)
+    guarded, checked = guard_logged(in_range, where=where)  # rows failing a check fail the write below
     schema = timeline_schema(schema_of(in_range), options)  # raises on missing reward/extra columns
     outliers = outlier_filter(in_range, options)
-    result = build_timeline(in_range, options, outliers)
+    result = build_timeline(guarded, options, outliers)
     log.info("timeline: %d rows, %d episodes in the ds range; writing %s with %s", checked["rows"],
              checked["episodes"], output, runner.describe())
     writer = storage.DatasetWriter(output)
     try:
-        output_rows = runner.write_parquet(result, writer)
+        try:
+            output_rows = runner.write_parquet(result, writer)
+        except Exception as exc:
+            if names_failure(exc, INVALID_ROW):
+                validate_logged(in_range, where=where)  # raises the report: every failed check, with examples
+                raise BatchRLError(f"a logged row failed validation: {str(exc).strip().splitlines()[0]}",
+                                   where=where, fix="run `batchrl validate` on the input") from exc
+            raise
         if options.validation_sql or output_rows is None:
             written = runner.read_staged(writer)
             output_rows = written.count() if output_rows is None else output_rows

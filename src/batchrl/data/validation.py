@@ -4,6 +4,13 @@
 duplicate-key pass, and raises a single :class:`BatchRLError` listing each failed check with the
 column, the number of offending rows and one example (the smallest ``mdp_id, sequence_number``). It
 returns a summary on success.
+
+A stage that reads every row anyway (the timeline) need not pay for those passes: ``guard_logged(df)``
+checks the schema, counts rows and episodes (cheap), and returns ``df`` with the same row checks as a
+filter that fails the stage's own query on the first offending row (:func:`batchrl.engine.fail_when`,
+message :data:`INVALID_ROW`); only then does the stage run ``validate_logged`` for the full report. Rows
+the stage's plan drops before the check is reached may go unchecked there (the engines order filters
+freely); they are never written.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from batchrl import storage
-from batchrl.engine import any_of, api, get_engine, map_values, schema_of, type_name
+from batchrl.engine import any_of, api, fail_when, get_engine, map_values, schema_of, type_name
 from batchrl.errors import BatchRLError
 
 if TYPE_CHECKING:
@@ -21,6 +28,9 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
     from batchrl.engine import Engine
+
+#: The message a guarded row check fails a stage's query with (:func:`guard_logged`).
+INVALID_ROW = "batchrl: a logged row fails validation"
 
 REQUIRED = ["mdp_id", "sequence_number", "state_features", "action", "reward", "action_probability", "ds"]
 
@@ -113,15 +123,41 @@ def _row_checks(df: DataFrame, kind: LoggedKind) -> dict[str, tuple[str, Column]
     return checks
 
 
-def validate_logged(df: DataFrame, where: str = "logged table") -> dict[str, Any]:
-    """Check a logged table; raise one error naming every failed check, else return a summary."""
-    F = api(df).F
-
+def _checked_kind(df: DataFrame, where: str) -> LoggedKind:
     errors, kind = _type_errors(df)
     if errors:
         raise BatchRLError("logged table has the wrong schema:\n    " + "\n    ".join(errors), where=where,
                            fix="see the logged-table schema in docs/data.md (spec section 1)")
     assert kind is not None
+    return kind
+
+
+def _empty(where: str) -> BatchRLError:
+    return BatchRLError("logged table is empty", where=where, fix="check the input URI and the ds range")
+
+
+def guard_logged(df: DataFrame, where: str = "logged table") -> tuple[DataFrame, dict[str, Any]]:
+    """The schema checked, rows and episodes counted (an empty table fails here), and ``df`` with every row
+    check of :func:`validate_logged` as a filter that fails the query reading it with :data:`INVALID_ROW`.
+    A stage that sees that failure calls :func:`validate_logged` for the report. Duplicate keys are the
+    stage's own check (the timeline's window sees them as a next row with the same sequence number)."""
+    F = api(df).F
+    kind = _checked_kind(df, where)
+    stats = df.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("mdp_id").alias("episodes")).collect()[0]
+    if stats["rows"] == 0:
+        raise _empty(where)
+    invalid = F.lit(False)
+    for _, condition in _row_checks(df, kind).values():
+        invalid = invalid | F.coalesce(condition, F.lit(False))
+    return df.where(fail_when(F, invalid, INVALID_ROW)), {"rows": int(stats["rows"]),
+                                                          "episodes": int(stats["episodes"])}
+
+
+def validate_logged(df: DataFrame, where: str = "logged table") -> dict[str, Any]:
+    """Check a logged table; raise one error naming every failed check, else return a summary."""
+    F = api(df).F
+
+    kind = _checked_kind(df, where)
     checks = _row_checks(df, kind)
     example_key = F.concat(F.lit("mdp_id="), F.col("mdp_id").cast("string"),
                            F.lit(", sequence_number="), F.col("sequence_number").cast("string"))
@@ -132,7 +168,7 @@ def validate_logged(df: DataFrame, where: str = "logged table") -> dict[str, Any
         aggs.append(F.min(F.when(cond, example_key)).alias(f"e{i}"))
     stats = df.agg(*aggs).collect()[0]
     if stats["rows"] == 0:
-        raise BatchRLError("logged table is empty", where=where, fix="check the input URI and the ds range")
+        raise _empty(where)
     failures = []
     for i, (name, (column, _)) in enumerate(checks.items()):
         if stats[f"n{i}"]:
