@@ -4,11 +4,14 @@ Per environment, the same budget per dataset (``--transitions``, default 50,000)
 logging policy's true propensity (``batchrl generate``):
 
 - ``random``: the uniformly random policy;
-- ``expert``: around a strong policy trained online with ``batchrl gym-train`` (its config and seed below):
+- ``expert``: around a strong policy trained online with ``batchrl gym-train`` (its config and seed below),
+  or, for MountainCar-v0, LunarLander-v3 and LunarLanderContinuous-v3, a scripted controller
+  (``benchmarks/scripted_policies.py``: online training of those here would take hours on 2 cores):
   epsilon-greedy 0.05 (discrete actions) or truncated Gaussian noise 0.1 (continuous; normalized [-1, 1]
   units, i.e. 10% of half the action range: ``generate --policy gaussian``);
 - ``medium``: around a policy at about half the expert's return (the same gym config stopped early,
-  ``--num-train-episodes``): epsilon-greedy 0.3, or Gaussian noise 0.3;
+  ``--num-train-episodes``, or the scripted controller's weak variant): epsilon-greedy 0.3, or Gaussian
+  noise 0.3;
 - ``mixed``: half the budget from the random policy, half from the expert one (whole episodes of each, the
   two tables concatenated with their ``mdp_id`` prefixed ``random-`` / ``expert-``).
 
@@ -18,7 +21,7 @@ the datasets to ``<workdir>/<env>/<dataset>/logged`` (not committed: this script
 return of the logged episodes, the last episode of each generate call left out since the budget may cut
 it), the number of rows and episodes, and per policy its greedy return (``gym-train``'s evaluation).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/datasets.py                       # CartPole-v1, Pendulum-v1
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/datasets.py                       # every env below
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/datasets.py --envs Pendulum-v1 --transitions 5000
 """
 
@@ -33,6 +36,7 @@ import sys
 from dataclasses import dataclass
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # scripted_policies
 RESULTS = ROOT / "benchmarks" / "datasets.json"
 DATASETS = ("random", "expert", "medium", "mixed")
 
@@ -47,9 +51,17 @@ class Teacher:
 
 
 @dataclass(frozen=True)
+class Scripted:
+    """A scripted controller (``benchmarks/scripted_policies.py``) where training one online here is
+    impractical: LunarLander's landing controller, MountainCar's energy pumping."""
+
+    level: str  # expert or medium: the row of scripted_policies.SCRIPTED
+
+
+@dataclass(frozen=True)
 class EnvSpec:
-    expert: Teacher
-    medium: Teacher
+    expert: Teacher | Scripted
+    medium: Teacher | Scripted
     continuous: bool
     expert_noise: float = 0.05  # epsilon (discrete) or Gaussian stddev in [-1, 1] units (continuous)
     medium_noise: float = 0.3
@@ -65,6 +77,9 @@ ENVS: dict[str, EnvSpec] = {
                            Teacher("configs/gym/pendulum_td3.yaml", 0, 15), continuous=True,
                            expert_noise=0.1),
 }
+for _env in ("MountainCar-v0", "LunarLander-v3", "LunarLanderContinuous-v3"):
+    ENVS[_env] = EnvSpec(Scripted("expert"), Scripted("medium"), continuous=_env.endswith("Continuous-v3"),
+                         expert_noise=0.1 if _env.endswith("Continuous-v3") else 0.05)
 #: Data seeds per dataset (mixed: its random half, then its expert half); evaluation seeds elsewhere are >= 10,000.
 SEEDS = {"random": 1, "expert": 2, "medium": 3, "mixed": (4, 5)}
 
@@ -79,11 +94,17 @@ def _cli(*args: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def teacher_policy(workdir: pathlib.Path, env: str, level: str, teacher: Teacher) -> tuple[str, float]:
-    """(model.torchscript of the trained policy, its greedy return), trained unless already there."""
+def teacher_policy(workdir: pathlib.Path, env: str, level: str, teacher: Teacher | Scripted) -> tuple[str, float]:
+    """(model.torchscript of the trained or scripted policy, its greedy return), made unless already there."""
     out = workdir / "policies" / env / level
     summary_file = out / "gym_train_summary.json"
-    if not summary_file.exists():
+    if isinstance(teacher, Scripted):
+        from scripted_policies import greedy_return, write_scripted
+
+        if not summary_file.exists():
+            write_scripted(env, teacher.level, out / "model.torchscript")
+            summary_file.write_text(json.dumps({"eval": {"mean": greedy_return(env, teacher.level)}}, indent=2))
+    elif not summary_file.exists():
         args = ["gym-train", teacher.config, "--output", str(out), "--seed", str(teacher.seed), "--device", "cpu"]
         if teacher.episodes is not None:
             args += ["--num-train-episodes", str(teacher.episodes)]

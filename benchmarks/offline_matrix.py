@@ -1,0 +1,208 @@
+"""Issue 16's matrix: task x data quality x algorithm x seed, batchrl's shipped configs against d3rlpy 2.8.1
+on exactly the same logged data and evaluation.
+
+Datasets come from ``benchmarks/datasets.py`` (``--datasets-workdir``, its ``<env>/<dataset>/logged``;
+``benchmarks/datasets.json`` holds their behavior returns). Per cell and seed:
+
+* **batchrl**: ``batchrl run CONFIG --input LOGGED`` with the algorithm's shipped config
+  (``ALGORITHMS`` below: the CartPole configs for discrete actions, the Pendulum ones for continuous), of
+  which only ``env_name``, the actions, the seed and the evaluation change (``max_steps`` and the bar are
+  dropped: the environment's own limit applies), trained by ``batchrl run --no-evaluate``; the greedy return
+  of its exported TorchScript policy over ``--episodes`` episodes seeded 10,000 + seed, 10,000 + seed + 1,
+  ... (the data seeds are < 10);
+* **d3rlpy**: its matching algorithm (``D3RLPY``) in its own venv (``benchmarks/.d3rlpy-venv``, created
+  here with d3rlpy 2.8.1 and the CPU torch the project pins; d3rlpy pins gymnasium 1.0, so it never
+  enters the project's dependencies), run by ``benchmarks/d3rlpy_worker.py`` with the batchrl run's hidden
+  sizes, batch size, learning rate, discount and number of gradient steps (discrete: a hard target copy
+  every 1 / target_update_rate steps where batchrl updates softly at that rate), evaluated greedily over
+  the same episode seeds; d3rlpy's defaults otherwise (no observation scaler).
+
+Writes ``benchmarks/offline_matrix.json`` (merged: a run replaces its own records): ``records``, one per
+(env, dataset, library, algorithm, seed) with ``mean_return``, ``episodes``, ``gradient_steps``,
+``train_seconds``; ``behavior_return`` per (env, dataset). One torch thread per run.
+
+    .venv/bin/python benchmarks/offline_matrix.py --envs CartPole-v1 --datasets random --algorithms DiscreteDQN --seeds 0
+    .venv/bin/python benchmarks/offline_matrix.py                     # the whole matrix (days on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # offline_cartpole's greedy rollouts
+RESULTS = ROOT / "benchmarks" / "offline_matrix.json"
+D3RLPY_VENV = ROOT / "benchmarks" / ".d3rlpy-venv"
+D3RLPY_PINS = ["d3rlpy==2.8.1", "pyarrow"]
+
+#: The matrix's tasks: env -> (continuous actions, datasets). MountainCar has no random dataset (random
+#: data never reaches the flag).
+ENVS = {
+    "CartPole-v1": (False, ("random", "expert", "medium", "mixed")),
+    "LunarLander-v3": (False, ("random", "expert", "medium", "mixed")),
+    "MountainCar-v0": (False, ("expert", "medium", "mixed")),
+    "Pendulum-v1": (True, ("random", "expert", "medium", "mixed")),
+    "LunarLanderContinuous-v3": (True, ("random", "expert", "medium", "mixed")),
+}
+#: batchrl's algorithm (the config's model key, and a label) -> its shipped config.
+ALGORITHMS = {
+    "DiscreteDQN": "configs/cartpole_dqn_offline.yaml",
+    "DiscreteCQL": "configs/cartpole_cql_offline.yaml",
+    "DiscreteBCQ": "configs/cartpole_bcq_offline.yaml",
+    "DiscreteCRR": "configs/cartpole_crr_offline.yaml",
+    "DiscreteIQL": "configs/cartpole_iql_offline.yaml",
+    "DiscreteQRDQN": "configs/cartpole_qrdqn_offline.yaml",
+    "SAC": "configs/pendulum_sac_offline.yaml",
+    "TD3": "configs/pendulum_td3_offline.yaml",
+    "TD3+BC": "configs/pendulum_td3bc_offline.yaml",
+    "IQL": "configs/pendulum_iql_offline.yaml",
+}
+DISCRETE = ("DiscreteDQN", "DiscreteCQL", "DiscreteBCQ", "DiscreteCRR", "DiscreteIQL", "DiscreteQRDQN")
+#: batchrl's algorithm -> d3rlpy's matching one (none for CRR, discrete IQL and QR-DQN: d3rlpy has no
+#: discrete CRR or IQL; its QR-DQN is a DQN option left out here).
+D3RLPY = {"DiscreteDQN": "DoubleDQN", "DiscreteCQL": "DiscreteCQL", "DiscreteBCQ": "DiscreteBCQ", "SAC": "SAC",
+          "TD3": "TD3", "TD3+BC": "TD3PlusBC", "IQL": "IQL"}
+
+
+def d3rlpy_python() -> str:
+    """The d3rlpy venv's python, creating the venv when missing."""
+    python = D3RLPY_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(D3RLPY_VENV)], check=True)
+        torch_pin = next(line for line in (ROOT / "requirements.lock").read_text().splitlines()
+                         if line.startswith("torch=="))
+        subprocess.run([str(python), "-m", "pip", "install", "-q", torch_pin, *D3RLPY_PINS], check=True)
+    return str(python)
+
+
+def cell_config(algorithm: str, env: str, action_names: list[str] | None, action_dims: int, seed: int,
+                episodes: int) -> dict:
+    """The shipped config of ``algorithm`` with only the env, actions, seed and evaluation changed."""
+    config = yaml.safe_load((ROOT / ALGORITHMS[algorithm]).read_text())
+    config.update(env_name=env, seed=seed, num_eval_episodes=episodes)
+    for key in ("max_steps", "passing_score_bar"):
+        config.pop(key, None)
+    (name, model), = config["model"].items()
+    if action_names is not None:
+        model["trainer_param"]["actions"] = action_names
+    else:
+        model["action_float_features"] = [[i, str(i)] for i in range(action_dims)]
+    return config
+
+
+def _network(config: dict) -> dict:
+    """Hidden sizes, learning rate, discount, batch size and target rate of a batchrl config (for d3rlpy)."""
+    (_, model), = config["model"].items()
+    builder = model.get("net_builder") or model.get("critic_net_builder") or model.get("q_network_builder") or {}
+    sizes = next(iter(builder.values()))["sizes"] if builder else [256, 256]
+    trainer = model["trainer_param"]
+    optimizer = trainer.get("optimizer") or trainer.get("q_network_optimizer") or {"Adam": {"lr": 1e-3}}
+    lr = next(iter(optimizer.values())).get("lr", 1e-3)
+    rl = trainer.get("rl", {})
+    batch = trainer.get("minibatch_size") or config.get("reader_options", {}).get("minibatch_size") or 256
+    return {"hidden": sizes, "lr": lr, "gamma": rl.get("gamma", 0.99), "batch_size": batch,
+            "tau": rl.get("target_update_rate", 0.005)}
+
+
+def run_batchrl(workdir: pathlib.Path, logged: str, config: dict, episodes: int) -> dict:
+    """``batchrl run --no-evaluate`` of one cell, then the exported policy's greedy returns over the
+    episode seeds 10,000 + seed, ...; mean return, episodes, gradient steps, training seconds."""
+    from offline_cartpole import greedy_returns
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([sys.executable, "-m", "batchrl.cli", "run", str(path), "--input", logged, "--workdir",
+                           str(workdir / "run"), "--device", "cpu", "--no-evaluate"], capture_output=True, text=True,
+                          check=False, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
+    if proc.returncode:
+        raise RuntimeError(f"batchrl run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    training = json.loads((workdir / "run" / "model" / "training_summary.json").read_text())
+    returns = greedy_returns(str(workdir / "run" / "model" / "model.torchscript"), config["env_name"], episodes,
+                             seed=10_000 + config["seed"])
+    return {"mean_return": float(returns.mean()), "episodes": len(returns), "gradient_steps": training["global_step"],
+            "train_seconds": training["seconds"]}
+
+
+def run_d3rlpy(logged: str, env: str, algorithm: str, seed: int, network: dict, steps: int, episodes: int) -> dict:
+    args = [d3rlpy_python(), str(ROOT / "benchmarks" / "d3rlpy_worker.py"), "--logged", logged, "--env", env,
+            "--algorithm", algorithm, "--seed", str(seed), "--hidden", *map(str, network["hidden"]),
+            "--batch-size", str(network["batch_size"]), "--lr", str(network["lr"]), "--gamma", str(network["gamma"]),
+            "--tau", str(network["tau"]), "--target-update-interval", str(max(1, round(1 / network["tau"]))),
+            "--steps", str(steps), "--episodes", str(episodes),
+            "--eval-seed", str(10_000 + seed)]
+    proc = subprocess.run(args, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if proc.returncode:
+        raise RuntimeError(f"d3rlpy {algorithm} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"mean_return": result["mean_return"], "episodes": len(result["returns"]),
+            "gradient_steps": result["gradient_steps"], "train_seconds": result["train_seconds"]}
+
+
+def _action_space(env: str) -> tuple[list[str] | None, int]:
+    import gymnasium as gym
+
+    with gym.make(env) as e:
+        space = e.action_space
+    if isinstance(space, gym.spaces.Discrete):
+        return [str(int(space.start) + i) for i in range(int(space.n))], 0
+    return None, int(space.shape[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
+    parser.add_argument("--datasets", nargs="+", default=["random", "expert", "medium", "mixed"])
+    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=list(ALGORITHMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--libraries", nargs="+", default=["batchrl", "d3rlpy"], choices=["batchrl", "d3rlpy"])
+    parser.add_argument("--episodes", type=int, default=30, help="greedy evaluation episodes per run")
+    parser.add_argument("--datasets-workdir", default=str(ROOT / "runs" / "datasets"))
+    parser.add_argument("--workdir", default=str(ROOT / "runs" / "offline_matrix"))
+    parser.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    results_file = pathlib.Path(args.results)
+    results = json.loads(results_file.read_text()) if results_file.exists() else {"records": [], "behavior": {}}
+    behavior = json.loads((ROOT / "benchmarks" / "datasets.json").read_text())
+    for env in args.envs:
+        continuous, datasets = ENVS[env]
+        action_names, action_dims = _action_space(env)
+        for dataset in (d for d in args.datasets if d in datasets):
+            logged = str(pathlib.Path(args.datasets_workdir) / env / dataset / "logged")
+            if env in behavior:  # datasets.py records an env once all its datasets are built
+                results["behavior"][f"{env}/{dataset}"] = behavior[env]["datasets"][dataset]["behavior_return"]
+            for algorithm in (a for a in args.algorithms if (a not in DISCRETE) == continuous):
+                for seed in args.seeds:
+                    config = cell_config(algorithm, env, action_names, action_dims, seed, args.episodes)
+                    cell = pathlib.Path(args.workdir) / env / dataset / algorithm / f"seed{seed}"
+                    key = {"env": env, "dataset": dataset, "algorithm": algorithm, "seed": seed}
+                    rows = []
+                    ours = run_batchrl(cell, logged, config, args.episodes)
+                    if "batchrl" in args.libraries:
+                        rows.append({**key, "library": "batchrl", **ours})
+                    if "d3rlpy" in args.libraries and algorithm in D3RLPY:
+                        rows.append({**key, "library": "d3rlpy", "algorithm": D3RLPY[algorithm],
+                                     **run_d3rlpy(logged, env, D3RLPY[algorithm], seed, _network(config),
+                                                  ours["gradient_steps"], args.episodes)})
+                    for row in rows:
+                        print(json.dumps(row), flush=True)
+                        results["records"] = [r for r in results["records"] if
+                                              {k: r[k] for k in ("env", "dataset", "library", "algorithm", "seed")}
+                                              != {k: row[k] for k in ("env", "dataset", "library", "algorithm", "seed")}]
+                        results["records"].append(row)
+                    with tempfile.NamedTemporaryFile("w", dir=results_file.parent, delete=False) as fh:
+                        json.dump(results, fh, indent=2, sort_keys=True)
+                    os.replace(fh.name, results_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
