@@ -116,7 +116,7 @@ def stage_on_eval_table(model: str, eval_table: str, workdir: str, bootstrap: in
     started = time.perf_counter()
     summary = evaluate(model, eval_table, f"{workdir}/evaluation", EvaluateOptions(bootstrap=bootstrap))
     seconds = time.perf_counter() - started
-    metrics = json.load(open(summary["metrics"]))
+    metrics = json.load(open(summary.metrics))
     temperature = metrics["temperature"]
     truth = softmax_truth(load_policy(f"{model}/model.torchscript"), temperature, 200, seed=5)
     logging_values = metrics["cpe"]["logging_policy"]
@@ -126,7 +126,7 @@ def stage_on_eval_table(model: str, eval_table: str, workdir: str, bootstrap: in
     print(f"truth (200 sampled rollouts of the target policy): {truth:.3f}")
     rows = {}
     for name in ("SDR", "WDR", "MAGIC", "FQE"):
-        e = summary["cpe"].get(name)
+        e = summary.cpe.get(name)
         if e:
             rows[name] = {**e, "relative_error": (e["raw"] - truth) / truth}
             print(f"{name:6s} {e['raw']:9.3f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}] {rows[name]['relative_error']:+.1%}")

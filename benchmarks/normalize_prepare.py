@@ -59,8 +59,8 @@ def main() -> None:
         print(f"normalize num_samples={samples}: {seconds:.1f} s ({rows * 4 / seconds:,.0f} feature values/s)")
     summary, seconds = _timed(lambda: prepare(f"{d}/timeline", f"{d}/norm-1000.json", f"{d}/train", f"{d}/eval",
                                               PrepareOptions(actions=["0", "1"]), master, engine=engine))
-    print(f"prepare: {seconds:.1f} s ({rows / seconds:,.0f} rows/s; train {summary['train']['num_rows']}, "
-          f"eval {summary['eval']['num_rows']})")
+    print(f"prepare: {seconds:.1f} s ({rows / seconds:,.0f} rows/s; train {summary.train.num_rows}, "
+          f"eval {summary.eval.num_rows})")
 
     table = storage.read_table(f"{d}/train", columns=["state_features", "state_features_presence"])
     n = table.num_rows

@@ -100,7 +100,7 @@ def throughput(workdir: pathlib.Path, config, data: dict[str, str], device: str,
                                                 "model": type(config.model)(**{config.model.name: model})})
             summary = train(variant, data["train"], data["eval"], data["normalization.json"],
                             str(workdir / f"throughput-cpe{int(cpe)}-threads{threads}"), device=device)
-            print(f"| {'yes' if cpe else 'no'} | {threads} | {summary['transitions_per_s']:,.0f} |", flush=True)
+            print(f"| {'yes' if cpe else 'no'} | {threads} | {summary.transitions_per_s:,.0f} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             returns = greedy_returns(f"{output}/model.torchscript", config.env_name or "CartPole-v0",
                                      args.episodes, seed=10_000 + seed, max_steps=config.max_steps)
             row = {"seed": seed, "mean_return": float(returns.mean()), "min_return": float(returns.min()),
-                   "eval_td_loss": summary["eval_td_loss"], "transitions_per_s": summary["transitions_per_s"],
+                   "eval_td_loss": summary.eval_td_loss, "transitions_per_s": summary.transitions_per_s,
                    "data_seconds": round(data_s, 1)}
             results[name].append(row)
             print(json.dumps({"config": name, **row}), flush=True)

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             returns = greedy_returns(f"{output}/model.torchscript", config.env_name or "CartPole-v0",
                                      args.episodes, seed=10_000 + seed, max_steps=config.max_steps)
             row = {"seed": seed, "mean_return": float(returns.mean()), "min_return": float(returns.min()),
-                   "eval_td_loss": summary["eval_td_loss"], "transitions_per_s": summary["transitions_per_s"],
+                   "eval_td_loss": summary.eval_td_loss, "transitions_per_s": summary.transitions_per_s,
                    "train_seconds": round(train_s, 1)}
             results[algo].append(row)
             print(json.dumps({"algorithm": algo, **row}), flush=True)

@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                                        seed=10_000 + seed)
             row = {"seed": seed, "mean_return": float(rollouts.returns.mean()),
                    "std_return": float(rollouts.returns.std()), "min_return": float(rollouts.returns.min()),
-                   "epochs": summary["epochs"], "eval_td_loss": summary["eval_td_loss"],
-                   "transitions_per_s": summary["transitions_per_s"], "train_seconds": round(train_s, 1)}
+                   "epochs": summary.epochs, "eval_td_loss": summary.eval_td_loss,
+                   "transitions_per_s": summary.transitions_per_s, "train_seconds": round(train_s, 1)}
             results[name].append(row)
             print(json.dumps({"config": name, **row}), flush=True)
     report = seed_report(results, args.bar, "train_seconds")

@@ -141,8 +141,8 @@ def offline_run(name: str, block: dict, data: dict[str, str], output: str, state
     summary = train(config, data["train"], data["eval"], data["norm.json"], output)
     written = json.loads(pathlib.Path(output, "training_summary.json").read_text())
     outputs = load_policy(f"{output}/model.torchscript").outputs(states)
-    return {"per_epoch": written["per_epoch"], "final_losses": summary["final_losses"],
-            "eval_td_loss": summary["eval_td_loss"], "global_step": written["global_step"],
+    return {"per_epoch": written["per_epoch"], "final_losses": summary.final_losses,
+            "eval_td_loss": summary.eval_td_loss, "global_step": written["global_step"],
             "outputs": outputs.double().numpy().tolist()}
 
 

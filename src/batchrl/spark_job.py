@@ -20,11 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 from batchrl.errors import BatchRLError
+from batchrl.results import StageResult
 
 log = logging.getLogger("batchrl.spark_job")
 
 
-def _timeline(payload: dict[str, Any], master: str | None) -> dict[str, Any]:
+def _timeline(payload: dict[str, Any], master: str | None) -> StageResult:
     from batchrl.data.timeline import make_options, resolve_locations, timeline
 
     options = make_options(payload.get("options") or {}, where="spark_job options")
@@ -32,7 +33,7 @@ def _timeline(payload: dict[str, Any], master: str | None) -> dict[str, Any]:
     return timeline(input, output, options, spark_master=master, engine="spark")
 
 
-def _normalize(payload: dict[str, Any], master: str | None) -> dict[str, Any]:
+def _normalize(payload: dict[str, Any], master: str | None) -> StageResult:
     from batchrl.data.normalize import make_options, normalize
 
     options = make_options(payload.get("options") or {}, where="spark_job options")
@@ -40,7 +41,7 @@ def _normalize(payload: dict[str, Any], master: str | None) -> dict[str, Any]:
                      engine="spark")
 
 
-def _prepare(payload: dict[str, Any], master: str | None) -> dict[str, Any]:
+def _prepare(payload: dict[str, Any], master: str | None) -> StageResult:
     """``input``: {"timeline": URI, "normalization": URI, "action_normalization": URI (continuous actions)};
     ``output``: {"train": URI, "eval": URI}."""
     from batchrl.data.prepare import make_options, prepare
@@ -64,8 +65,8 @@ def _uri(payload: dict[str, Any], key: str, part: str | None = None) -> str:
     return value
 
 
-#: Stage name -> function(payload, spark master) -> summary dict.
-STAGES: dict[str, Callable[[dict[str, Any], str | None], dict[str, Any]]] = {
+#: Stage name -> function(payload, spark master) -> the stage's result.
+STAGES: dict[str, Callable[[dict[str, Any], str | None], StageResult]] = {
     "timeline": _timeline,
     "normalize": _normalize,
     "prepare": _prepare,
@@ -95,7 +96,7 @@ def parse_payload(text: str) -> dict[str, Any]:
     return payload
 
 
-def run_job(payload: dict[str, Any]) -> dict[str, Any]:
+def run_job(payload: dict[str, Any]) -> StageResult:
     """Run the stage a parsed payload names; the master defaults as described in the module doc."""
     master = payload.get("spark_master")
     if master is None and not _under_spark_submit():
@@ -113,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         print(usage, file=sys.stderr)  # noqa: T201
         return 2
     try:
-        summary = run_job(parse_payload(args[0]))
+        result = run_job(parse_payload(args[0]))
     except BatchRLError as exc:
         print(f"batchrl spark_job: error: {exc.message}", file=sys.stderr)  # noqa: T201
         return 2
-    print(json.dumps(summary, indent=2, sort_keys=True, default=str))  # noqa: T201
+    print(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))  # noqa: T201
     return 0
 
 

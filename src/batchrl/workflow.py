@@ -13,14 +13,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from batchrl import stages, storage
 from batchrl.config import WorkflowConfig
 from batchrl.errors import BatchRLError
-from batchrl.results import StageResult, as_dict
+from batchrl.results import StageResult
 
 log = logging.getLogger(__name__)
+ResultT = TypeVar("ResultT", bound=StageResult)
 
 #: Artifact name -> path under the workdir.
 ARTIFACTS = {
@@ -53,8 +54,8 @@ class RunOptions:
     device: str | None = None
     evaluate: bool = True
     stop_after: str | None = None  # a stage name: stop once it is done (e.g. "prepare": the data stages only)
-    #: Called after each stage with its name, its result (typed, or a dict) and its seconds.
-    on_stage: Callable[[str, StageResult | dict[str, Any], float], None] | None = field(default=None, repr=False)
+    #: Called after each stage with its name, its typed result and its seconds.
+    on_stage: Callable[[str, StageResult, float], None] | None = field(default=None, repr=False)
 
 
 def artifact_uris(workdir: str) -> dict[str, str]:
@@ -67,8 +68,8 @@ class _Stop(Exception):
 
 
 def run_workflow(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
-    """Run every stage in order (up to ``options.stop_after``); return {stage: summary} plus the artifact
-    locations."""
+    """Run every stage in order (up to ``options.stop_after``); return {stage: its result as a dict
+    (:meth:`~batchrl.results.StageResult.to_dict`)} plus the artifact locations."""
     try:
         return _run_stages(config, options)
     except _Stop as stop:
@@ -95,20 +96,20 @@ def _run_stages(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
     results: dict[str, Any] = {"algorithm": config.model.name, "artifacts": {}}
     context = stages.Context(ds=options.ds)
 
-    def run(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
+    def run(name: str, fn: Callable[..., ResultT]) -> ResultT:
         spec = stages.SPECS[name]
         stage_options = spec.options(config, context) if spec.options else None
         start = time.perf_counter()
         result = fn(*(uris[a] for a in spec.inputs), *(uris[a] for a in spec.outputs), stage_options)
         elapsed = time.perf_counter() - start
-        results[name] = summary = as_dict(result)
+        results[name] = result.to_dict()
         for artifact in spec.outputs:
             results["artifacts"][name if artifact == spec.outputs[0] else artifact] = uris[artifact]
         if options.on_stage:
             options.on_stage(name, result, elapsed)
         if name == options.stop_after:
             raise _Stop(results)
-        return summary
+        return result
 
     if options.input is None:
         if not config.env_name:
@@ -118,8 +119,8 @@ def _run_stages(config: WorkflowConfig, options: RunOptions) -> dict[str, Any]:
     else:
         results["artifacts"]["logged"] = options.input
     checked = run("validate", lambda logged, _: validate_input(logged, master, engine))
-    context = stages.Context(ds=options.ds, start_ds=options.start_ds or checked["min_ds"],
-                             end_ds=options.end_ds or checked["max_ds"])
+    context = stages.Context(ds=options.ds, start_ds=options.start_ds or checked.min_ds,
+                             end_ds=options.end_ds or checked.max_ds)
     data = {"spark_master": master, "engine": engine}
     run("timeline", lambda logged, out, opts: timeline(logged, out, opts, **data))
     run("normalize", lambda timeline_, out, opts: normalize(timeline_, out, opts, **data))

@@ -64,8 +64,8 @@ def test_types_per_feature_id_and_same_seed_same_file(engine, timeline, tmp_path
     summary = normalize(timeline, first, NormalizeOptions(num_samples=2000, seed=11), "local[2]", engine.name)
     normalization = read_normalization(first)
     assert {k: v.feature_type.value for k, v in normalization.items()} == KINDS
-    assert summary["feature_ids"] == sorted(KINDS)
-    assert all(n == 2000 for n in summary["samples_per_feature"].values())
+    assert summary.feature_ids == sorted(KINDS)
+    assert all(n == 2000 for n in summary.samples_per_feature.values())
     assert normalization[2].possible_values == (0.0, 1000.0, 2000.0, 3000.0)
     # each interleaved CONTINUOUS feature has its own parameters
     assert normalization[1].mean == pytest.approx(5.0, abs=0.2)

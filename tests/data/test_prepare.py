@@ -130,7 +130,7 @@ def test_multi_step_reward_step_and_next_elements(engine, tmp_path, norm):
     timeline = _write(tmp_path / "tl", rows, _multi_schema())
     options = PrepareOptions(actions=["0", "1"], table_sample=100, eval_table_sample=0, multi_steps=2, gamma=0.5)
     summary = prepare(timeline, norm, str(tmp_path / "train"), str(tmp_path / "eval"), options, MASTER, engine=engine.name)
-    assert summary["dropped_truncated"] == 1
+    assert summary.dropped_truncated == 1
     got = _rows_by_key(str(tmp_path / "train"))
     first, middle, last = got[("m", 1)], got[("m", 2)], got[("m", 3)]
     # step = min(len(next), K) = 2: reward 1 + 0.5 * 2; next state/action/possible/metrics/time_diff element 2
@@ -164,10 +164,10 @@ def test_cartpole_split_is_90_10_by_whole_episodes(engine, tmp_path):
                                for i in range(4)})
     train, evaluation = str(tmp_path / "train"), str(tmp_path / "eval")
     summary = prepare(tl, norm, train, evaluation, PrepareOptions(), MASTER, engine=engine.name)
-    assert summary["action_names"] == ["0", "1"]  # inferred, in numeric order
-    kept = 30000 - summary["dropped_truncated"]
-    assert summary["dropped_truncated"] >= 1  # at least the episode cut by the transition budget
-    n_train, n_eval = summary["train"]["num_rows"], summary["eval"]["num_rows"]
+    assert summary.action_names == ["0", "1"]  # inferred, in numeric order
+    kept = 30000 - summary.dropped_truncated
+    assert summary.dropped_truncated >= 1  # at least the episode cut by the transition budget
+    n_train, n_eval = summary.train.num_rows, summary.eval.num_rows
     assert n_train + n_eval == kept
     assert abs(n_train / kept - 0.9) <= 0.02 and abs(n_eval / kept - 0.1) <= 0.02
     train_table, eval_table = storage.read_table(train), storage.read_table(evaluation)
@@ -176,8 +176,8 @@ def test_cartpole_split_is_90_10_by_whole_episodes(engine, tmp_path):
         assert train_table.schema.field(name).type == dtype, name
     assert train_table.column_names == list(TRAINING_COLUMNS)
     # every terminated episode ends in exactly one terminal row
-    assert summary["train"]["terminal_rows"] + summary["eval"]["terminal_rows"] == (
-        summary["train"]["episodes"] + summary["eval"]["episodes"] - summary["dropped_truncated"])
+    assert summary.train.terminal_rows + summary.eval.terminal_rows == (
+        summary.train.episodes + summary.eval.episodes - summary.dropped_truncated)
     meta = storage.read_metadata(evaluation)
     assert meta["feature_ids"] == [0, 1, 2, 3] and meta["split"]["eval"] == [90.0, 100.0]
     assert meta["num_rows"] == n_eval and meta["reward_mean"] == 1.0
@@ -238,7 +238,7 @@ def test_continuous_actions_become_vectors(engine, tmp_path, norm):
                                                               max_value=2.0) for i in (100, 101)})
     summary = prepare(timeline, norm, str(tmp_path / "train"), str(tmp_path / "eval"),
                       PrepareOptions(table_sample=100, eval_table_sample=0), MASTER, actions, engine=engine.name)
-    assert summary["action_kind"] == "continuous" and summary["action_names"] == ["100", "101"]
+    assert summary.action_kind == "continuous" and summary.action_names == ["100", "101"]
     got = _rows_by_key(str(tmp_path / "train"))
     first, last = got[("a", 1)], got[("a", 2)]
     assert (first["action"], first["action_presence"]) == ([0.5, 0.0], [True, False])

@@ -180,7 +180,7 @@ def test_engines_write_the_same_tables(tmp_path, cartpole):
     for name in ("duckdb", "spark"):
         base = tmp_path / name
         summary = timeline(uri, str(base / "timeline"), options, "local[2]", engine=name)
-        assert summary["engine"].startswith(name)
+        assert summary.engine.startswith(name)
         normalize(str(base / "timeline"), str(base / "norm.json"), NormalizeOptions(num_samples=500, seed=3),
                   "local[2]", name)
         prepare(str(base / "timeline"), str(base / "norm.json"), str(base / "train"), str(base / "eval"),
@@ -239,6 +239,6 @@ def test_timeline_under_a_memory_limit_far_below_the_input(tmp_path):
                                          "addTerminalStateRow": False}, where="test"), engine="duckdb")
     finally:
         engines.reset_duckdb()
-    assert summary["engine"] == f"duckdb (memory_limit 48MB, spill to {spill})"
-    assert summary["output_rows"] == table.num_rows - episodes
-    assert storage.read_table(str(tmp_path / "timeline"), columns=["mdp_id"]).num_rows == summary["output_rows"]
+    assert summary.engine == f"duckdb (memory_limit 48MB, spill to {spill})"
+    assert summary.output_rows == table.num_rows - episodes
+    assert storage.read_table(str(tmp_path / "timeline"), columns=["mdp_id"]).num_rows == summary.output_rows

@@ -59,15 +59,15 @@ def test_gate_refuses_a_bad_cartpole_policy_that_the_one_step_dr_would_pass(tmp_
                  {}, {})
     summary = evaluate(model, eval_table, str(tmp_path / "evaluation"),
                        EvaluateOptions(env="CartPole-v0", episodes=8, bootstrap=50, fqe=False))
-    assert summary["gym_score"] < 0.7 * logged_length  # the policy is worse than the random logging policy
-    dr = summary["cpe"]["DR"]
+    assert summary.gym_score < 0.7 * logged_length  # the policy is worse than the random logging policy
+    dr = summary.cpe["DR"]
     assert dr["normalized_ci_low"] >= 0.95  # ... yet the one-step DR says "as good", and would have passed
     assert not dr["diagnostics"]["trusted"] and "one_step_on_episodes" in dr["diagnostics"]["flags"]
-    recommended = summary["cpe_recommended"]
+    recommended = summary.cpe_recommended
     assert recommended["estimator"] is None and set(recommended["candidates"]) == {"WDR", "SDR"}
     with caplog.at_level("WARNING", logger="batchrl.kfp.runtime"):
-        score, passed = runtime.gate(summary, "cpe", 0.95)
-    assert passed is False and np.isnan(score)
+        verdict = runtime.gate(summary, "cpe", 0.95)
+    assert verdict.passed is False and np.isnan(verdict.score)
     assert "WDR" in caplog.text and "not published" in caplog.text  # says why
     report = open(f"{tmp_path}/evaluation/report.html").read()
     assert "Do not act on these estimates" in report and "When not to trust these numbers" in report

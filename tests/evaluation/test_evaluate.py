@@ -33,17 +33,17 @@ def test_evaluate_writes_metrics_and_reports(tmp_path, eval_table):
     model = write_model(str(tmp_path / "model"), summary=SUMMARY)
     out = str(tmp_path / "evaluation")
     summary = evaluate(model, eval_table, out, EvaluateOptions(env="CartPole-v0", passing_score_bar=150, **FAST))
-    assert summary["gym_score"] == 200.0 and summary["passed"] is True
-    assert summary["gym"]["episodes"] == 6 and summary["gym"]["ci_low"] == 200.0
-    assert list(summary["cpe"]) == ["DM", "IPS", "SNIPS", "DR", "Switch", "SwitchDR", "SDR", "WDR", "MAGIC", "FQE"]
+    assert summary.gym_score == 200.0 and summary.passed is True
+    assert summary.gym["episodes"] == 6 and summary.gym["ci_low"] == 200.0
+    assert list(summary.cpe) == ["DM", "IPS", "SNIPS", "DR", "Switch", "SwitchDR", "SDR", "WDR", "MAGIC", "FQE"]
     metrics = json.loads(open(f"{out}/metrics.json").read())
     assert metrics["gamma"] == 0.9 and metrics["temperature"] == 0.5
     assert metrics["cpe"]["value_model"] == "q_value_model.torchscript"
     assert metrics["cpe"]["logging_policy"]["mean_logged_reward"] == pytest.approx(1.0)
     assert metrics["cpe"]["logging_policy"]["episodes"] == 12
     # the reward model says 1 everywhere and every logged reward is 1: DM and DR are exactly 1 (normalized)
-    assert summary["cpe"]["DM"]["normalized"] == pytest.approx(1.0)
-    assert summary["cpe"]["DR"]["normalized"] == pytest.approx(1.0)
+    assert summary.cpe["DM"]["normalized"] == pytest.approx(1.0)
+    assert summary.cpe["DR"]["normalized"] == pytest.approx(1.0)
     assert len(metrics["gym"]["returns"]) == 6
     markdown = open(f"{out}/report.md").read()
     assert "PASSED" in markdown and "| MAGIC | sequential |" in markdown
@@ -69,9 +69,9 @@ def test_without_cpe_models_fqe_is_the_value_model(tmp_path, eval_table):
     model = write_model(str(tmp_path / "model"), cpe_models=False)
     out = str(tmp_path / "evaluation")
     summary = evaluate(model, eval_table, out, EvaluateOptions(gamma=0.9, temperature=0.0, **FAST))
-    assert list(summary["cpe"]) == ["IPS", "SNIPS", "SDR", "WDR", "MAGIC", "FQE"]
-    assert summary["gym"] is None and summary["passed"] is None
-    notes = " ".join(summary["notes"])
+    assert list(summary.cpe) == ["IPS", "SNIPS", "SDR", "WDR", "MAGIC", "FQE"]
+    assert summary.gym is None and summary.passed is None
+    notes = " ".join(summary.notes)
     assert "DM, DR, Switch and SwitchDR skipped" in notes and "FQE's Q" in notes
     assert "training_summary.json" in notes
     metrics = json.loads(open(f"{out}/metrics.json").read())
@@ -81,7 +81,7 @@ def test_without_cpe_models_fqe_is_the_value_model(tmp_path, eval_table):
 def test_without_models_or_fqe_only_importance_sampling_remains(tmp_path, eval_table):
     model = write_model(str(tmp_path / "model"), cpe_models=False)
     summary = evaluate(model, eval_table, str(tmp_path / "e"), EvaluateOptions(fqe=False, bootstrap=10))
-    assert list(summary["cpe"]) == ["IPS", "SNIPS"]
+    assert list(summary.cpe) == ["IPS", "SNIPS"]
 
 
 def test_mismatched_eval_table_is_an_error_and_writes_nothing(tmp_path, cli):
@@ -157,7 +157,7 @@ def test_format_cpe_table_reads_the_stage_summary():
 def test_evaluate_on_s3(tmp_path, s3_env, eval_table):
     model = write_model(f"{s3_env}/model", cpe_models=False)
     summary = evaluate(model, eval_table, f"{s3_env}/evaluation", EvaluateOptions(fqe=False, bootstrap=10))
-    assert storage.read_json(summary["metrics"])["cpe"]["estimates"]["IPS"]["units"] == summary["cpe"]["IPS"]["units"]
+    assert storage.read_json(summary.metrics)["cpe"]["estimates"]["IPS"]["units"] == summary.cpe["IPS"]["units"]
     assert storage.read_bytes(f"{s3_env}/evaluation/report.html").startswith(b"<!DOCTYPE html>")
 
 

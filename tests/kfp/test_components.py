@@ -89,15 +89,31 @@ def test_scalar_metrics_flatten_finite_numbers_only():
 
 
 def test_record_keeps_json_metadata():
+    from batchrl.data.normalize import NormalizeResult
+
     class FakeArtifact:
         metadata: dict = {}
 
     artifact = FakeArtifact()
     artifact.metadata = {}
-    runtime.record(artifact, {"rows": 3, "types": {1: "CONTINUOUS"}, "skip": None, "other": 1}, ("rows", "types",
-                                                                                                 "skip"))
-    assert artifact.metadata == {"rows": 3, "types": {"1": "CONTINUOUS"}}
+    result = NormalizeResult(output="n.json", column="state_features", features=2, feature_ids=[1, 3],
+                             types={"CONTINUOUS": 2}, not_identified={7: "few values"}, num_samples=10, seed=None)
+    runtime.record(artifact, result)
+    # METADATA's fields with a value (seed None is left out), as plain JSON (int keys become strings)
+    assert artifact.metadata == {"column": "state_features", "features": 2, "feature_ids": [1, 3],
+                                 "types": {"CONTINUOUS": 2}, "not_identified": {"7": "few values"},
+                                 "num_samples": 10}
     json.dumps(artifact.metadata)
+
+
+def _evaluation(**fields):
+    """An evaluate stage result with ``fields`` (the rest empty)."""
+    from batchrl.evaluation.evaluate import EvaluateResult
+
+    empty = {"output": "e", "metrics": "e/metrics.json", "report_md": "e/report.md", "report_html": "e/report.html",
+             "gym_score": None, "gym": None, "cpe": {}, "cpe_recommended": None, "passing_score_bar": None,
+             "passed": None, "notes": [], "seconds": 0.0}
+    return EvaluateResult(**{**empty, **fields})
 
 
 @pytest.mark.parametrize(("gate", "summary", "bar", "expected"), [
@@ -117,21 +133,21 @@ def test_record_keeps_json_metadata():
              "cpe_recommended": {"estimator": "WDR"}}, 1.0, (math.nan, False)),
 ])
 def test_publish_gate(gate, summary, bar, expected):
-    score, passed = runtime.gate(summary, gate, bar)
-    assert passed is expected[1]
-    assert score == expected[0] or (math.isnan(score) and math.isnan(expected[0]))
+    verdict = runtime.gate(_evaluation(**summary), gate, bar)
+    assert verdict.gate == gate and verdict.passed is expected[1]
+    assert verdict.score == expected[0] or (math.isnan(verdict.score) and math.isnan(expected[0]))
 
 
 def test_gate_none_never_publishes():
-    score, passed = runtime.gate({"gym": {"mean_return": 500.0}}, "none", 0.0)
-    assert math.isnan(score) and passed is False
+    verdict = runtime.gate(_evaluation(gym={"mean_return": 500.0}), "none", 0.0)
+    assert math.isnan(verdict.score) and verdict.passed is False
 
 
 def test_publish_gate_without_its_number_does_not_pass():
-    score, passed = runtime.gate({}, "score", 0.0)
-    assert math.isnan(score) and not passed
+    verdict = runtime.gate(_evaluation(), "score", 0.0)
+    assert math.isnan(verdict.score) and not verdict.passed
     with pytest.raises(BatchRLError, match="unknown publish gate"):
-        runtime.gate({}, "best", 0.0)
+        runtime.gate(_evaluation(), "best", 0.0)
 
 
 def test_publish_copies_serving_files_and_commits(tmp_path):
@@ -145,8 +161,8 @@ def test_publish_copies_serving_files_and_commits(tmp_path):
     (model / "training_summary.json").write_text("{}")
     (model / "checkpoints" / "epoch-0001.pt").write_bytes(b"state")
     (evaluation / "metrics.json").write_text('{"score": 1}')
-    summary = publish(str(model), str(evaluation), str(tmp_path / "published"), {"score": 130.0, "passed": True})
-    assert summary["files"] == ["model.torchscript", "training_summary.json", "metrics.json"]
+    summary = publish(str(model), str(evaluation), str(tmp_path / "published"), score=130.0, passed=True)
+    assert summary.files == ["model.torchscript", "training_summary.json", "metrics.json"]
     assert storage.is_committed(str(tmp_path / "published"))
     assert (tmp_path / "published" / "model.torchscript").read_bytes() == b"scripted"
     assert not (tmp_path / "published" / "checkpoints").exists()
@@ -157,7 +173,7 @@ def test_publish_refuses_a_folder_without_a_model(tmp_path):
     from batchrl.kfp.publish import publish
 
     with pytest.raises(BatchRLError, match="no model.torchscript"):
-        publish(str(tmp_path), str(tmp_path), str(tmp_path / "out"), {})
+        publish(str(tmp_path), str(tmp_path), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
@@ -174,11 +190,15 @@ def test_spark_mode_and_object_uris():
         runtime.check_spark_mode("yarn", "timeline")
 
 
-def test_normalization_summary_of_a_file(tmp_path):
+def test_normalization_result_of_a_file(tmp_path):
+    from batchrl.data.normalize import NormalizeResult
     from batchrl.preprocessing.normalization import FeatureType, NormalizationParameters, write_normalization
 
     uri = str(tmp_path / "norm.json")
     write_normalization(uri, {0: NormalizationParameters(feature_type=FeatureType.BINARY),
                               3: NormalizationParameters(feature_type=FeatureType.CONTINUOUS, mean=0.0, stddev=1.0)})
-    summary = runtime.normalization_summary(uri)
-    assert summary == {"features": 2, "feature_ids": [0, 3], "types": {"BINARY": 1, "CONTINUOUS": 1}}
+    result = runtime.normalization_result(uri, NormalizeResult, column="state_features", num_samples=5, seed=1)
+    assert (result.features, result.feature_ids, result.types) == (2, [0, 3], {"BINARY": 1, "CONTINUOUS": 1})
+    # what a SparkApplication run cannot report back is left out of the printed summary, not written as null
+    assert result.to_dict() == {"output": uri, "column": "state_features", "features": 2, "feature_ids": [0, 3],
+                                "types": {"BINARY": 1, "CONTINUOUS": 1}, "num_samples": 5, "seed": 1}

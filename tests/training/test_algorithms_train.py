@@ -39,10 +39,10 @@ def config(name: str, epochs: int = 1, cpe: bool = True) -> dict:
 def test_trains_one_epoch_with_cpe_and_exports(tmp_path, data, name):
     out = tmp_path / name
     summary = train(parse_config(config(name)), data["train"], data["eval"], data["norm.json"], str(out))
-    assert summary["algorithm"] == name and summary["epochs"] == 1
-    assert {"loss", "td_loss", "reward_loss", "cpe_q_loss"} <= set(summary["final_losses"])
-    assert summary["eval_td_loss"] is not None and summary["eval_td_loss"] >= 0
-    assert {"DM", "IPS", "DR", "SDR"} <= set(summary["cpe"])
+    assert summary.algorithm == name and summary.epochs == 1
+    assert {"loss", "td_loss", "reward_loss", "cpe_q_loss"} <= set(summary.final_losses)
+    assert summary.eval_td_loss is not None and summary.eval_td_loss >= 0
+    assert {"DM", "IPS", "DR", "SDR"} <= set(summary.cpe)
     for file in ("model.torchscript", "reward_model.torchscript", "q_value_model.torchscript",
                  "checkpoints/epoch-0001.pt"):
         assert (out / file).exists(), file

@@ -67,8 +67,8 @@ def _prepare(uris, **kwargs):
 
 def test_prepare_writes_action_vectors_terminal_flags_and_the_action_normalization(tables):
     summary = _prepare(tables, action_normalization=tables["action_norm.json"])
-    assert summary["action_kind"] == "continuous" and summary["action_names"] == ["7", "9"]
-    assert summary["dropped_truncated"] == 1  # b's last row: no next state, not a terminal
+    assert summary.action_kind == "continuous" and summary.action_names == ["7", "9"]
+    assert summary.dropped_truncated == 1  # b's last row: no next state, not a terminal
     table = storage.read_table(tables["train"]).sort_by([("mdp_id", "ascending"), ("sequence_number", "ascending")])
     assert table.column_names == list(CONTINUOUS_TRAINING_COLUMNS)
     rows = table.to_pylist()
@@ -141,7 +141,7 @@ def test_batch_training_exports_an_actor_in_the_logged_units(tables, tmp_path, a
     _prepare(tables, action_normalization=tables["action_norm.json"])
     config = parse_config(_config(algorithm, 2, **extra))
     summary = train(config, tables["train"], tables["train"], tables["norm.json"], str(tmp_path / "model"))
-    assert summary["epochs"] == 2 and np.isfinite(summary["eval_td_loss"])
+    assert summary.epochs == 2 and np.isfinite(summary.eval_td_loss)
     saved = json.loads((tmp_path / "model" / "training_summary.json").read_text())
     assert saved["action_space"] == "continuous" and saved["action_names"] == ["7", "9"]
     assert set(saved["final"]["eval"]) >= {"td_loss", "q_logged", "q_policy", "policy_logged_distance"}

@@ -107,7 +107,7 @@ def test_resume_after_crash_equals_uninterrupted(tmp_path, data, monkeypatch):
     assert not (tmp_path / "crashed" / "model.torchscript").exists()
     monkeypatch.setattr(loop_module.TrainingLoop, "_train_epoch", original)
     summary = _run(tmp_path, data, "crashed", config, resume=True)
-    assert summary["resumed_from"].endswith("epoch-0002.pt")
+    assert summary.resumed_from.endswith("epoch-0002.pt")
 
     full = load_checkpoint(str(tmp_path / "full/checkpoints/epoch-0003.pt"))
     resumed = load_checkpoint(str(tmp_path / "crashed/checkpoints/epoch-0003.pt"))
@@ -132,16 +132,16 @@ def test_resume_with_a_different_config_is_refused(tmp_path, data):
     with pytest.raises(BatchRLError, match="different config"):
         _run(tmp_path, data, "m", changed, resume=True)
     summary = _run(tmp_path, data, "m", config_dict(epochs=2, cpe=False), resume=True)  # more epochs: allowed
-    assert summary["epochs"] == 2 and summary["resumed_from"].endswith("epoch-0001.pt")
+    assert summary.epochs == 2 and summary.resumed_from.endswith("epoch-0001.pt")
 
 
 def test_cql_and_dueling_train_and_export(tmp_path, data):
     config = config_dict(model="DiscreteCQL", epochs=1, cpe=False, alpha=0.5)
     config["model"]["DiscreteCQL"]["net_builder"] = {"Dueling": {"sizes": [16], "activations": ["relu"]}}
     summary = _run(tmp_path, data, "cql", config)
-    assert summary["algorithm"] == "DiscreteCQL" and "cql_penalty" in summary["final_losses"]
-    assert summary["final_losses"]["loss"] == pytest.approx(
-        summary["final_losses"]["td_loss"] + 0.5 * summary["final_losses"]["cql_penalty"], rel=1e-5)
+    assert summary.algorithm == "DiscreteCQL" and "cql_penalty" in summary.final_losses
+    assert summary.final_losses["loss"] == pytest.approx(
+        summary.final_losses["td_loss"] + 0.5 * summary.final_losses["cql_penalty"], rel=1e-5)
     assert not (tmp_path / "cql" / "reward_model.torchscript").exists()
     assert load_policy(str(tmp_path / "cql" / "model.torchscript")).metadata["algorithm"] == "DiscreteCQL"
 
@@ -174,7 +174,7 @@ def test_output_on_s3(s3_env, data):
     uri = f"{s3_env}/models/run1"
     summary = train(parse_config(config_dict(epochs=1, cpe=False)), data["train"], data["eval"],
                     data["norm.json"], uri)
-    assert summary["paths"]["model"] == f"{uri}/model.torchscript"
+    assert summary.paths["model"] == f"{uri}/model.torchscript"
     assert storage.exists(f"{uri}/checkpoints/epoch-0001.pt")
     assert storage.read_json(f"{uri}/training_summary.json")["epochs"] == 1
     assert load_policy(f"{uri}/model.torchscript").action_names == ["0", "1"]
@@ -188,7 +188,7 @@ def test_output_on_s3(s3_env, data):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_mixed_precision_run_exports_a_cpu_model(tmp_path, data):
     summary = _run(tmp_path, data, "gpu", config_dict(epochs=1), device="cuda")
-    assert summary["device"].startswith("cuda")
+    assert summary.device.startswith("cuda")
     written = json.loads((tmp_path / "gpu" / "training_summary.json").read_text())
     assert written["mixed_precision"] in ("bfloat16", "float16")
     policy = load_policy(str(tmp_path / "gpu" / "model.torchscript"))
@@ -201,7 +201,7 @@ def test_streaming_path_trains_like_resident(tmp_path, data, monkeypatch):
     monkeypatch.setattr(loader_module, "default_resident_budget", lambda device: 0)
     summary = _run(tmp_path, data, "streamed", config_dict(epochs=1, cpe=False))
     written = json.loads((tmp_path / "streamed" / "training_summary.json").read_text())
-    assert written["resident"] is False and summary["epochs"] == 1
+    assert written["resident"] is False and summary.epochs == 1
     assert written["per_epoch"][0]["train"]["rows"] == written["train_rows"]
 
 
@@ -210,7 +210,7 @@ def test_keep_checkpoints_keeps_the_latest_and_resumes_from_them(tmp_path, data)
     _run(tmp_path, data, "m", config)
     assert sorted(list_checkpoints(str(tmp_path / "m"))) == [2, 3]
     summary = _run(tmp_path, data, "m", {**config, "num_epochs": 4, "keep_checkpoints": 1}, resume=True)
-    assert summary["resumed_from"].endswith("epoch-0003.pt")
+    assert summary.resumed_from.endswith("epoch-0003.pt")
     assert sorted(list_checkpoints(str(tmp_path / "m"))) == [4]
 
 

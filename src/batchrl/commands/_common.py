@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from batchrl.errors import BatchRLError
-from batchrl.results import StageResult, as_dict
+from batchrl.results import StageResult, require
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
@@ -24,8 +24,13 @@ def build_options(options_type: type[OptionsT], where: str, **values: Any) -> Op
         raise BatchRLError(f"invalid options: {problems}", where=where, fix="see --help") from None
 
 
-def print_summary(summary: StageResult | dict[str, Any]) -> None:
-    """Print a stage summary (a typed result as its fields) as JSON on stdout (what a script or KFP step
-    reads)."""
-    json.dump(as_dict(summary), sys.stdout, indent=2, sort_keys=True, default=str)
+def print_summary(result: StageResult) -> None:
+    """Print a stage's typed result (:meth:`~batchrl.results.StageResult.to_dict`) as JSON on stdout (what
+    a script or KFP step reads); anything else is a TypeError."""
+    print_json(require(result, "print_summary").to_dict())
+
+
+def print_json(data: dict[str, Any]) -> None:
+    """Print what a command that runs no stage reports (a submitted run, a launched application...) as JSON."""
+    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from batchrl.commands._common import build_options, print_summary
+from batchrl.commands._common import build_options, print_json
 
 
 def add_engine_option(parser: argparse.ArgumentParser) -> None:
@@ -97,5 +97,5 @@ def run_on_kubernetes(args: argparse.Namespace, stage: str, input_uri: str, outp
         return 0
     from batchrl.kube.launcher import run_stage_on_kubernetes
 
-    print_summary(run_stage_on_kubernetes(stage, input_uri, output_uri, payload["options"], options))
+    print_json(run_stage_on_kubernetes(stage, input_uri, output_uri, payload["options"], options))
     return 0

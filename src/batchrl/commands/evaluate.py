@@ -44,12 +44,13 @@ def run(args: argparse.Namespace) -> int:
                             temperature=args.temperature, bootstrap=args.bootstrap,
                             switch_threshold=args.switch_threshold, fqe=False if args.no_fqe else None,
                             fqe_iterations=args.fqe_iterations, num_envs=args.num_envs, max_steps=args.max_steps)
-    summary = evaluate(args.model, args.eval, args.output, options)
-    print_summary(summary)
-    if summary["cpe"]:
-        print(format_cpe_table(summary), file=sys.stderr)
-    if summary["passed"] is False:
-        print(f"batchrl evaluate: mean return {summary['gym_score']:.4g} over {summary['gym']['episodes']} "
-              f"episodes is below the passing score bar {summary['passing_score_bar']:g}", file=sys.stderr)
+    result = evaluate(args.model, args.eval, args.output, options)
+    print_summary(result)
+    if result.cpe:
+        print(format_cpe_table(result.cpe), file=sys.stderr)
+    if result.passed is False:
+        assert result.gym is not None  # passed is decided on the gym rollouts
+        print(f"batchrl evaluate: mean return {result.gym_score:.4g} over {result.gym['episodes']} "
+              f"episodes is below the passing score bar {result.passing_score_bar:g}", file=sys.stderr)
         return 1
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from batchrl.commands._common import print_summary
+from batchrl.commands._common import print_json
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
     if overrides:
         config = parse_gym_config({**config.model_dump(exclude_unset=True), **overrides}, where=args.config)
     summary = gym_train(config, args.output, device=args.device)
-    print_summary(summary)
+    print_json(summary)
     return 1 if summary["passed"] is False else 0

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from batchrl.commands._common import print_summary
+from batchrl.commands._common import print_json
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,7 +82,7 @@ def run_compile(args: argparse.Namespace) -> int:
                   f"registry and tag) and pipeline root {args.pipeline_root}; the golden test expects "
                   f"{DEFAULT_IMAGES.runtime} and none", file=sys.stderr)
         written = compile_all(args.root, images, args.pipeline_root)
-    print_summary({"images": {"runtime": images.runtime, "trainer": images.trainer, "spark": images.spark},
+    print_json({"images": {"runtime": images.runtime, "trainer": images.trainer, "spark": images.spark},
                    "pipeline_root": args.pipeline_root, "written": [str(path) for path in written]})
     return 0
 
@@ -92,6 +92,6 @@ def run_local(args: argparse.Namespace) -> int:
     from batchrl.kfp.local_run import run_local as run
 
     parameters = read_parameters(args.config)
-    print_summary(run(parameters, pipeline_root=args.pipeline_root, pipeline_file=args.pipeline, cache=args.cache,
+    print_json(run(parameters, pipeline_root=args.pipeline_root, pipeline_file=args.pipeline, cache=args.cache,
                       where=args.config))
     return 0

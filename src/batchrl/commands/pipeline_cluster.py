@@ -12,7 +12,7 @@ import argparse
 import os
 from typing import Any
 
-from batchrl.commands._common import print_summary
+from batchrl.commands._common import print_json
 
 
 def register_cluster_actions(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -146,7 +146,7 @@ def run_submit(args: argparse.Namespace) -> int:
     parameters = _parameters(args, package)
     _checked_pipeline_root(args)
     client = kfp_client.connect(args.host, args.namespace)
-    print_summary(kfp_client.submit(client, package, parameters, experiment=args.experiment,
+    print_json(kfp_client.submit(client, package, parameters, experiment=args.experiment,
                                     run_name=args.run_name, namespace=args.namespace,
                                     pipeline_root=args.pipeline_root, service_account=args.service_account,
                                     host=args.host))
@@ -160,7 +160,7 @@ def run_upload(args: argparse.Namespace) -> int:
     if args.pipeline_root:
         package = kfp_client.with_pipeline_root(package, args.pipeline_root)
     client = kfp_client.connect(args.host, args.namespace)
-    print_summary(kfp_client.ensure_pipeline_version(client, package, args.pipeline_name, args.version, args.host,
+    print_json(kfp_client.ensure_pipeline_version(client, package, args.pipeline_name, args.version, args.host,
                                                      args.namespace))
     return 0
 
@@ -191,7 +191,7 @@ def run_schedule(args: argparse.Namespace) -> int:
     for old in existing:
         kfp_client.delete_schedule(client, old["id"], args.host)
     summary = kfp_client.create_schedule(client, spec, args.namespace, version=version, host=args.host)
-    print_summary({"recurring_run": summary, "pipeline_version": version,
+    print_json({"recurring_run": summary, "pipeline_version": version,
                    "replaced": [old["id"] for old in existing],
                    "watch": "kubectl -n <namespace> get scheduledworkflows (swf)"})
     return 0
@@ -201,7 +201,7 @@ def run_list(args: argparse.Namespace) -> int:
     from batchrl.kfp import client as kfp_client
 
     client = kfp_client.connect(args.host, args.namespace)
-    print_summary({"recurring_runs": kfp_client.list_schedules(client, args.namespace, args.host)})
+    print_json({"recurring_runs": kfp_client.list_schedules(client, args.namespace, args.host)})
     return 0
 
 
@@ -211,7 +211,7 @@ def run_disable(args: argparse.Namespace) -> int:
     client = kfp_client.connect(args.host, args.namespace)
     run_id = kfp_client.find_schedule(client, args.schedule, args.namespace, args.host)
     kfp_client.disable_schedule(client, run_id, args.host)
-    print_summary({"disabled": run_id})
+    print_json({"disabled": run_id})
     return 0
 
 
@@ -221,7 +221,7 @@ def run_delete(args: argparse.Namespace) -> int:
     client = kfp_client.connect(args.host, args.namespace)
     run_id = kfp_client.find_schedule(client, args.schedule, args.namespace, args.host)
     kfp_client.delete_schedule(client, run_id, args.host)
-    print_summary({"deleted": run_id})
+    print_json({"deleted": run_id})
     return 0
 
 
@@ -271,7 +271,7 @@ def _report(summary: dict[str, Any], one_line: bool = True) -> None:
     if one_line:
         print(json.dumps(summary, sort_keys=True, default=str), flush=True)
     else:
-        print_summary(summary)
+        print_json(summary)
     for problem in summary["errors"]:
         print(f"batchrl pipeline reconcile: error: schedule {problem['schedule']}: {problem['error']}",
               file=sys.stderr, flush=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from batchrl.results import StageResult, require
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the whole workflow (generate -> ... -> train -> evaluate) from a config",
@@ -27,25 +29,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def _artifact_line(name: str, result: Any, elapsed: float) -> None:
-    """One line per finished stage: its time and its headline numbers (a typed result's
-    :meth:`~batchrl.results.StageResult.headline`; a stage that still returns a dict: the keys below)."""
-    from batchrl.results import StageResult
-
-    if isinstance(result, StageResult):
-        facts = ", ".join(f"{k}={_short(v)}" for k, v in result.headline().items())
-        print(f"[{elapsed:6.1f}s] {name:<17} {facts}", flush=True)
-        return
-    summary: dict[str, Any] = result
-    flat = dict(summary)
-    for split in ("train", "eval"):
-        if isinstance(summary.get(split), dict) and "num_rows" in summary[split]:
-            flat[f"{split}_rows"] = summary[split]["num_rows"]
-    keys = ("rows", "episodes", "output_rows", "features", "train_rows", "eval_rows", "dropped_truncated",
-            "epochs", "transitions_per_s", "eval_td_loss", "gym_score")
-    facts = ", ".join(f"{k}={_short(flat[k])}" for k in keys if isinstance(flat.get(k), int | float | str))
-    if "engine" in summary:
-        facts += f", engine={summary['engine'].split(' ')[0]}"
+def _artifact_line(name: str, result: StageResult, elapsed: float) -> None:
+    """One line per finished stage: its time and its headline numbers
+    (:meth:`~batchrl.results.StageResult.headline`; the engine by its first word)."""
+    facts = ", ".join(f"{k}={v.split(' ')[0] if k == 'engine' else _short(v)}"
+                      for k, v in require(result, "batchrl run").headline().items())
     print(f"[{elapsed:6.1f}s] {name:<17} {facts}", flush=True)
 
 
@@ -55,30 +43,36 @@ def _short(value: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from batchrl.config import load_config
+    from batchrl.evaluation.evaluate import EvaluateResult
     from batchrl.evaluation.report import format_cpe_table
     from batchrl.workflow import RunOptions, run_workflow
 
     config = load_config(args.config)
+    finished: dict[str, StageResult] = {}
+
+    def on_stage(name: str, result: StageResult, elapsed: float) -> None:
+        finished[name] = result
+        _artifact_line(name, result, elapsed)
+
     results = run_workflow(config, RunOptions(
         workdir=args.workdir, input=args.input, ds=args.ds, start_ds=args.start_ds, end_ds=args.end_ds,
         spark_master=args.spark_master, engine=args.engine, device=args.device, evaluate=not args.no_evaluate,
-        stop_after=args.stop_after,
-        on_stage=_artifact_line))
+        stop_after=args.stop_after, on_stage=on_stage))
     print("\nartifacts:")
     for name, uri in results["artifacts"].items():
         print(f"  {name:<17} {uri}")
-    evaluation = results.get("evaluate")
-    if not evaluation:
+    evaluation = finished.get("evaluate")
+    if not isinstance(evaluation, EvaluateResult):
         return 0
-    print(f"  {'report':<17} {evaluation['report_html']}")
-    gym = evaluation.get("gym")
+    print(f"  {'report':<17} {evaluation.report_html}")
+    gym = evaluation.gym
     if gym:
         print(f"\ngym score ({config.env_name}, {gym.get('episodes')} greedy episodes): "
               f"mean {gym['mean_return']:.1f} +- {gym.get('std_return', float('nan')):.1f}")
     if not config.model.continuous:
         print("\ncounterfactual policy evaluation (eval table):")
-        print(format_cpe_table(evaluation))
-    if evaluation.get("passed") is False:
-        print(f"\nFAILED: mean return below the passing score bar {evaluation['passing_score_bar']}")
+        print(format_cpe_table(evaluation.cpe))
+    if evaluation.passed is False:
+        print(f"\nFAILED: mean return below the passing score bar {evaluation.passing_score_bar}")
         return 1
     return 0

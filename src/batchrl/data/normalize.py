@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +29,7 @@ from batchrl.engine import api, get_engine, hash_key, hash_threshold, schema_of,
 from batchrl.errors import BatchRLError
 from batchrl.preprocessing.identify import MIN_SAMPLES, IdentifyOptions, NotIdentified, identify_feature
 from batchrl.preprocessing.normalization import FeatureType, Normalization, write_normalization
+from batchrl.results import StageResult, when_set
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -146,8 +148,48 @@ def identify_all(samples: dict[int, np.ndarray], options: NormalizeOptions) -> t
     return normalization, skipped
 
 
+@dataclass(frozen=True, kw_only=True)
+class NormalizeResult(StageResult):
+    """What :func:`normalize` wrote. The ``when_set`` fields are ``None`` (and not printed) when they are not
+    known: the KFP step that ran the stage as a SparkApplication reads back only the normalization file."""
+
+    output: str
+    column: str
+    features: int
+    feature_ids: list[int]
+    types: dict[str, int] | None = when_set()  # feature type -> number of features
+    samples_per_feature: dict[str, int] | None = when_set()
+    not_identified: dict[str, str] | None = when_set()  # feature id -> why (fewer than 20 values)
+    num_samples: int | None = when_set()
+    seed: int | None = when_set()
+    engine: str | None = when_set()
+
+    METADATA: ClassVar[tuple[str, ...]] = (
+        "column", "features", "feature_ids", "types", "not_identified", "num_samples", "seed")
+    HEADLINE: ClassVar[tuple[str, ...]] = ("features", "engine")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormalizeActionsResult(NormalizeResult):
+    """What :func:`normalize_actions` wrote: for continuous actions a :class:`NormalizeResult`; for discrete
+    ones (an empty normalization, no engine) only ``output``, ``column``, ``features`` (0) and
+    ``feature_ids``."""
+
+    action_kind: str  # discrete | continuous
+
+    METADATA: ClassVar[tuple[str, ...]] = ("column", "action_kind", "features", "feature_ids")
+
+
+def type_counts(normalization: Normalization) -> dict[str, int]:
+    """Feature type -> number of features of that type (sorted by type)."""
+    types: dict[str, int] = {}
+    for params in normalization.values():
+        types[params.feature_type.value] = types.get(params.feature_type.value, 0) + 1
+    return dict(sorted(types.items()))
+
+
 def normalize(input: str, output: str, options: NormalizeOptions, spark_master: str | None = "local[*]",
-              engine: str = "auto") -> dict[str, Any]:
+              engine: str = "auto") -> NormalizeResult:
     """Identify normalization parameters of ``options.column`` in the timeline table ``input``.
 
     Writes ReAgent's JSON (feature id -> JSON-encoded parameters) to ``output`` and returns a summary.
@@ -167,22 +209,19 @@ def normalize(input: str, output: str, options: NormalizeOptions, spark_master: 
         raise BatchRLError(f"nothing to normalize in column '{options.column}': {reason}", where=input,
                            fix="check the input table (and --column)")
     write_normalization(output, normalization)
-    types: dict[str, int] = {}
-    for params in normalization.values():
-        types[params.feature_type.value] = types.get(params.feature_type.value, 0) + 1
     log.info("normalization of %d features of %s written to %s", len(normalization), options.column, output)
-    return {
-        "output": output,
-        "column": options.column,
-        "features": len(normalization),
-        "feature_ids": list(normalization),
-        "types": dict(sorted(types.items())),
-        "samples_per_feature": {str(f): len(v) for f, v in sorted(samples.items())},
-        "not_identified": {str(f): reason for f, reason in skipped.items()},
-        "num_samples": options.num_samples,
-        "seed": options.seed,
-        "engine": runner.describe(),
-    }
+    return NormalizeResult(
+        output=output,
+        column=options.column,
+        features=len(normalization),
+        feature_ids=list(normalization),
+        types=type_counts(normalization),
+        samples_per_feature={str(f): len(v) for f, v in sorted(samples.items())},
+        not_identified={str(f): reason for f, reason in skipped.items()},
+        num_samples=options.num_samples,
+        seed=options.seed,
+        engine=runner.describe(),
+    )
 
 
 def has_continuous_actions(timeline: str) -> bool:
@@ -192,15 +231,17 @@ def has_continuous_actions(timeline: str) -> bool:
 
 
 def normalize_actions(input: str, output: str, options: NormalizeOptions, spark_master: str | None = "local[*]",
-                      engine: str = "auto") -> dict[str, Any]:
+                      engine: str = "auto") -> NormalizeActionsResult:
     """The CONTINUOUS_ACTION bounds of the timeline's continuous (map) actions, which ``prepare`` and the
     exported actor use. Discrete (string) actions have nothing to normalize: an empty normalization is
     written (without an engine), so that one pipeline shape serves both kinds of actions."""
     options = options.model_copy(update={"column": "action", "feature_type": FeatureType.CONTINUOUS_ACTION})
     if not has_continuous_actions(input):
         write_normalization(output, {})
-        return {"output": output, "column": "action", "action_kind": "discrete", "features": 0, "feature_ids": []}
-    return {**normalize(input, output, options, spark_master, engine), "action_kind": "continuous"}
+        return NormalizeActionsResult(output=output, column="action", action_kind="discrete", features=0,
+                                      feature_ids=[])
+    result = normalize(input, output, options, spark_master, engine)
+    return NormalizeActionsResult(**result.to_dict(), action_kind="continuous")
 
 
 def make_options(values: dict[str, Any], where: str) -> NormalizeOptions:

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -39,6 +40,7 @@ from batchrl.data.schema import END_TRUNCATED, training_columns
 from batchrl.engine import any_of, api, get_engine, has_key, hash_below, hash_key, schema_of, type_name
 from batchrl.errors import BatchRLError
 from batchrl.preprocessing.normalization import FeatureType, read_normalization
+from batchrl.results import StageResult
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -316,8 +318,78 @@ def training_spark_schema(T: ModuleType, continuous: bool = False) -> StructType
                          for name, dtype in training_columns(continuous).items()])
 
 
-def _part_stats(rows: DataFrame, parts: dict[str, Column]) -> tuple[dict[str, Any],
-                                                                                        dict[str, dict[str, Any]]]:
+@dataclass(frozen=True)
+class SplitStats:
+    """Rows, episodes, reward moments and terminal rows of one output table (train or eval)."""
+
+    num_rows: int
+    episodes: int
+    reward_mean: float | None  # None: no row
+    reward_std: float | None
+    terminal_rows: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedTable(StageResult):
+    """One output table of :func:`prepare`, as its committed metadata describes it (what KFP records on each
+    table artifact)."""
+
+    num_rows: int
+    episodes: int
+    reward_mean: float | None
+    reward_std: float | None
+    terminal_rows: int
+    feature_ids: list[int]
+    action_kind: str
+    action_names: list[str]
+    metric_names: list[str]
+
+    METADATA: ClassVar[tuple[str, ...]] = ("num_rows", "episodes", "reward_mean", "terminal_rows", "feature_ids",
+                                           "action_kind", "action_names", "metric_names")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareResult(StageResult):
+    """What :func:`prepare` wrote; KFP records each table's :meth:`table`."""
+
+    output_train: str
+    output_eval: str
+    input_rows: int
+    dropped_truncated: int
+    null_action_probability: int
+    unknown_actions: int
+    rows_without_features: int
+    train: SplitStats
+    eval: SplitStats
+    feature_ids: list[int]
+    action_kind: str  # discrete | continuous
+    action_names: list[str]
+    metric_names: list[str]
+    gamma: float | None
+    multi_steps: int | None
+    table_sample: float
+    eval_table_sample: float
+    engine: str
+    elapsed_s: float
+
+    HEADLINE: ClassVar[tuple[str, ...]] = ("train_rows", "eval_rows", "dropped_truncated", "engine")
+
+    @property
+    def train_rows(self) -> int:
+        return self.train.num_rows
+
+    @property
+    def eval_rows(self) -> int:
+        return self.eval.num_rows
+
+    def table(self, part: str) -> PreparedTable:
+        """The ``train`` or ``eval`` table."""
+        stats = {"train": self.train, "eval": self.eval}[part]
+        return PreparedTable(**asdict(stats), feature_ids=self.feature_ids, action_kind=self.action_kind,
+                             action_names=self.action_names, metric_names=self.metric_names)
+
+
+def _part_stats(rows: DataFrame, parts: dict[str, Column]) -> tuple[dict[str, Any], dict[str, SplitStats]]:
     """One job: input counts (rows, truncated, null propensities, unknown actions) and per-part stats."""
     F = api(rows).F
     part = F.lit(None).cast("string")
@@ -336,20 +408,20 @@ def _part_stats(rows: DataFrame, parts: dict[str, Column]) -> tuple[dict[str, An
     by_part = {r["_part"]: r for r in grouped}
     counts = {key: sum(int(r[key] or 0) for r in grouped)
               for key in ("rows", "truncated", "prob_null", "unknown", "featureless")}
-    stats = {}
+    stats: dict[str, SplitStats] = {}
     for name in parts:
         r = by_part.get(name)
         n = int(r["rows"]) if r else 0
         mean = float(r["reward_sum"]) / n if r and n else None
         std = max(float(r["reward_sq"]) / n - mean * mean, 0.0) ** 0.5 if r and mean is not None else None
-        stats[name] = {"num_rows": n, "episodes": int(r["episodes"]) if r else 0, "reward_mean": mean,
-                       "reward_std": std, "terminal_rows": int(r["terminal"] or 0) if r else 0}
+        stats[name] = SplitStats(num_rows=n, episodes=int(r["episodes"]) if r else 0, reward_mean=mean,
+                                 reward_std=std, terminal_rows=int(r["terminal"] or 0) if r else 0)
     return counts, stats
 
 
 def prepare(input: str, normalization: str, output_train: str, output_eval: str, options: PrepareOptions,
             spark_master: str | None = "local[*]", action_normalization: str | None = None,
-            engine: str = "auto") -> dict[str, Any]:
+            engine: str = "auto") -> PrepareResult:
     """Write the train and eval training tables of the timeline table at ``input``.
 
     Feature ids (the order of the dense vectors) are the normalization's; the dataset metadata of both
@@ -437,33 +509,36 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
             # whole episodes per file, in sequence order (what sequential CPE reads)
             runner.write_parquet(typed, writer, sort_by=["mdp_id", "sequence_number"])
         for name, writer in writers.items():
-            writer.commit({"stage": "prepare", "table": name, **common, **results[name],
+            writer.commit({"stage": "prepare", "table": name, **common, **asdict(results[name]),
                            "split_range": outputs[name][1]})
     except BaseException:
         for writer in writers.values():
             writer.abort()
         raise
-    summary = {
-        "output_train": output_train,
-        "output_eval": output_eval,
-        "input_rows": counts["rows"],
-        "dropped_truncated": counts["truncated"],
-        "null_action_probability": counts["prob_null"],
-        "unknown_actions": counts["unknown"],
-        "rows_without_features": counts["featureless"],
-        "train": results["train"],
-        "eval": results["eval"],
-        **{k: common[k] for k in ("feature_ids", "action_kind", "action_names", "metric_names", "gamma",
-                                  "multi_steps")},
-        "table_sample": options.table_sample,
-        "eval_table_sample": options.eval_table_sample,
-        "engine": runner.describe(),
-        "elapsed_s": round(time.perf_counter() - started, 3),
-    }
-    log.info("prepare: %d train rows, %d eval rows (%d truncated rows dropped)", results["train"]["num_rows"],
-             results["eval"]["num_rows"], summary["dropped_truncated"])
-    return summary
-
+    result = PrepareResult(
+        output_train=output_train,
+        output_eval=output_eval,
+        input_rows=counts["rows"],
+        dropped_truncated=counts["truncated"],
+        null_action_probability=counts["prob_null"],
+        unknown_actions=counts["unknown"],
+        rows_without_features=counts["featureless"],
+        train=results["train"],
+        eval=results["eval"],
+        feature_ids=feature_ids,
+        action_kind=common["action_kind"],
+        action_names=actions,
+        metric_names=metric_names,
+        gamma=options.gamma,
+        multi_steps=options.multi_steps,
+        table_sample=options.table_sample,
+        eval_table_sample=options.eval_table_sample,
+        engine=runner.describe(),
+        elapsed_s=round(time.perf_counter() - started, 3),
+    )
+    log.info("prepare: %d train rows, %d eval rows (%d truncated rows dropped)", result.train_rows,
+             result.eval_rows, result.dropped_truncated)
+    return result
 
 
 def make_options(values: dict[str, Any], where: str) -> PrepareOptions:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -36,6 +36,7 @@ from batchrl import storage
 from batchrl.data.validation import INVALID_ROW, guard_logged, read_logged, validate_logged
 from batchrl.engine import api, fail_when, get_engine, names_failure, schema_of, type_name
 from batchrl.errors import BatchRLError
+from batchrl.results import StageResult
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -435,8 +436,33 @@ def run_validation_sql(engine: Engine, sql: str, input_df: DataFrame, output_df:
                            fix="check the data, or the query")
 
 
+@dataclass(frozen=True, kw_only=True)
+class TimelineResult(StageResult):
+    """What :func:`timeline` wrote (also committed as the output's metadata)."""
+
+    input: str
+    output: str
+    input_rows: int  # rows in the ds range (after dropping duplicate keys with ``dedup``)
+    input_episodes: int
+    duplicates_dropped: int
+    output_rows: int
+    action_kind: str  # discrete | parametric | ranking
+    steps: int | None  # None: one-step rows
+    add_terminal_state_row: bool
+    outlier_filter: dict[str, Any] | None  # the OutlierFilter's fields; None: no filter asked for
+    outlier_episodes_dropped: int
+    columns: list[str]
+    engine: str
+    elapsed_s: float
+
+    METADATA: ClassVar[tuple[str, ...]] = (
+        "input", "input_rows", "input_episodes", "output_rows", "duplicates_dropped", "outlier_episodes_dropped",
+        "action_kind", "steps", "add_terminal_state_row", "columns")
+    HEADLINE: ClassVar[tuple[str, ...]] = ("output_rows", "engine")
+
+
 def timeline(input: str, output: str, options: TimelineOptions, spark_master: str | None = "local[*]",
-             engine: str = "auto") -> dict[str, Any]:
+             engine: str = "auto") -> TimelineResult:
     """The timeline stage: read the logged table at ``input``, write the timeline table to ``output``.
 
     The input rows in the ds range are validated (duplicates, types, nulls, propensities) inside the pass
@@ -479,29 +505,29 @@ def timeline(input: str, output: str, options: TimelineOptions, spark_master: st
             if options.validation_sql:
                 run_validation_sql(runner, options.validation_sql, raw, written)
         elapsed = time.perf_counter() - started
-        summary = {
-            "input": input,
-            "output": output,
-            "input_rows": checked["rows"],
-            "input_episodes": checked["episodes"],
-            "duplicates_dropped": (rows_read - checked["rows"]) if rows_read is not None else 0,
-            "output_rows": output_rows,
-            "action_kind": _action_kind(_field_type(schema_of(in_range), "action")),
-            "steps": options.steps,
-            "add_terminal_state_row": options.add_terminal_state_row,
-            "outlier_filter": asdict(outliers) if outliers else None,
-            "outlier_episodes_dropped": outliers.outlier_episodes if outliers and outliers.applied else 0,
-            "columns": schema.names,
-            "engine": runner.describe(),
-            "elapsed_s": round(elapsed, 3),
-        }
-        writer.commit({"stage": "timeline", **summary,
+        summary = TimelineResult(
+            input=input,
+            output=output,
+            input_rows=checked["rows"],
+            input_episodes=checked["episodes"],
+            duplicates_dropped=(rows_read - checked["rows"]) if rows_read is not None else 0,
+            output_rows=output_rows,
+            action_kind=_action_kind(_field_type(schema_of(in_range), "action")),
+            steps=options.steps,
+            add_terminal_state_row=options.add_terminal_state_row,
+            outlier_filter=asdict(outliers) if outliers else None,
+            outlier_episodes_dropped=outliers.outlier_episodes if outliers and outliers.applied else 0,
+            columns=schema.names,
+            engine=runner.describe(),
+            elapsed_s=round(elapsed, 3),
+        )
+        writer.commit({"stage": "timeline", **summary.to_dict(),
                        "options": options.model_dump(by_alias=True, mode="json"),
                        "schema": schema.simpleString()})
     except BaseException:
         writer.abort()
         raise
-    log.info("timeline: wrote %d rows to %s in %.1f s", output_rows, output, summary["elapsed_s"])
+    log.info("timeline: wrote %d rows to %s in %.1f s", output_rows, output, summary.elapsed_s)
     return summary
 
 

@@ -16,11 +16,12 @@ freely); they are never written.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from batchrl import storage
 from batchrl.engine import any_of, api, fail_when, get_engine, map_values, schema_of, type_name
 from batchrl.errors import BatchRLError
+from batchrl.results import StageResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -190,8 +191,25 @@ def validate_logged(df: DataFrame, where: str = "logged table") -> dict[str, Any
             "action_kind": "parametric" if kind.parametric else "discrete"}
 
 
-def validate_input(uri: str, spark_master: str | None = "local[*]", engine: str = "auto") -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class ValidateResult(StageResult):
+    """What :func:`validate_input` found in a valid logged table."""
+
+    input: str
+    valid: bool  # always True: an invalid table raises
+    rows: int
+    episodes: int
+    min_ds: str
+    max_ds: str
+    action_kind: str  # discrete | parametric
+    engine: str
+
+    METADATA: ClassVar[tuple[str, ...]] = ("rows", "episodes", "min_ds", "max_ds", "action_kind")
+    HEADLINE: ClassVar[tuple[str, ...]] = ("rows", "episodes", "engine")
+
+
+def validate_input(uri: str, spark_master: str | None = "local[*]", engine: str = "auto") -> ValidateResult:
     """The validate stage: read the logged table at ``uri`` and check it (``engine``: auto, duckdb, spark)."""
     runner = get_engine(engine, spark_master, app_name="batchrl-validate")
     summary = validate_logged(read_logged(runner, uri), where=uri)
-    return {"input": uri, "valid": True, **summary, "engine": runner.describe()}
+    return ValidateResult(input=uri, valid=True, **summary, engine=runner.describe())

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from batchrl.evaluation.cpe_table import inputs_to_table, table_bytes
 from batchrl.evaluation.estimators.core import bootstrap_counts
 from batchrl.evaluation.estimators.fqe import FQEConfig, FQEInputs
 from batchrl.evaluation.logging_policy import LoggingPolicyConfig, fit_logging_policy
+from batchrl.results import StageResult
 from batchrl.serving.export import LoadedModel, load_policy
 
 log = logging.getLogger(__name__)
@@ -198,7 +200,28 @@ def gym_evaluation(policy: LoadedModel, options: EvaluateOptions, gamma: float) 
     }
 
 
-def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class EvaluateResult(StageResult):
+    """What :func:`evaluate` wrote and its headline numbers (the rest is in ``metrics.json``)."""
+
+    output: str
+    metrics: str  # the metrics.json URI
+    report_md: str
+    report_html: str
+    gym_score: float | None  # the mean return of the greedy rollouts; None: no env
+    gym: dict[str, Any] | None  # the rollouts' statistics (without the per-episode returns)
+    cpe: dict[str, Any]  # estimator -> estimate; empty without an eval table (or for continuous actions)
+    cpe_recommended: dict[str, Any] | None  # the estimator the diagnostics trust, or why none
+    passing_score_bar: float | None
+    passed: bool | None  # gym_score >= passing_score_bar; None: no bar or no rollouts
+    notes: list[str]
+    seconds: float
+
+    METADATA: ClassVar[tuple[str, ...]] = ("passing_score_bar", "gym_score", "notes")
+    HEADLINE: ClassVar[tuple[str, ...]] = ("gym_score",)
+
+
+def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions) -> EvaluateResult:
     """Evaluate the model in ``model`` (a ``batchrl train`` output) on ``eval`` and/or in
     ``options.env``; write ``metrics.json``, ``report.md`` and ``report.html`` to ``output``."""
     started = time.perf_counter()
@@ -245,12 +268,12 @@ def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions
         storage.write_bytes(f"{output}/{CPE_INPUTS}", cpe_inputs)
     log.info("evaluate: wrote %s", output)
     gym = {k: v for k, v in metrics.get("gym", {}).items() if k != "returns"} or None
-    return {
-        "output": output, "metrics": f"{output}/{METRICS_FILE}", "report_md": f"{output}/{REPORT_MD}",
-        "report_html": f"{output}/{REPORT_HTML}",
-        "gym_score": gym["mean_return"] if gym else None, "gym": gym,
-        "cpe": metrics.get("cpe", {}).get("estimates", {}),
-        "cpe_recommended": metrics.get("cpe", {}).get("recommended"),
-        "passing_score_bar": options.passing_score_bar, "passed": passed, "notes": notes,
-        "seconds": metrics["seconds"],
-    }
+    return EvaluateResult(
+        output=output, metrics=f"{output}/{METRICS_FILE}", report_md=f"{output}/{REPORT_MD}",
+        report_html=f"{output}/{REPORT_HTML}",
+        gym_score=gym["mean_return"] if gym else None, gym=gym,
+        cpe=metrics.get("cpe", {}).get("estimates", {}),
+        cpe_recommended=metrics.get("cpe", {}).get("recommended"),
+        passing_score_bar=options.passing_score_bar, passed=passed, notes=notes,
+        seconds=metrics["seconds"],
+    )

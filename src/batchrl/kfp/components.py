@@ -51,8 +51,7 @@ def generate(
                               episodes=episodes or None, policy=policy, model=model, epsilon=epsilon,
                               temperature=temperature, noise=noise, seed=seed, ds=ds, num_envs=num_envs,
                               max_steps=max_steps or None)
-    summary = gym_logging.generate(logged.path, options)
-    runtime.record(logged, summary)
+    runtime.record(logged, gym_logging.generate(logged.path, options))
 
 
 def timeline(
@@ -104,14 +103,13 @@ def timeline(
     from batchrl import storage
 
     spark = runtime.Spark(spark_master, spark_conf, spark_mode, engine, spark_kubernetes)
-    summary = runtime.run_data_stage(
+    result = runtime.run_data_stage(
         "timeline", spark, options, inputs=input_uri or runtime.object_uri(logged),
-        outputs=runtime.object_uri(timeline_table), remote_summary=storage.read_metadata,
+        outputs=runtime.object_uri(timeline_table),
+        remote_summary=lambda output: timeline_stage.TimelineResult.from_dict(storage.read_metadata(output)),
         local=lambda: timeline_stage.timeline(input_uri or logged.path, timeline_table.path, options,
                                               spark_master=spark_master, engine=engine))
-    runtime.record(timeline_table, summary, ("input", "input_rows", "input_episodes", "output_rows",
-                                             "duplicates_dropped", "outlier_episodes_dropped", "action_kind",
-                                             "steps", "add_terminal_state_row", "columns"))
+    runtime.record(timeline_table, result)
 
 
 def normalize(
@@ -150,15 +148,15 @@ def normalize(
         quantile_k2_threshold=quantile_k2_threshold, skip_box_cox=skip_box_cox, skip_quantiles=skip_quantiles,
         stddev_floor=stddev_floor)
     spark = runtime.Spark(spark_master, spark_conf, spark_mode, engine, spark_kubernetes)
-    summary = runtime.run_data_stage(
+    result = runtime.run_data_stage(
         "normalize", spark, options, inputs=runtime.object_uri(timeline_table),
         outputs=runtime.object_uri(normalization),
-        remote_summary=lambda output: {**runtime.normalization_summary(output), "column": column,
-                                       "num_samples": options.num_samples, "seed": options.seed},
+        remote_summary=lambda output: runtime.normalization_result(
+            output, normalize_stage.NormalizeResult, column=column, num_samples=options.num_samples,
+            seed=options.seed),
         local=lambda: normalize_stage.normalize(timeline_table.path, normalization.path, options,
                                                 spark_master=spark_master, engine=engine))
-    runtime.record(normalization, summary, ("column", "features", "feature_ids", "types", "not_identified",
-                                            "num_samples", "seed"))
+    runtime.record(normalization, result)
 
 
 def normalize_actions(
@@ -182,15 +180,15 @@ def normalize_actions(
     options = runtime.options(normalize_stage.NormalizeOptions, "normalize_actions", column="action",
                               feature_type="CONTINUOUS_ACTION", num_samples=num_samples, seed=seed)
     spark = runtime.Spark(spark_master, spark_conf, spark_mode, engine, spark_kubernetes)
-    summary = runtime.run_data_stage(
+    result = runtime.run_data_stage(
         "normalize_actions", spark, options, job="normalize", inputs=runtime.object_uri(timeline_table),
         outputs=runtime.object_uri(action_normalization),
         uses_spark=normalize_stage.has_continuous_actions(timeline_table.path),
-        remote_summary=lambda output: {**runtime.normalization_summary(output), "column": "action",
-                                       "action_kind": "continuous"},
+        remote_summary=lambda output: runtime.normalization_result(
+            output, normalize_stage.NormalizeActionsResult, column="action", action_kind="continuous"),
         local=lambda: normalize_stage.normalize_actions(timeline_table.path, action_normalization.path, options,
                                                         spark_master=spark_master, engine=engine))
-    runtime.record(action_normalization, summary, ("column", "action_kind", "features", "feature_ids"))
+    runtime.record(action_normalization, result)
 
 
 def prepare(
@@ -236,22 +234,24 @@ def prepare(
     if action_normalization is not None:
         inputs["action_normalization"] = runtime.object_uri(action_normalization)
 
-    def remote_summary(outputs: dict) -> dict:
-        parts = {part: storage.read_metadata(uri) for part, uri in outputs.items()}
-        return {**parts["train"], **parts}
+    def remote_tables(outputs: dict) -> dict:
+        """Each table as its committed metadata describes it."""
+        return {part: prepare_stage.PreparedTable.from_dict(storage.read_metadata(uri))
+                for part, uri in outputs.items()}
 
-    spark = runtime.Spark(spark_master, spark_conf, spark_mode, engine, spark_kubernetes)
-    summary = runtime.run_data_stage(
-        "prepare", spark, options, inputs=inputs, remote_summary=remote_summary,
-        outputs={"train": runtime.object_uri(train_table), "eval": runtime.object_uri(eval_table)},
-        local=lambda: prepare_stage.prepare(
+    def local_tables() -> dict:
+        result = prepare_stage.prepare(
             timeline_table.path, normalization.path, train_table.path, eval_table.path, options,
             spark_master=spark_master, engine=engine,
-            action_normalization=action_normalization.path if action_normalization is not None else None))
-    for table, part in ((train_table, "train"), (eval_table, "eval")):
-        runtime.record(table, {**summary, **summary[part]}, ("num_rows", "episodes", "reward_mean", "terminal_rows",
-                                                            "feature_ids", "action_kind", "action_names",
-                                                            "metric_names"))
+            action_normalization=action_normalization.path if action_normalization is not None else None)
+        return {part: result.table(part) for part in ("train", "eval")}
+
+    spark = runtime.Spark(spark_master, spark_conf, spark_mode, engine, spark_kubernetes)
+    tables = runtime.run_data_stage(
+        "prepare", spark, options, inputs=inputs, remote_summary=remote_tables, local=local_tables,
+        outputs={"train": runtime.object_uri(train_table), "eval": runtime.object_uri(eval_table)})
+    runtime.record(train_table, tables["train"])
+    runtime.record(eval_table, tables["eval"])
 
 
 # ---------------------------------------------------------------- training
@@ -276,7 +276,6 @@ def train(
     ``num_epochs``, ``algorithm``, ``seed``, ``actions`` and ``device`` override ``workflow_config``
     (0, "", -1, None or [] and None keep its values; ``actions`` applies to discrete-action models only).
     """
-    from batchrl import storage
     from batchrl.kfp import runtime
     from batchrl.training import train as train_stage
 
@@ -284,13 +283,11 @@ def train(
     config = runtime.workflow_config(workflow_config, "train component workflow_config", num_epochs=num_epochs or None,
                                      algorithm=algorithm or None, seed=None if seed < 0 else seed,
                                      actions=actions or None)
-    summary = train_stage.train(config, train_table.path, eval_table.path, normalization.path, model.path,
-                                device=device)
-    details = storage.read_json(summary["paths"]["summary"])
-    runtime.record(model, {**summary, **details, "seed": config.seed}, ("algorithm", "device", "epochs", "seed", "action_names",
-                                                   "feature_ids", "train_rows", "eval_rows", "gamma"))
-    runtime.log_metrics(training_metrics, {"loss": summary["final_losses"], "eval_td_loss": summary["eval_td_loss"],
-                                           "cpe": summary["cpe"]})
+    result = train_stage.train(config, train_table.path, eval_table.path, normalization.path, model.path,
+                               device=device)
+    runtime.record(model, result)
+    runtime.log_metrics(training_metrics, {"loss": result.final_losses, "eval_td_loss": result.eval_td_loss,
+                                           "cpe": result.cpe})
 
 
 # ---------------------------------------------------------------- evaluation
@@ -337,15 +334,15 @@ def evaluate(
         passing_score_bar=passing_score_bar, gamma=gamma, temperature=temperature, bootstrap=bootstrap,
         switch_threshold=switch_threshold, fqe=fqe, fqe_iterations=fqe_iterations, num_envs=num_envs,
         max_steps=max_steps or None)
-    summary = evaluate_stage.evaluate(model.path, eval_table.path if eval_table is not None else None,
-                                      evaluation.path, options)
-    shutil.copyfile(summary["report_md"], report.path)
-    shutil.copyfile(summary["report_html"], report_html.path)
-    score, passed = runtime.gate(summary, gate, passing_score_bar)
-    runtime.record(evaluation, {**summary, "gate": gate, "score": score, "passed": passed},
-                   ("gate", "score", "passing_score_bar", "passed", "gym_score", "notes"))
-    runtime.log_metrics(metrics, {"gym": summary["gym"] or {}, "cpe": summary["cpe"]})
-    return passed
+    result = evaluate_stage.evaluate(model.path, eval_table.path if eval_table is not None else None,
+                                     evaluation.path, options)
+    shutil.copyfile(result.report_md, report.path)
+    shutil.copyfile(result.report_html, report_html.path)
+    verdict = runtime.gate(result, gate, passing_score_bar)
+    runtime.record(evaluation, result)
+    runtime.record(evaluation, verdict)
+    runtime.log_metrics(metrics, {"gym": result.gym or {}, "cpe": result.cpe})
+    return verdict.passed
 
 
 def publish(
@@ -361,11 +358,12 @@ def publish(
     from batchrl.kfp import runtime
 
     runtime.setup(s3_endpoint)
-    record = {key: evaluation.metadata.get(key) for key in ("score", "passed")}
-    summary = publish_stage.publish(model.path, evaluation.path, published.path, record)
+    # the evaluate step's GateResult, as KFP hands its metadata on
+    verdict = {"score": evaluation.metadata.get("score"), "passed": evaluation.metadata.get("passed")}
+    result = publish_stage.publish(model.path, evaluation.path, published.path, **verdict)
     if destination:
-        summary = publish_stage.publish(model.path, evaluation.path, destination, record)
-    runtime.record(published, summary, ("destination", "files", "score"))
+        result = publish_stage.publish(model.path, evaluation.path, destination, **verdict)
+    runtime.record(published, result)
 
 
 # ---------------------------------------------------------------- platform

@@ -9,10 +9,12 @@ storage commit protocol, so a reader never sees half a model (``_SUCCESS`` is wr
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 from batchrl import storage
 from batchrl.errors import BatchRLError
+from batchrl.results import StageResult, when_set
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +24,24 @@ EVALUATION_FILES = ("metrics.json", "report.md", "report.html")
 RECORD_FILE = "published.json"
 
 
-def publish(model: str, evaluation: str, destination: str, record: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class PublishResult(StageResult):
+    """What :func:`publish` committed (also written as ``published.json`` and the commit's metadata)."""
+
+    destination: str
+    files: list[str]
+    model: str
+    evaluation: str
+    score: float | None = when_set()  # the publish gate's number
+    passed: bool | None = when_set()  # whether the model passed the gate
+
+    METADATA: ClassVar[tuple[str, ...]] = ("destination", "files", "score")
+
+
+def publish(model: str, evaluation: str, destination: str, *, score: float | None = None,
+            passed: bool | None = None) -> PublishResult:
     """Copy the model's serving files and the evaluation's reports from ``model``/``evaluation`` to
-    ``destination``; ``record`` (score, bar, gate) is stored with them in ``published.json``."""
+    ``destination``; the gate's ``score`` and ``passed`` are stored with them in ``published.json``."""
     model, evaluation = model.rstrip("/"), evaluation.rstrip("/")
     if not storage.exists(f"{model}/{MODEL_FILES[0]}"):
         raise BatchRLError(f"no {MODEL_FILES[0]} in the model folder", where=model,
@@ -37,8 +54,9 @@ def publish(model: str, evaluation: str, destination: str, record: dict[str, Any
             name = uri.rsplit("/", 1)[-1]
             storage.write_bytes(writer.staging.child(name).uri, storage.read_bytes(uri))
             copied.append(name)
-        summary = {"destination": destination, "files": copied, "model": model, "evaluation": evaluation, **record}
-        storage.write_json(writer.staging.child(RECORD_FILE).uri, summary)
-        writer.commit({"stage": "publish", **summary})
+        result = PublishResult(destination=destination, files=copied, model=model, evaluation=evaluation,
+                               score=score, passed=passed)
+        storage.write_json(writer.staging.child(RECORD_FILE).uri, result.to_dict())
+        writer.commit({"stage": "publish", **result.to_dict()})
     log.info("published %d files to %s", len(copied), destination)
-    return summary
+    return result

@@ -11,11 +11,18 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from batchrl.errors import BatchRLError
+from batchrl.results import StageResult, require
+
+if TYPE_CHECKING:
+    from batchrl.data.normalize import NormalizeResult
+    from batchrl.evaluation.evaluate import EvaluateResult
+
+    NormalizeResultT = TypeVar("NormalizeResultT", bound=NormalizeResult)
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +69,13 @@ def json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def record(artifact: Any, summary: Any, keys: tuple[str, ...] = ()) -> None:
+def record(artifact: Any, result: StageResult) -> None:
     """Copy a stage result's metadata fields (:meth:`batchrl.results.StageResult.metadata`) into the
-    artifact's metadata (shown by the KFP UI); a stage that still returns a dict: its ``keys``."""
-    from batchrl.results import StageResult
-
-    if isinstance(summary, StageResult):
-        values, summary = summary.metadata(), summary.as_dict()
-    else:
-        values = {key: summary[key] for key in keys if summary.get(key) is not None}
-    for key, value in values.items():
+    artifact's metadata (shown by the KFP UI); anything but a typed result is a TypeError."""
+    result = require(result, "runtime.record")
+    for key, value in result.metadata().items():
         artifact.metadata[key] = json_safe(value)
-    log.info("summary: %s", json.dumps(json_safe(summary), sort_keys=True))
+    log.info("summary: %s", json.dumps(json_safe(result.to_dict()), sort_keys=True))
 
 
 def workflow_config(config: dict[str, Any], where: str, *, num_epochs: int | None = None,
@@ -132,8 +134,20 @@ def log_metrics(metrics: Any, values: dict[str, Any]) -> None:
 GATES = ("score", "cpe", "none")
 
 
-def gate(summary: dict[str, Any], kind: str, bar: float | None) -> tuple[float, bool]:
-    """The gated number of an evaluation summary and whether it reaches ``bar`` (no bar: never passes).
+@dataclass(frozen=True, kw_only=True)
+class GateResult(StageResult):
+    """The publish gate's verdict on an evaluation (:func:`gate`), recorded on the evaluation artifact."""
+
+    gate: str
+    score: float  # NaN: the gated number is missing or untrusted
+    passed: bool
+
+    METADATA: ClassVar[tuple[str, ...]] = ("gate", "score", "passed")
+
+
+def gate(result: EvaluateResult, kind: str, bar: float | None) -> GateResult:
+    """The gated number of an evaluation (``score``) and whether it reaches ``bar`` (``passed``; no bar: never
+    passes).
 
     ``score``: the mean return of the gym rollouts; ``cpe``: the lower 95% bound of the normalized
     estimate the evaluate stage recommends (``cpe_recommended``: a sequential estimator for multi-step
@@ -146,14 +160,14 @@ def gate(summary: dict[str, Any], kind: str, bar: float | None) -> tuple[float, 
         raise BatchRLError(f"unknown publish gate {kind!r}", where="evaluate component",
                            fix=f"use one of {', '.join(GATES)}")
     if kind == "none":
-        return float("nan"), False
+        return GateResult(gate=kind, score=float("nan"), passed=False)
     if kind == "score":
-        value = (summary.get("gym") or {}).get("mean_return")
+        value = (result.gym or {}).get("mean_return")
         missing = "no gym rollouts (give env)"
     else:
-        recommended = summary.get("cpe_recommended") or {}
+        recommended = result.cpe_recommended or {}
         name = recommended.get("estimator")
-        estimate = (summary.get("cpe") or {}).get(name) or {} if name else {}
+        estimate = result.cpe.get(name) or {} if name else {}
         value = estimate.get("normalized_ci_low")
         refusals = "; ".join(f"{k}: {v}" for k, v in (recommended.get("refusals") or {}).items())
         missing = (f"no trustworthy estimate ({recommended.get('reason', 'no CPE on an eval table')}"
@@ -162,11 +176,11 @@ def gate(summary: dict[str, Any], kind: str, bar: float | None) -> tuple[float, 
             value, missing = None, f"{name} is flagged: {'; '.join(estimate.get('warnings', []))}"
     if value is None or not math.isfinite(float(value)):
         log.warning("publish gate %r: %s; the model is not published", kind, missing)
-        return float("nan"), False
+        return GateResult(gate=kind, score=float("nan"), passed=False)
     passed = bar is not None and float(value) >= bar
     if not passed:
         log.warning("publish gate %r: %s is below the bar %s; the model is not published", kind, value, bar)
-    return float(value), passed
+    return GateResult(gate=kind, score=float(value), passed=passed)
 
 
 SPARK_MODES = ("local", "kubernetes")
@@ -235,12 +249,12 @@ def run_on_kubernetes(stage: str, input_uri: Any, output_uri: Any, options: Base
     return launcher.run_stage_for_pipeline(stage, input_uri, output_uri, options.model_dump(mode="json"), settings)
 
 
-def normalization_summary(uri: str) -> dict[str, Any]:
-    """Feature ids and type counts of a normalization file (what the normalize stage reports)."""
+def normalization_result(uri: str, result_type: type[NormalizeResultT], **values: Any) -> NormalizeResultT:
+    """The normalize stage's result as far as the normalization file at ``uri`` tells it (feature ids and
+    type counts; ``values``: the other fields known), for a stage that ran as a SparkApplication."""
+    from batchrl.data.normalize import type_counts
     from batchrl.preprocessing.normalization import read_normalization
 
     normalization = read_normalization(uri)
-    types: dict[str, int] = {}
-    for params in normalization.values():
-        types[params.feature_type.value] = types.get(params.feature_type.value, 0) + 1
-    return {"features": len(normalization), "feature_ids": list(normalization), "types": dict(sorted(types.items()))}
+    return result_type(output=uri, features=len(normalization), feature_ids=list(normalization),
+                       types=type_counts(normalization), **values)

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from batchrl.config import DQNTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.policy import masked_softmax
-from batchrl.training.optim import build_optimizer, build_schedulers, soft_update
+from batchrl.training.optim import soft_update
+from batchrl.training.steps import GradientSteps, detached, eval_mode
 from batchrl.training.td import autocast, discount, td_target
 
 
@@ -38,13 +39,11 @@ class CPETrainer:
         self.value_network = value_network.to(self.device)
         self.value_target = copy.deepcopy(self.value_network).requires_grad_(False)
         self.policy_network = policy_network
-        self.reward_optimizer = build_optimizer(params.optimizer, self.reward_network.parameters())
-        self.value_optimizer = build_optimizer(params.optimizer, self.value_network.parameters())
-        self.schedulers = build_schedulers(params.optimizer, self.reward_optimizer) + \
-            build_schedulers(params.optimizer, self.value_optimizer)
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self._minibatches = 0
+        # The Q-network's optimizer config, one optimizer per model, stepped with the Q-network's cadence.
+        self.steps = GradientSteps({"reward": (params.optimizer, self.reward_network.parameters()),
+                                    "value": (params.optimizer, self.value_network.parameters())},
+                                   params.minibatches_per_step, self.amp_dtype)
 
     def target_probs(self, state: Tensor, possible: Tensor) -> Tensor:
         """pi(.|s) of the policy being trained (no gradient)."""
@@ -64,51 +63,26 @@ class CPETrainer:
         return {"reward_loss": F.mse_loss(r_hat, batch.reward), "cpe_q_loss": F.mse_loss(q_hat, y)}
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
-        """One minibatch for both models (optimizer steps every ``minibatches_per_step``)."""
+        """One minibatch for both models (optimizer steps every ``minibatches_per_step``; then a soft
+        update of the value model's target)."""
         terms = self.losses(batch)
-        k = self.params.minibatches_per_step
-        loss = self.scaler.scale((terms["reward_loss"] + terms["cpe_q_loss"]) / k)
-        loss.backward()  # type: ignore[no-untyped-call]  # torch.Tensor.backward is unannotated
-        self._minibatches += 1
-        if self._minibatches % k == 0:
-            for optimizer in (self.reward_optimizer, self.value_optimizer):
-                self.scaler.step(optimizer)
-            self.scaler.update()
-            self.reward_optimizer.zero_grad(set_to_none=True)
-            self.value_optimizer.zero_grad(set_to_none=True)
+        if self.steps(terms["reward_loss"] + terms["cpe_q_loss"]):
             soft_update(self.value_target, self.value_network, self.rl.target_update_rate)
-        return {name: value.detach() for name, value in terms.items()}
+        return detached(terms)
 
     def end_epoch(self) -> None:
-        for scheduler in self.schedulers:
-            scheduler.step()
+        self.steps.end_epoch()
 
-    @torch.no_grad()
     def evaluate(self, batch: Batch) -> dict[str, Tensor]:
-        nets = (self.reward_network, self.value_network)
-        modes = [n.training for n in nets]
-        for n in nets:
-            n.eval()
-        try:
-            return {name: value.detach() for name, value in self.losses(batch).items()}
-        finally:
-            for n, mode in zip(nets, modes, strict=True):
-                n.train(mode)
+        with eval_mode(self.reward_network, self.value_network):
+            return detached(self.losses(batch))
 
     def state_dict(self) -> dict[str, Any]:
         return {"reward_network": self.reward_network.state_dict(), "value_network": self.value_network.state_dict(),
-                "value_target": self.value_target.state_dict(),
-                "reward_optimizer": self.reward_optimizer.state_dict(),
-                "value_optimizer": self.value_optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "schedulers": [s.state_dict() for s in self.schedulers], "minibatches": self._minibatches}
+                "value_target": self.value_target.state_dict(), "steps": self.steps.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reward_network.load_state_dict(state["reward_network"])
         self.value_network.load_state_dict(state["value_network"])
         self.value_target.load_state_dict(state["value_target"])
-        self.reward_optimizer.load_state_dict(state["reward_optimizer"])
-        self.value_optimizer.load_state_dict(state["value_optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
-            scheduler.load_state_dict(saved)
-        self._minibatches = int(state["minibatches"])
+        self.steps.load_state_dict(state["steps"])

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -34,6 +34,7 @@ from batchrl.errors import BatchRLError
 from batchrl.models.builders import build_network
 from batchrl.preprocessing.normalization import from_json_dict, read_normalization
 from batchrl.preprocessing.preprocessor import Preprocessor
+from batchrl.results import StageResult, not_printed
 from batchrl.serving.export import export_model
 from batchrl.training.algorithms import build_trainer, export_policy
 from batchrl.training.checkpoints import (
@@ -233,8 +234,35 @@ def _run(config: WorkflowConfig, setup: _Setup, loader: TransitionLoader, eval_b
     return loop
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainResult(StageResult):
+    """What :func:`train` wrote (non-finite numbers as ``None``); the rest is in ``training_summary.json``."""
+
+    output: str
+    algorithm: str
+    device: str
+    epochs: int
+    final_losses: dict[str, float | None]  # the last epoch's mean training terms
+    eval_td_loss: float | None
+    transitions_per_s: float | None
+    paths: dict[str, str]  # what was written: models, checkpoints, tensorboard, summary
+    resumed_from: str | None
+    cpe: dict[str, Any]  # the last epoch's CPE estimates (discrete models with CPE in training)
+    # in training_summary.json and the KFP model artifact's metadata, not in the printed summary
+    seed: int = not_printed()
+    gamma: float = not_printed()
+    feature_ids: list[int] = not_printed()
+    action_names: list[str] = not_printed()
+    train_rows: int = not_printed()
+    eval_rows: int = not_printed()
+
+    METADATA: ClassVar[tuple[str, ...]] = ("algorithm", "device", "epochs", "seed", "action_names", "feature_ids",
+                                           "train_rows", "eval_rows", "gamma")
+    HEADLINE: ClassVar[tuple[str, ...]] = ("epochs", "transitions_per_s", "eval_td_loss")
+
+
 def train(config: WorkflowConfig, train: str, eval: str, normalization: str, output: str,
-          device: str | None = None, resume: bool = False) -> dict[str, Any]:
+          device: str | None = None, resume: bool = False) -> TrainResult:
     """Train the configured model on ``train``, evaluate on ``eval`` each epoch, write ``output``."""
     started = time.perf_counter()
     output = output.rstrip("/")
@@ -282,7 +310,10 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
     }
     storage.write_json(paths["summary"], summary)
     log.info("train: wrote %s (%d epochs)", output, state.epoch)
-    short = {k: summary[k] for k in ("algorithm", "device", "epochs", "final_losses", "eval_td_loss",
-                                     "transitions_per_s", "paths", "resumed_from")}
-    result: dict[str, Any] = storage.json_safe({"output": output, **short, "cpe": final.get("cpe", {})})
-    return result
+    safe = storage.json_safe
+    return TrainResult(
+        output=output, algorithm=algorithm, device=str(dev), epochs=state.epoch,
+        final_losses=safe(summary["final_losses"]), eval_td_loss=safe(summary["eval_td_loss"]),
+        transitions_per_s=summary["transitions_per_s"], paths=paths, resumed_from=resumed_from,
+        cpe=safe(final.get("cpe", {})), seed=config.seed, gamma=params.rl.gamma, feature_ids=info.feature_ids,
+        action_names=info.action_names, train_rows=loader.num_rows, eval_rows=len(eval_batch))
