@@ -224,3 +224,34 @@ def test_cpu_threads_apply_while_training_only(tmp_path, data, monkeypatch):
     before = torch.get_num_threads()
     _run(tmp_path, data, "m", {**config_dict(epochs=1, cpe=False), "cpu_threads": before + 1})
     assert seen == [before + 1] and torch.get_num_threads() == before
+
+
+def test_checkpoint_selection_exports_the_epoch_with_the_best_cpe_lower_bound(tmp_path, data, monkeypatch):
+    """checkpoint_selection: the exported policy is the kept epoch whose WDR ci_low is the highest (every
+    epoch bootstraps), restored from its checkpoint; without CPE in training it is refused up front."""
+    config = {**config_dict(epochs=4), "checkpoint_selection": {"estimator": "WDR", "statistic": "ci_low"},
+              "keep_checkpoints": 3}
+    result = _run(tmp_path, data, "m", config)
+    summary = json.loads((tmp_path / "m" / "training_summary.json").read_text())
+    lows = {r["epoch"]: r["cpe"]["WDR"]["ci_low"] for r in summary["per_epoch"]}
+    assert all(isinstance(v, float) for v in lows.values())  # an interval in every epoch, not only the last
+    expected = max((low, epoch) for epoch, low in lows.items() if epoch >= 2)[1]  # epoch 1's checkpoint is pruned
+    assert result.selected_epoch == summary["selected_epoch"] == expected
+    assert result.to_dict()["selected_epoch"] == expected
+    saved = load_checkpoint(list_checkpoints(str(tmp_path / "m"))[expected])
+    q_network = saved["trainer"]["q_network"]
+    policy = load_policy(str(tmp_path / "m" / "model.torchscript"))
+    exported = {k[len("network."):]: v for k, v in policy.module.state_dict().items() if k.startswith("network.")}
+    assert set(q_network) == set(exported)
+    assert all(torch.equal(q_network[k], exported[k]) for k in q_network)
+    if expected == 4:  # the last epoch won: show the restore itself on an earlier one
+        monkeypatch.setattr(train_module, "select_epoch", lambda *args: (2, 0.0))
+        assert _run(tmp_path, data, "m2", config).selected_epoch == 2
+        exported = load_policy(str(tmp_path / "m2" / "model.torchscript")).module.state_dict()
+        for epoch in (2, 4):
+            saved = load_checkpoint(list_checkpoints(str(tmp_path / "m2"))[epoch])["trainer"]["q_network"]
+            assert all(torch.equal(v, exported[f"network.{k}"]) for k, v in saved.items()) == (epoch == 2)
+    without = {k: v for k, v in _run(tmp_path, data, "plain", config_dict(epochs=1)).to_dict().items()}
+    assert "selected_epoch" not in without
+    with pytest.raises(BatchRLError, match="checkpoint_selection chooses by the CPE estimates"):
+        _run(tmp_path, data, "nocpe", {**config_dict(epochs=1, cpe=False), "checkpoint_selection": {}})

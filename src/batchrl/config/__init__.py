@@ -57,6 +57,7 @@ from batchrl.config.discrete import (
 from batchrl.config.workflow import (
     CONTINUOUS_ALGORITHMS,
     AnyModel,
+    CheckpointSelection,
     InputTableSpec,
     ModelConfig,
     PublisherConfig,
@@ -68,6 +69,7 @@ from batchrl.config.workflow import (
 
 __all__ = [
     "Activation",
+    "CheckpointSelection",
     "AdamParameters",
     "CosineAnnealingLRParameters",
     "EvaluationParameters",

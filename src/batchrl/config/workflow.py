@@ -101,6 +101,17 @@ class ReaderOptions(_Strict):
     minibatch_size: int | None = Field(default=None, ge=1)
 
 
+class CheckpointSelection(_Strict):
+    """Export the epoch whose CPE criterion on the eval table is the highest instead of the last (discrete
+    models with ``calc_cpe_in_training``): the ``statistic`` (``ci_low``: the lower end of the 95%
+    interval, which bootstraps every epoch; ``raw``: the point estimate) of ``estimator`` (a key of the
+    per-epoch ``cpe``, e.g. WDR, SequentialDR, MAGIC, DR). The candidates are the epochs whose checkpoint is
+    kept (``checkpoint_every``, ``keep_checkpoints``). No simulator needed."""
+
+    estimator: str = "WDR"
+    statistic: Literal["ci_low", "raw"] = "ci_low"
+
+
 class WorkflowConfig(_Strict):
     """A whole workflow file: ReAgent's keys plus ``device``, ``checkpoint_every`` and ``engine`` (the data
     stages' engine: auto = DuckDB in this process, or spark).
@@ -127,6 +138,7 @@ class WorkflowConfig(_Strict):
     cpu_threads: int | None = Field(default=None, ge=1)  # torch intra-op threads while training; None: torch's
     reader_options: ReaderOptions | None = None
     engine: Literal["auto", "duckdb", "spark"] = "auto"  # data stages: DuckDB in this process, or Spark
+    checkpoint_selection: CheckpointSelection | None = None  # None: export the last epoch
 
     @field_validator("device")
     @classmethod

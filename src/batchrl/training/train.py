@@ -34,7 +34,7 @@ from batchrl.errors import BatchRLError
 from batchrl.models.builders import build_network
 from batchrl.preprocessing.normalization import from_json_dict, read_normalization
 from batchrl.preprocessing.preprocessor import Preprocessor
-from batchrl.results import StageResult, not_printed
+from batchrl.results import StageResult, not_printed, when_set
 from batchrl.serving.export import export_model
 from batchrl.training.algorithms import build_trainer, export_policy
 from batchrl.training.checkpoints import (
@@ -49,6 +49,7 @@ from batchrl.training.cpe_models import CPETrainer
 from batchrl.training.inputs import amp_dtype, preprocess_fn, resolve_device
 from batchrl.training.loop import LoopState, TensorBoardLog, TrainingLoop
 from batchrl.training.metrics import epoch_metrics
+from batchrl.training.selection import select_epoch
 from batchrl.training.trainer import Trainer
 
 __all__ = ["amp_dtype", "config_fingerprint", "preprocess_fn", "resolve_device", "train"]
@@ -120,10 +121,13 @@ def _discrete_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Pre
                          build_network(model_config.cpe_net_builder, preprocessor.output_dim, num_actions),
                          trainer.q_network, params, device=dev, amp_dtype=amp)
 
+    selection = config.checkpoint_selection
+    every_epoch_intervals = selection is not None and selection.statistic == "ci_low"
+
     def evaluate(eval_batch: Batch, epoch: int) -> dict[str, Any]:
         return epoch_metrics(trainer, cpe, eval_batch, params.actions, gamma=params.rl.gamma,
                              temperature=params.rl.temperature, seed=config.seed,
-                             bootstrap=CPE_BOOTSTRAP if epoch == config.num_epochs else 0)
+                             bootstrap=CPE_BOOTSTRAP if epoch == config.num_epochs or every_epoch_intervals else 0)
 
     def export(output: str, metadata: dict[str, Any]) -> dict[str, str]:
         paths = {"model": f"{output}/{MODEL_FILE}"}
@@ -234,6 +238,23 @@ def _run(config: WorkflowConfig, setup: _Setup, loader: TransitionLoader, eval_b
     return loop
 
 
+def _select_checkpoint(config: WorkflowConfig, setup: _Setup, state: LoopState, output: str) -> int | None:
+    """With ``checkpoint_selection``: the trainers restored from the chosen epoch's checkpoint
+    (:mod:`batchrl.training.selection`); the chosen epoch, or None without selection."""
+    if config.checkpoint_selection is None:
+        return None
+    checkpoints = list_checkpoints(output)
+    epoch, score = select_epoch(state.history, set(checkpoints), config.checkpoint_selection, output)
+    if epoch != state.epoch:
+        saved = load_checkpoint(checkpoints[epoch])
+        setup.trainer.load_state_dict(saved["trainer"])
+        if setup.cpe is not None:
+            setup.cpe.load_state_dict(saved["cpe"])
+    log.info("checkpoint_selection: exporting epoch %d of %d (%s %s %.4g)", epoch, state.epoch,
+             config.checkpoint_selection.estimator, config.checkpoint_selection.statistic, score)
+    return epoch
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainResult(StageResult):
     """What :func:`train` wrote (non-finite numbers as ``None``); the rest is in ``training_summary.json``."""
@@ -248,6 +269,7 @@ class TrainResult(StageResult):
     paths: dict[str, str]  # what was written: models, checkpoints, tensorboard, summary
     resumed_from: str | None
     cpe: dict[str, Any]  # the last epoch's CPE estimates (discrete models with CPE in training)
+    selected_epoch: int | None = when_set()  # the exported epoch, with checkpoint_selection
     # in training_summary.json and the KFP model artifact's metadata, not in the printed summary
     seed: int = not_printed()
     gamma: float = not_printed()
@@ -283,12 +305,17 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
     log.info("train: %s on %s, %d training rows (%s), %d eval rows, %d features -> %d inputs, actions %s",
              algorithm, dev, loader.num_rows, "resident" if loader.resident else "streaming", len(eval_batch),
              info.num_features, preprocessor.output_dim, info.action_names)
+    if config.checkpoint_selection is not None and setup.cpe is None:
+        raise BatchRLError("checkpoint_selection chooses by the CPE estimates of training, which this model does "
+                           "not compute", where=algorithm, fix="use a discrete model with "
+                           "eval_parameters.calc_cpe_in_training: true, or drop checkpoint_selection")
     state, resumed_from = _restore(setup, output, config_fingerprint(config), resume)
     loop = _run(config, setup, loader, eval_batch, output, state, resumed_from is not None)
+    selected = _select_checkpoint(config, setup, state, output)
 
     metadata = {"algorithm": algorithm, "gamma": params.rl.gamma, "temperature": params.rl.temperature,
                 "softmax_policy": params.rl.softmax_policy, "epochs": state.epoch, "seed": config.seed,
-                "batchrl_version": __version__}
+                "batchrl_version": __version__, **({"selected_epoch": selected} if selected else {})}
     paths = {**setup.export(output, metadata), "checkpoints": f"{output}/checkpoints",
              "tensorboard": f"{output}/tensorboard", "summary": f"{output}/{SUMMARY_FILE}"}
     final = state.history[-1] if state.history else {}
@@ -304,7 +331,7 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
         "feature_ids": info.feature_ids, "action_names": info.action_names,
         "action_space": "continuous" if info.continuous else "discrete",
         "inputs": {"train": train, "eval": eval, "normalization": normalization},
-        "resumed_from": resumed_from, "paths": paths,
+        "resumed_from": resumed_from, "paths": paths, "selected_epoch": selected,
         "config": config.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -315,5 +342,5 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
         output=output, algorithm=algorithm, device=str(dev), epochs=state.epoch,
         final_losses=safe(summary["final_losses"]), eval_td_loss=safe(summary["eval_td_loss"]),
         transitions_per_s=summary["transitions_per_s"], paths=paths, resumed_from=resumed_from,
-        cpe=safe(final.get("cpe", {})), seed=config.seed, gamma=params.rl.gamma, feature_ids=info.feature_ids,
+        cpe=safe(final.get("cpe", {})), selected_epoch=selected, seed=config.seed, gamma=params.rl.gamma, feature_ids=info.feature_ids,
         action_names=info.action_names, train_rows=loader.num_rows, eval_rows=len(eval_batch))
