@@ -23,6 +23,7 @@ Writes ``benchmarks/offline_matrix.json`` (merged: a run replaces its own record
 
     .venv/bin/python benchmarks/offline_matrix.py --envs CartPole-v1 --datasets random --algorithms DiscreteDQN --seeds 0
     .venv/bin/python benchmarks/offline_matrix.py                     # the whole matrix (days on 2 cores)
+    .venv/bin/python benchmarks/offline_matrix.py --table             # the summary table of the results
 """
 
 from __future__ import annotations
@@ -157,6 +158,31 @@ def _action_space(env: str) -> tuple[list[str] | None, int]:
     return None, int(space.shape[0])
 
 
+def summary_table(results: dict) -> str:
+    """Markdown: per (env, dataset), the logging policy's return and each library's best algorithm (the
+    highest mean over its seeds), mean +- std over seeds, with the seeds run."""
+    import numpy as np
+
+    by_cell: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
+    for r in results["records"]:
+        cell = by_cell.setdefault((r["env"], r["dataset"]), {})
+        cell.setdefault(r["library"], {}).setdefault(r["algorithm"], []).append(r["mean_return"])
+    lines = ["| env | dataset | logging policy | batchrl best (mean +- std, seeds) | d3rlpy best (mean +- std, seeds) |",
+             "|---|---|---|---|---|"]
+    for (env, dataset), libraries in sorted(by_cell.items()):
+        cells = []
+        for library in ("batchrl", "d3rlpy"):
+            algorithms = libraries.get(library, {})
+            if not algorithms:
+                cells.append("-")
+                continue
+            name, returns = max(algorithms.items(), key=lambda item: np.mean(item[1]))
+            cells.append(f"{name} {np.mean(returns):.1f} +- {np.std(returns):.1f} ({len(returns)})")
+        behavior = results["behavior"].get(f"{env}/{dataset}")
+        lines.append(f"| {env} | {dataset} | {'-' if behavior is None else f'{behavior:.1f}'} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
@@ -168,9 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets-workdir", default=str(ROOT / "runs" / "datasets"))
     parser.add_argument("--workdir", default=str(ROOT / "runs" / "offline_matrix"))
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--table", action="store_true", help="print the summary table of --results and stop")
     args = parser.parse_args(argv)
     results_file = pathlib.Path(args.results)
     results = json.loads(results_file.read_text()) if results_file.exists() else {"records": [], "behavior": {}}
+    if args.table:
+        print(summary_table(results))
+        return 0
     behavior = json.loads((ROOT / "benchmarks" / "datasets.json").read_text())
     for env in args.envs:
         continuous, datasets = ENVS[env]
