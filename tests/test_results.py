@@ -99,6 +99,15 @@ def test_nested_stats_serialize_as_the_old_dicts():
     assert PreparedTable.from_dict(committed) == result.table("train")
 
 
+def test_a_summary_missing_a_field_is_a_clear_error():
+    """A committed output whose metadata lacks a result field (written by another version) names the fields."""
+    from batchrl.errors import BatchRLError
+
+    with pytest.raises(BatchRLError, match="lacks input, output, input_rows") as caught:
+        TimelineResult.from_dict({"output_rows": 1, "stage": "timeline"}, where="s3://b/timeline")
+    assert caught.value.where == "s3://b/timeline"
+
+
 @pytest.mark.parametrize("summary", [{"rows": 1}, None, "rows=1"])
 def test_record_summary_and_the_run_line_take_typed_results_only(summary, capsys):
     from batchrl.commands._common import print_summary

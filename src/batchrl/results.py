@@ -64,11 +64,19 @@ class StageResult:
         return {name: value for name in self.HEADLINE if (value := getattr(self, name)) is not None}
 
     @classmethod
-    def from_dict(cls: type[ResultT], data: dict[str, Any], **values: Any) -> ResultT:
-        """The result whose fields are in ``data`` (e.g. committed metadata, which holds more keys) or in
-        ``values``; a missing field without a default raises TypeError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in names}, **values})
+    def from_dict(cls: type[ResultT], data: dict[str, Any], *, where: str = "", **values: Any) -> ResultT:
+        """The result whose fields are in ``data`` (e.g. a stage's committed metadata, which holds more keys)
+        or in ``values``; a field without a default missing from both is a BatchRLError about ``where``."""
+        from batchrl.errors import BatchRLError
+
+        fields = dataclasses.fields(cls)
+        known = {**{k: v for k, v in data.items() if k in {f.name for f in fields}}, **values}
+        missing = [f.name for f in fields if f.name not in known and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise BatchRLError(f"the stage's summary lacks {', '.join(missing)}", where=where or cls.__name__,
+                               fix="rerun the stage with this batchrl version (its output's metadata is its summary)")
+        return cls(**known)
 
     @classmethod
     def unknown_names(cls) -> list[str]:

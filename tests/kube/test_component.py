@@ -46,14 +46,26 @@ def _artifact(uri: str) -> SimpleNamespace:
     return SimpleNamespace(uri=uri.replace("s3://", "minio://"), path="/minio/unused", metadata={})
 
 
+def _commit_timeline(output: str) -> None:
+    """What the driver commits when the application completes (the fake operator runs nothing): a table
+    whose metadata is the timeline stage's summary."""
+    from batchrl import storage
+    from batchrl.data.timeline import TimelineResult
+
+    summary = TimelineResult(input="x", output=output, input_rows=2, input_episodes=1, duplicates_dropped=0,
+                             output_rows=1, action_kind="discrete", steps=None, add_terminal_state_row=False,
+                             outlier_filter=None, outlier_episodes_dropped=0, columns=["mdp_id"],
+                             engine="spark (k8s://)", elapsed_s=1.0)
+    storage.write_table(pa.table({"mdp_id": ["a"]}), output,
+                        metadata={"stage": "timeline", **summary.to_dict(), "options": {}, "schema": "struct<>"})
+
+
 def test_timeline_step_on_kubernetes_uses_the_pipelines_endpoint_and_the_pods_namespace(
         kube, step_pod, s3_env, s3_server, monkeypatch):
-    from batchrl import storage
     from batchrl.kfp.components import build_components
 
     output = f"{s3_env}/timeline"
-    # what the driver commits when the application completes (the fake operator runs nothing)
-    storage.write_table(pa.table({"mdp_id": ["a"]}), output, metadata={"output_rows": 1, "input": "x"})
+    _commit_timeline(output)
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # from here on only the pipeline's s3_endpoint parameter names it
     table = _artifact(output)
     step = build_components()["timeline"].python_func
@@ -76,14 +88,14 @@ def test_timeline_step_on_kubernetes_uses_the_pipelines_endpoint_and_the_pods_na
     payload = json.loads(app["spec"]["arguments"][0])
     assert (payload["input"], payload["output"]) == (f"{s3_env}/logged", output), "KFP's minio:// read as s3://"
     assert table.metadata["output_rows"] == 1, "the stage summary comes back from the committed output"
+    assert table.metadata["input_rows"] == 2 and "engine" not in table.metadata  # TimelineResult.METADATA
 
 
 def test_an_explicit_endpoint_and_namespace_in_spark_kubernetes_win(kube, step_pod, s3_env, s3_server):
-    from batchrl import storage
     from batchrl.kfp.components import build_components
 
     output = f"{s3_env}/timeline"
-    storage.write_table(pa.table({"mdp_id": ["a"]}), output, metadata={"output_rows": 1})
+    _commit_timeline(output)
     build_components()["timeline"].python_func(
         timeline_table=_artifact(output), start_ds="2019-01-01", end_ds="2019-01-02", add_terminal_state_row=False,
         input_uri=f"{s3_env}/logged", spark_mode="kubernetes", s3_endpoint=s3_server,

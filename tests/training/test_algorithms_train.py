@@ -64,8 +64,8 @@ def test_resume_continues_like_an_uninterrupted_run(tmp_path, data, name):
           str(tmp_path / "part"))
     resumed = train(parse_config(config(name, epochs=2, cpe=False)), data["train"], data["eval"], data["norm.json"],
                     str(tmp_path / "part"), resume=True)
-    assert resumed["resumed_from"].endswith("epoch-0001.pt")
-    assert resumed["final_losses"]["loss"] == pytest.approx(full["final_losses"]["loss"], rel=1e-6)
+    assert resumed.resumed_from.endswith("epoch-0001.pt")
+    assert resumed.final_losses["loss"] == pytest.approx(full.final_losses["loss"], rel=1e-6)
     states = torch.rand(8, 4) - 0.5
     assert torch.equal(load_policy(str(tmp_path / "full/model.torchscript")).outputs(states),
                        load_policy(str(tmp_path / "part/model.torchscript")).outputs(states))

@@ -83,7 +83,7 @@ def run_compile(args: argparse.Namespace) -> int:
                   f"{DEFAULT_IMAGES.runtime} and none", file=sys.stderr)
         written = compile_all(args.root, images, args.pipeline_root)
     print_json({"images": {"runtime": images.runtime, "trainer": images.trainer, "spark": images.spark},
-                   "pipeline_root": args.pipeline_root, "written": [str(path) for path in written]})
+                "pipeline_root": args.pipeline_root, "written": [str(path) for path in written]})
     return 0
 
 
@@ -93,5 +93,5 @@ def run_local(args: argparse.Namespace) -> int:
 
     parameters = read_parameters(args.config)
     print_json(run(parameters, pipeline_root=args.pipeline_root, pipeline_file=args.pipeline, cache=args.cache,
-                      where=args.config))
+                   where=args.config))
     return 0

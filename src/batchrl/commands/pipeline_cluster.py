@@ -147,9 +147,9 @@ def run_submit(args: argparse.Namespace) -> int:
     _checked_pipeline_root(args)
     client = kfp_client.connect(args.host, args.namespace)
     print_json(kfp_client.submit(client, package, parameters, experiment=args.experiment,
-                                    run_name=args.run_name, namespace=args.namespace,
-                                    pipeline_root=args.pipeline_root, service_account=args.service_account,
-                                    host=args.host))
+                                 run_name=args.run_name, namespace=args.namespace,
+                                 pipeline_root=args.pipeline_root, service_account=args.service_account,
+                                 host=args.host))
     return 0
 
 
@@ -161,7 +161,7 @@ def run_upload(args: argparse.Namespace) -> int:
         package = kfp_client.with_pipeline_root(package, args.pipeline_root)
     client = kfp_client.connect(args.host, args.namespace)
     print_json(kfp_client.ensure_pipeline_version(client, package, args.pipeline_name, args.version, args.host,
-                                                     args.namespace))
+                                                  args.namespace))
     return 0
 
 
@@ -192,8 +192,8 @@ def run_schedule(args: argparse.Namespace) -> int:
         kfp_client.delete_schedule(client, old["id"], args.host)
     summary = kfp_client.create_schedule(client, spec, args.namespace, version=version, host=args.host)
     print_json({"recurring_run": summary, "pipeline_version": version,
-                   "replaced": [old["id"] for old in existing],
-                   "watch": "kubectl -n <namespace> get scheduledworkflows (swf)"})
+                "replaced": [old["id"] for old in existing],
+                "watch": "kubectl -n <namespace> get scheduledworkflows (swf)"})
     return 0
 
 

@@ -106,7 +106,8 @@ def timeline(
     result = runtime.run_data_stage(
         "timeline", spark, options, inputs=input_uri or runtime.object_uri(logged),
         outputs=runtime.object_uri(timeline_table),
-        remote_summary=lambda output: timeline_stage.TimelineResult.from_dict(storage.read_metadata(output)),
+        remote_summary=lambda output: timeline_stage.TimelineResult.from_dict(storage.read_metadata(output),
+                                                                              where=output),
         local=lambda: timeline_stage.timeline(input_uri or logged.path, timeline_table.path, options,
                                               spark_master=spark_master, engine=engine))
     runtime.record(timeline_table, result)
@@ -236,7 +237,7 @@ def prepare(
 
     def remote_tables(outputs: dict) -> dict:
         """Each table as its committed metadata describes it."""
-        return {part: prepare_stage.PreparedTable.from_dict(storage.read_metadata(uri))
+        return {part: prepare_stage.PreparedTable.from_dict(storage.read_metadata(uri), where=uri)
                 for part, uri in outputs.items()}
 
     def local_tables() -> dict:

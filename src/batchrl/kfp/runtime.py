@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     NormalizeResultT = TypeVar("NormalizeResultT", bound=NormalizeResult)
 
+ResultT = TypeVar("ResultT")
+
 log = logging.getLogger(__name__)
 
 
@@ -213,13 +215,14 @@ class Spark:
     kubernetes: dict[str, Any] | None = None
 
 
-def run_data_stage(step: str, spark: Spark, options: BaseModel, *, local: Callable[[], Any], inputs: Any,
-                   outputs: Any, remote_summary: Callable[[Any], Any], job: str | None = None,
-                   uses_spark: bool = True) -> Any:
+def run_data_stage(step: str, spark: Spark, options: BaseModel, *, local: Callable[[], ResultT], inputs: Any,
+                   outputs: Any, remote_summary: Callable[[Any], ResultT], job: str | None = None,
+                   uses_spark: bool = True) -> ResultT:
     """Run a data stage where ``spark`` says: ``mode`` kubernetes (and ``uses_spark``): as a SparkApplication
-    ``job`` (default ``step``) from ``inputs`` to ``outputs`` (object-store URIs), its summary
-    ``remote_summary(outputs)``; else ``local()`` in this pod, after starting the step's Spark session
-    when the engine is Spark and ``uses_spark``."""
+    ``job`` (default ``step``) from ``inputs`` to ``outputs`` (object-store URIs), its result rebuilt by
+    ``remote_summary(outputs)`` from what the application committed; else ``local()`` in this pod, after
+    starting the step's Spark session when the engine is Spark and ``uses_spark``. Both give the same
+    typed result(s)."""
     if check_spark_mode(spark.mode, step) and uses_spark:
         run_on_kubernetes(job or step, inputs, outputs, options, spark.kubernetes)
         return remote_summary(outputs)
