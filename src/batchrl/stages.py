@@ -92,12 +92,11 @@ def normalize_options(config: WorkflowConfig, context: Context) -> Any:
 
 
 def normalize_actions_options(config: WorkflowConfig, context: Context) -> Any:
-    """Continuous actions: the action preprocessing block; discrete: the state block's sample size (the
-    stage reads only the schema then)."""
+    """Continuous and parametric actions: the action preprocessing block (item features are scaled by
+    their [min, max], CONTINUOUS_ACTION, as continuous actions are); discrete: the state block's sample
+    size (the stage reads only the schema then)."""
     model = config.model.value
-    if isinstance(model, ParametricModelBase):  # item features: identified like state features
-        return _normalize_options(model.action_options, config.seed).model_copy(update={"column": "action"})
-    if isinstance(model, ContinuousModelBase) and model.action_preprocessing_options is not None:
+    if isinstance(model, ContinuousModelBase | ParametricModelBase) and model.action_preprocessing_options is not None:
         prep = model.action_preprocessing_options
     else:
         prep = PreprocessingOptions(num_samples=normalize_options(config, context).num_samples)

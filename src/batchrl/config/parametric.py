@@ -58,7 +58,7 @@ class ParametricModelBase(_Strict):
     net_builder: NetBuilderConfig = Field(default_factory=_default_net)
     eval_parameters: EvaluationParameters | None = None
     state_preprocessing_options: PreprocessingOptions = Field(default_factory=PreprocessingOptions)
-    action_preprocessing_options: PreprocessingOptions | None = None  # default: the state block's
+    action_preprocessing_options: PreprocessingOptions | None = None  # item [min, max] sampling; default: the state's
     state_float_features: list[tuple[int, str]] | None = None  # accepted (ReAgent's); ids come from the data
     action_float_features: list[tuple[int, str]] | None = None  # when given: must list the table's item ids
 
@@ -75,10 +75,6 @@ class ParametricModelBase(_Strict):
     def preprocessing_options(self) -> PreprocessingOptions:
         """The state block (the name the discrete algorithms use)."""
         return self.state_preprocessing_options
-
-    @property
-    def action_options(self) -> PreprocessingOptions:
-        return self.action_preprocessing_options or self.state_preprocessing_options
 
     @property
     def evaluation(self) -> Any:
