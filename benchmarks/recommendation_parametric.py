@@ -4,7 +4,9 @@ Per seed: ``batchrl run configs/recommendation_parametric_dqn_offline.yaml`` wit
 steps logged by the softmax over the simulator's hand-made item score -> timeline -> normalize (states,
 items) -> prepare -> ParametricDQN -> evaluate): the mean return of the exported greedy policy and of the
 ``logging``, ``myopic`` and ``random`` baselines over the same evaluation episodes (metrics.json
-``gym.baselines``). Prints one JSON line per seed and a Markdown table; writes ``--out``.
+``gym.baselines``), and the CPE estimates (DR, SDR, WDR, MAGIC) of the softmax(Q/temperature) target policy
+beside its simulated discounted return (``gym.target_policy``). Prints one JSON line per seed and Markdown
+tables; writes ``--out``.
 
     .venv/bin/python benchmarks/recommendation_parametric.py --workdir /tmp/rec-bench          # seeds 0-4
     .venv/bin/python benchmarks/recommendation_parametric.py --seeds 0 --config configs/...yaml
@@ -38,8 +40,14 @@ def run_seed(config_path: pathlib.Path, seed: int, workdir: pathlib.Path) -> dic
            "model_length": gym["mean_length"], "episodes": gym["episodes"],
            **{name: gym["baselines"][name]["mean_return"] for name in ("logging", "myopic", "random")},
            "logged_mean_return": results["generate"]["mean_episode_return"],
+           # CPE of the softmax(Q/temperature) target policy vs its simulated discounted return
+           "target_policy_discounted_return": gym["target_policy"]["mean_discounted_return"],
+           **{f"cpe_{name}": metrics["cpe"]["estimates"][name]["raw"] for name in ("DR", "SDR", "WDR", "MAGIC")
+              if name in metrics["cpe"]["estimates"]},
            "seconds": round(time.perf_counter() - started, 1)}
     row["beats_logging_and_myopic"] = row["model"] > max(row["logging"], row["myopic"])
+    if "cpe_SDR" in row:
+        row["sdr_relative_error"] = row["cpe_SDR"] / row["target_policy_discounted_return"] - 1
     return row
 
 
@@ -64,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['seed']} | " + " | ".join(f"{r[p]:.2f}" for p in POLICIES) +
               f" | {'yes' if r['beats_logging_and_myopic'] else 'no'} |")
     print(f"\nmodel beats logging and myopic on {wins}/{len(rows)} seeds")
+    print("\n| seed | target policy's simulated discounted return | SDR | WDR | SDR error |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['seed']} | {r['target_policy_discounted_return']:.3f} | {r.get('cpe_SDR', float('nan')):.3f} | "
+              f"{r.get('cpe_WDR', float('nan')):.3f} | {100 * r.get('sdr_relative_error', float('nan')):+.1f}% |")
     return 0
 
 

@@ -192,28 +192,34 @@ def _rollout_summary(rollouts: Any, options: EvaluateOptions) -> dict[str, Any]:
             "mean_length": float(rollouts.lengths.mean()), "returns": rollouts.returns.tolist()}
 
 
-def candidate_gym_evaluation(policy: LoadedModel, options: EvaluateOptions, gamma: float) -> dict[str, Any]:
+def candidate_gym_evaluation(policy: LoadedModel, options: EvaluateOptions, gamma: float, temperature: float
+                             ) -> dict[str, Any]:
     """A parametric model in a candidate-set environment, with the ``logging``, ``myopic`` and ``random``
     baselines over the same episodes (:mod:`batchrl.evaluation.candidate_rollouts`) under ``baselines``."""
     from batchrl.evaluation.candidate_rollouts import candidate_rollouts
 
     assert options.env is not None
-    model, baselines = candidate_rollouts(policy, options.env, options.episodes, options.seed, gamma,
-                                          options.max_steps, options.logging_policy, options.logging_temperature)
+    model, baselines, target = candidate_rollouts(policy, options.env, options.episodes, options.seed, gamma,
+                                                  options.max_steps, options.logging_policy,
+                                                  options.logging_temperature, temperature)
     return {"env": options.env, "episodes": options.episodes, "seed": options.seed, "policy": "greedy",
             "gamma": gamma, **_rollout_summary(model, options),
+            # the truth CPE estimates: the softmax(Q/temperature) policy's simulated returns
+            "target_policy": {"temperature": temperature, **{k: v for k, v in _rollout_summary(target, options).items()
+                                                             if k != "returns"}},
             "baselines": {name: {k: v for k, v in _rollout_summary(r, options).items() if k != "returns"}
                           | ({"policy": options.logging_policy, "temperature": options.logging_temperature}
                              if name == "logging" else {})
                           for name, r in baselines.items()}}
 
 
-def gym_evaluation(policy: LoadedModel, options: EvaluateOptions, gamma: float) -> dict[str, Any]:
+def gym_evaluation(policy: LoadedModel, options: EvaluateOptions, gamma: float, temperature: float = 0.0
+                   ) -> dict[str, Any]:
     from batchrl.evaluation.rollouts import greedy_rollouts
 
     assert options.env is not None
     if policy.parametric:
-        return candidate_gym_evaluation(policy, options, gamma)
+        return candidate_gym_evaluation(policy, options, gamma, temperature)
     rollouts = greedy_rollouts(policy, options.env, options.episodes, options.seed, gamma=gamma,
                                num_envs=options.num_envs, max_steps=options.max_steps)
     return {
@@ -247,8 +253,11 @@ def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions
                                                         "train_rows", "eval_rows") if key in training},
     }
     if eval is not None and policy.parametric:
-        notes.append("the model scores candidate sets (parametric actions): CPE over candidate sets is not "
-                     "computed by this stage yet")
+        from batchrl.evaluation.candidate_cpe import candidate_cpe
+
+        metrics["cpe"] = candidate_cpe(policy, eval, gamma, temperature, options.seed, options.bootstrap,
+                                       options.switch_threshold)
+        cpe_inputs = table_bytes(inputs_to_table(metrics["cpe"].pop("inputs")))
     elif eval is not None and policy.continuous:
         notes.append("the model's actions are continuous: the CPE estimators here need discrete actions "
                      "(target-policy probabilities), so no CPE was computed")
@@ -256,7 +265,7 @@ def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions
         metrics["cpe"] = counterfactual_evaluation(model_dir, policy, eval, options, gamma, temperature, notes)
         cpe_inputs = table_bytes(inputs_to_table(metrics["cpe"].pop("inputs")))
     if options.env is not None:
-        metrics["gym"] = gym_evaluation(policy, options, gamma)
+        metrics["gym"] = gym_evaluation(policy, options, gamma, temperature)
     passed = None
     if options.passing_score_bar is not None:
         if "gym" in metrics:
