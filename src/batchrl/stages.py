@@ -23,6 +23,7 @@ from typing import Any
 from batchrl.config import PreprocessingOptions, WorkflowConfig
 from batchrl.config.continuous import ContinuousModelBase
 from batchrl.config.discrete import DQNTrainerParameters
+from batchrl.config.parametric import ParametricModelBase
 from batchrl.errors import BatchRLError
 
 DEFAULT_DS = "2019-01-01"
@@ -72,7 +73,8 @@ def generate_options(config: WorkflowConfig, context: Context) -> Any:
         raise BatchRLError("the workflow config names no env_name to generate logged data in",
                            where="workflow config", fix="set env_name, or give your logged table with --input")
     return GenerateOptions(env=config.env_name, transitions=config.num_train_transitions or DEFAULT_TRANSITIONS,
-                           seed=config.seed, ds=context.ds, max_steps=max_steps(config))
+                           seed=config.seed, ds=context.ds, max_steps=max_steps(config),
+                           policy=config.logging_policy.policy, temperature=config.logging_policy.temperature)
 
 
 def timeline_options(config: WorkflowConfig, context: Context) -> Any:
@@ -90,10 +92,11 @@ def normalize_options(config: WorkflowConfig, context: Context) -> Any:
 
 
 def normalize_actions_options(config: WorkflowConfig, context: Context) -> Any:
-    """Continuous actions: the action preprocessing block; discrete: the state block's sample size (the
-    stage reads only the schema then)."""
+    """Continuous and parametric actions: the action preprocessing block (item features are scaled by
+    their [min, max], CONTINUOUS_ACTION, as continuous actions are); discrete: the state block's sample
+    size (the stage reads only the schema then)."""
     model = config.model.value
-    if isinstance(model, ContinuousModelBase) and model.action_preprocessing_options is not None:
+    if isinstance(model, ContinuousModelBase | ParametricModelBase) and model.action_preprocessing_options is not None:
         prep = model.action_preprocessing_options
     else:
         prep = PreprocessingOptions(num_samples=normalize_options(config, context).num_samples)
@@ -126,7 +129,9 @@ def evaluate_options(config: WorkflowConfig, context: Context) -> Any:
     from batchrl.evaluation.evaluate import EvaluateOptions
 
     return EvaluateOptions(env=config.env_name, episodes=config.num_eval_episodes or DEFAULT_EVAL_EPISODES,
-                           seed=config.seed, passing_score_bar=config.passing_score_bar, max_steps=max_steps(config))
+                           seed=config.seed, passing_score_bar=config.passing_score_bar, max_steps=max_steps(config),
+                           logging_policy=config.logging_policy.policy,
+                           logging_temperature=config.logging_policy.temperature)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ from torch import nn
 from batchrl.config import CONTINUOUS_ALGORITHMS, ModelConfig
 from batchrl.data.loader import Batch
 from batchrl.serving.export import load_policy
+from batchrl.serving.parametric import export_parametric_model
 from batchrl.training.algorithms import ALGORITHMS, build_trainer, export_policy
 from batchrl.training.trainer import ActingTrainer, Trainer
 
-STATE_DIM, NUM_ACTIONS, ACTION_DIM = 4, 3, 2
+STATE_DIM, NUM_ACTIONS, ACTION_DIM, CANDIDATES = 4, 3, 2, 5
 NET = {"FullyConnected": {"sizes": [16], "activations": ["relu"]}}
 SCHEDULE = {"Adam": {"lr": 0.01, "lr_schedulers": [{"StepLR": {"step_size": 1, "gamma": 0.5}}]}}
 DISCRETE = {"actions": [0, 1, 2], "rl": {"gamma": 0.9, "target_update_rate": 0.1}, "optimizer": SCHEDULE}
@@ -53,6 +54,10 @@ EXAMPLES = {
     "IQL": ("IQL", {"trainer_param": {**CONTINUOUS, "expectile": 0.8, "value_network_optimizer": {"Adam": {"lr": 0.01}}},
                     "actor_net_builder": {"GaussianFullyConnected": NET["FullyConnected"]}, "critic_net_builder": NET,
                     "value_net_builder": NET}),
+    "ParametricDQN": ("ParametricDQN", {"trainer_param": {"rl": {"gamma": 0.9, "target_update_rate": 0.1},
+                                                          "optimizer": SCHEDULE}, "net_builder": NET}),
+    "ParametricCQL": ("ParametricCQL", {"trainer_param": {"rl": {"gamma": 0.9, "target_update_rate": 0.1},
+                                                          "optimizer": SCHEDULE, "alpha": 0.5}, "net_builder": NET}),
 }
 
 
@@ -64,10 +69,32 @@ def model(example: str) -> ModelConfig:
 def make(example: str, seed: int = 0) -> Trainer:
     config = model(example)
     torch.manual_seed(seed)
-    return build_trainer(config, STATE_DIM, ACTION_DIM if config.continuous else NUM_ACTIONS, seed=seed)
+    return build_trainer(config, STATE_DIM, ACTION_DIM if config.continuous or config.parametric else NUM_ACTIONS,
+                         seed=seed)
 
 
-def batch(rows: int, seed: int, continuous: bool) -> Batch:
+def parametric_batch(rows: int, seed: int) -> Batch:
+    """Candidate sets of 2..CANDIDATES items (padded), the chosen item one of them."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(2, CANDIDATES + 1, (rows,), generator=gen)
+    mask = torch.arange(CANDIDATES) < sizes[:, None]
+    candidates = torch.randn(rows, CANDIDATES, ACTION_DIM, generator=gen) * mask[..., None]
+    next_candidates = torch.randn(rows, CANDIDATES, ACTION_DIM, generator=gen) * mask[..., None]
+    index = (torch.rand(rows, generator=gen) * sizes).long()
+    not_terminal = torch.rand(rows, generator=gen) > 0.1
+    return Batch(state=torch.randn(rows, STATE_DIM, generator=gen), state_presence=None,
+                 next_state=torch.randn(rows, STATE_DIM, generator=gen), next_state_presence=None,
+                 action=candidates[torch.arange(rows), index], next_action=next_candidates[:, 0],
+                 reward=torch.rand(rows, generator=gen), possible_actions_mask=mask,
+                 possible_next_actions_mask=mask & not_terminal[:, None], not_terminal=not_terminal,
+                 action_probability=1.0 / sizes.float(), step=torch.ones(rows, dtype=torch.long),
+                 time_diff=torch.ones(rows, dtype=torch.long), candidates=candidates,
+                 next_candidates=next_candidates, action_index=index)
+
+
+def batch(rows: int, seed: int, continuous: bool, parametric: bool = False) -> Batch:
+    if parametric:
+        return parametric_batch(rows, seed)
     gen = torch.Generator().manual_seed(seed)
     possible = torch.rand(rows, NUM_ACTIONS, generator=gen) > 0.2
     possible[:, 0] = True
@@ -111,13 +138,21 @@ def test_the_registry_and_the_config_name_the_same_algorithms():
     assert set(CONTINUOUS_ALGORITHMS) == {"SAC", "TD3", "IQL"}
 
 
+def serve(trainer: Trainer, state: torch.Tensor, parametric: bool) -> torch.Tensor:
+    """What the serving network computes: Q over a parametric batch's candidates, else of the state."""
+    if parametric:
+        extra = parametric_batch(len(state), 7)
+        return trainer.q_network(state, extra.candidates)
+    return trainer.q_network(state)
+
+
 @pytest.mark.parametrize("example", list(EXAMPLES))
 def test_trainer_contract(example, tmp_path):
-    continuous = model(example).continuous
+    continuous, parametric = model(example).continuous, model(example).parametric
     trainer = make(example)
     assert isinstance(trainer, Trainer)
     assert isinstance(trainer, ActingTrainer) == continuous
-    batches = [batch(32, seed, continuous) for seed in range(6)]
+    batches = [batch(32, seed, continuous, parametric) for seed in range(6)]
 
     # fit a few steps: named, finite, detached 0-d terms; evaluation gives the same kind of terms
     for terms in fit(trainer, batches):
@@ -136,7 +171,7 @@ def test_trainer_contract(example, tmp_path):
     again.end_epoch()
     state = batches[0].state
     with torch.no_grad():
-        assert torch.equal(trainer.q_network(state), again.q_network(state))
+        assert torch.equal(serve(trainer, state, parametric), serve(again, state, parametric))
 
     # state_dict round trip: a trainer built with another seed, loaded from the saved state, continues
     # exactly like the original
@@ -144,10 +179,13 @@ def test_trainer_contract(example, tmp_path):
     torch.save(trainer.state_dict(), buffer)
     restored = make(example, seed=1)
     restored.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=False))
-    extra = [batch(32, 99 + k, continuous) for k in range(3)]
+    extra = [batch(32, 99 + k, continuous, parametric) for k in range(3)]
     assert [t["loss"] for t in fit(trainer, extra)] == [t["loss"] for t in fit(restored, extra)]
     with torch.no_grad():
-        assert torch.equal(trainer.q_network(state), restored.q_network(state))
+        assert torch.equal(serve(trainer, state, parametric), serve(restored, state, parametric))
+    if parametric:
+        check_parametric_export(trainer, tmp_path)
+        return
 
     # export parity: the exported policy returns what the serving network computes
     uri = str(tmp_path / "model.torchscript")
@@ -164,3 +202,31 @@ def test_trainer_contract(example, tmp_path):
         low, high = (torch.tensor(b) for b in bounds)
         expected = low + (expected + 1) / 2 * (high - low)
     assert torch.allclose(policy.outputs(state), expected, atol=1e-5)
+
+
+def check_parametric_export(trainer: Trainer, tmp_path) -> None:
+    """Export parity for parametric models: the TorchScript scores (state + candidate sets with presence and
+    mask) equal Q over the preprocessed inputs on real candidates, and padding scores -1e9."""
+    from batchrl.preprocessing.normalization import NormalizationParameters
+    from batchrl.preprocessing.preprocessor import Preprocessor
+
+    state_norm = {i: NormalizationParameters(feature_type="CONTINUOUS", mean=0.5, stddev=2.0) for i in range(4)}
+    item_norm = {i: NormalizationParameters(feature_type="CONTINUOUS", mean=-1.0, stddev=0.5) for i in (10, 11)}
+    states, items = Preprocessor(state_norm, [0, 1, 2, 3]), Preprocessor(item_norm, [10, 11])
+    uri = str(tmp_path / "model.torchscript")
+    export_parametric_model(uri, states, items, trainer.q_network, [0, 1, 2, 3], [10, 11], {}, {},
+                            {"algorithm": "ParametricDQN", "output": trainer.scores})
+    policy = load_policy(uri)
+    assert policy.parametric and policy.metadata["action_feature_ids"] == [10, 11]
+    data = parametric_batch(6, 3)
+    values = data.state
+    scores = policy.candidate_scores(values.numpy(), data.candidates.numpy(), data.possible_actions_mask.numpy())
+    trainer.q_network.eval()
+    with torch.no_grad():
+        x = states(values, torch.ones_like(values))
+        flat = data.candidates.reshape(-1, 2)
+        a = items(flat, torch.ones_like(flat)).reshape(6, CANDIDATES, -1)
+        expected = trainer.q_network(x, a)
+    mask = data.possible_actions_mask
+    assert torch.allclose(scores[mask], expected[mask], atol=1e-5)
+    assert (scores[~mask] == -1e9).all()

@@ -16,8 +16,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--transitions", type=int, help="number of transitions to log")
     budget.add_argument("--episodes", type=int, help="number of whole episodes to log")
-    p.add_argument("--policy", choices=["random", "epsilon-greedy", "softmax", "gaussian"], default="random",
-                   help="gaussian: truncated Gaussian noise around a continuous-action model's action (Box spaces)")
+    p.add_argument("--policy", choices=["random", "epsilon-greedy", "softmax", "gaussian", "heuristic-softmax",
+                                        "myopic"], default="random",
+                   help="gaussian: truncated Gaussian noise around a continuous-action model's action (Box spaces); "
+                   "heuristic-softmax (softmax of the environment's item score at --temperature) and myopic: "
+                   "candidate-set environments such as batchrl/Recommendation-v0")
     p.add_argument("--model", help="TorchScript policy (model.torchscript) for epsilon-greedy/softmax/gaussian")
     p.add_argument("--epsilon", type=float, help="exploration rate of epsilon-greedy (default 0.1)")
     p.add_argument("--temperature", type=float, help="softmax temperature (default 1.0)")

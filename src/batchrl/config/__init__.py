@@ -54,6 +54,13 @@ from batchrl.config.discrete import (
     IQLTrainerParameters,
     QRDQNTrainerParameters,
 )
+from batchrl.config.parametric import (
+    ParametricCQLModel,
+    ParametricCQLTrainerParameters,
+    ParametricDQNModel,
+    ParametricDQNTrainerParameters,
+    ParametricModelBase,
+)
 from batchrl.config.workflow import (
     CONTINUOUS_ALGORITHMS,
     AnyModel,
@@ -88,6 +95,11 @@ __all__ = [
     "ContinuousIQLTrainerParameters",
     "ContinuousNetBuilder",
     "IQLModel",
+    "ParametricCQLModel",
+    "ParametricCQLTrainerParameters",
+    "ParametricDQNModel",
+    "ParametricDQNTrainerParameters",
+    "ParametricModelBase",
     "SACModel",
     "SACTrainerParameters",
     "TD3Model",

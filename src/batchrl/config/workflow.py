@@ -26,10 +26,12 @@ from batchrl.config.discrete import (
     DiscreteIQLModel,
     DiscreteQRDQNModel,
 )
+from batchrl.config.parametric import ParametricCQLModel, ParametricDQNModel, ParametricModelBase
 from batchrl.errors import BatchRLError
 
 AnyModel = (DiscreteDQNModel | DiscreteCQLModel | DiscreteQRDQNModel | DiscreteC51DQNModel | DiscreteBCQModel
-            | DiscreteCRRModel | DiscreteIQLModel | SACModel | TD3Model | IQLModel)
+            | DiscreteCRRModel | DiscreteIQLModel | SACModel | TD3Model | IQLModel | ParametricDQNModel
+            | ParametricCQLModel)
 
 
 class ModelConfig(_Strict):
@@ -43,6 +45,8 @@ class ModelConfig(_Strict):
     SAC: SACModel | None = None
     TD3: TD3Model | None = None
     IQL: IQLModel | None = None
+    ParametricDQN: ParametricDQNModel | None = None
+    ParametricCQL: ParametricCQLModel | None = None
 
     @model_validator(mode="after")
     def _one(self) -> ModelConfig:
@@ -61,6 +65,11 @@ class ModelConfig(_Strict):
     @property
     def continuous(self) -> bool:
         return self.name in CONTINUOUS_ALGORITHMS
+
+    @property
+    def parametric(self) -> bool:
+        """Items described by features, chosen among candidate sets (:mod:`batchrl.config.parametric`)."""
+        return isinstance(self.value, ParametricModelBase)
 
 
 #: Algorithms whose actions are continuous vectors: those whose model block is a continuous one
@@ -112,6 +121,15 @@ class CheckpointSelection(_Strict):
     statistic: Literal["ci_low", "raw"] = "ci_low"
 
 
+class LoggingPolicyConfig(_Strict):
+    """How ``batchrl run`` generates its logged data (and, in evaluation, the ``logging`` baseline of a
+    candidate-set simulator): ``random``, or for candidate-set environments ``heuristic-softmax`` (softmax of
+    the environment's hand-made item score at ``temperature``) or ``myopic``."""
+
+    policy: Literal["random", "heuristic-softmax", "myopic"] = "random"
+    temperature: float = Field(default=1.0, gt=0.0)
+
+
 class WorkflowConfig(_Strict):
     """A whole workflow file: ReAgent's keys plus ``device``, ``checkpoint_every`` and ``engine`` (the data
     stages' engine: auto = DuckDB in this process, or spark).
@@ -139,6 +157,7 @@ class WorkflowConfig(_Strict):
     reader_options: ReaderOptions | None = None
     engine: Literal["auto", "duckdb", "spark"] = "auto"  # data stages: DuckDB in this process, or Spark
     checkpoint_selection: CheckpointSelection | None = None  # None: export the last epoch
+    logging_policy: LoggingPolicyConfig = Field(default_factory=LoggingPolicyConfig)  # generate's policy
 
     @field_validator("device")
     @classmethod

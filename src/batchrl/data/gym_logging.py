@@ -28,6 +28,13 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from batchrl import storage
+from batchrl.data.parametric_logging import (
+    CANDIDATE_POLICIES,
+    candidate_policy,
+    is_parametric,
+    parametric_table,
+    play,
+)
 from batchrl.data.schema import END_TERMINATED, END_TRUNCATED, logged_schema
 from batchrl.errors import BatchRLError
 from batchrl.progress import Progress
@@ -48,7 +55,8 @@ class GenerateOptions(BaseModel):
     env: str = "CartPole-v0"
     transitions: int | None = Field(default=None, gt=0)
     episodes: int | None = Field(default=None, gt=0)
-    policy: Literal["random", "epsilon-greedy", "softmax", "gaussian"] = "random"
+    #: heuristic-softmax and myopic: candidate-set (parametric) environments only (:mod:`.parametric_logging`)
+    policy: Literal["random", "epsilon-greedy", "softmax", "gaussian", "heuristic-softmax", "myopic"] = "random"
     model: str | None = None
     epsilon: float = Field(default=0.1, ge=0.0, le=1.0)
     temperature: float = Field(default=1.0, gt=0.0)
@@ -62,7 +70,7 @@ class GenerateOptions(BaseModel):
     def _check(self) -> GenerateOptions:
         if (self.transitions is None) == (self.episodes is None):
             raise ValueError("give exactly one of transitions or episodes")
-        if self.policy != "random" and not self.model:
+        if self.policy not in ("random", "heuristic-softmax", "myopic") and not self.model:
             raise ValueError(f"policy '{self.policy}' needs a model (a TorchScript policy file)")
         return self
 
@@ -212,6 +220,9 @@ def make_envs(env_id: str, num_envs: int, max_steps: int | None = None) -> gym.v
     autoreset; an unknown id is a BatchRLError."""
     import gymnasium as gym
 
+    from batchrl.simulators import register_envs
+
+    register_envs()
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as exc:
@@ -226,6 +237,21 @@ def make_envs(env_id: str, num_envs: int, max_steps: int | None = None) -> gym.v
     with warnings.catch_warnings():  # older versions (CartPole-v0) are chosen on purpose, e.g. for ReAgent parity
         warnings.filterwarnings("ignore", message=".*is out of date.*")
         return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **kwargs)
+
+
+def make_env(env_id: str, max_steps: int | None = None) -> gym.Env[Any, Any]:
+    """One environment (``batchrl/`` simulators registered first); an unknown id is a BatchRLError."""
+    import gymnasium as gym
+
+    from batchrl.simulators import register_envs
+
+    register_envs()
+    try:
+        return gym.make(env_id, max_episode_steps=max_steps)
+    except gym.error.Error as exc:
+        raise BatchRLError(f"unknown gymnasium environment '{env_id}'",
+                           fix="use a registered id such as CartPole-v0, Pendulum-v1 or "
+                               "batchrl/Recommendation-v0") from exc
 
 
 def _policy(options: GenerateOptions, action_space: gym.spaces.Space[Any]) -> LoggingPolicy:
@@ -375,7 +401,7 @@ class GenerateResult(StageResult):
     episodes: int
     policy: str
     seed: int
-    action_kind: str  # discrete | continuous
+    action_kind: str  # discrete | continuous | parametric
     action_names: list[str] | None  # None: continuous (box) actions
     terminated_episodes: int
     truncated_episodes: int
@@ -393,6 +419,13 @@ def generate(output: str, options: GenerateOptions) -> GenerateResult:
     import time
 
     start = time.perf_counter()
+    env = make_env(options.env, options.max_steps)
+    if is_parametric(env.observation_space):
+        return _generate_parametric(output, options, env, start)
+    env.close()
+    if options.policy in CANDIDATE_POLICIES and options.policy != "random":
+        raise BatchRLError(f"policy '{options.policy}' needs a candidate-set environment; {options.env} is not one",
+                           fix="use --policy random, epsilon-greedy, softmax or gaussian")
     episodes, action_names = run_episodes(options)
     elapsed = time.perf_counter() - start
     box = action_names is None
@@ -409,6 +442,31 @@ def generate(output: str, options: GenerateOptions) -> GenerateResult:
         "terminated_episodes": sum(e["counts"] for e in ends if e["values"] == END_TERMINATED),
         "truncated_episodes": sum(e["counts"] for e in ends if e["values"] == END_TRUNCATED),
         "mean_episode_return": float(np.mean([ep.rewards.sum() for ep in episodes])),
+        "transitions_per_s": round(table.num_rows / elapsed, 1),
+    }
+    storage.write_table(table, output, metadata={"stage": "generate", **summary})
+    log.info("wrote %d transitions (%d episodes) to %s", table.num_rows, len(episodes), output)
+    return GenerateResult(output=output, **summary)
+
+
+def _generate_parametric(output: str, options: GenerateOptions, env: gym.Env[Any, Any], start: float) -> GenerateResult:
+    """``generate`` for a candidate-set environment (:mod:`batchrl.data.parametric_logging`)."""
+    import time
+
+    try:
+        policy = candidate_policy(options.policy, env, options.temperature)
+        episodes = play(env, policy, np.random.default_rng(options.seed), options.seed, episodes=options.episodes,
+                        transitions=options.transitions, label=f"generate {options.env}")
+    finally:
+        env.close()
+    elapsed = time.perf_counter() - start
+    table = parametric_table(episodes, options.ds)
+    summary = {
+        "env": options.env, "rows": table.num_rows, "episodes": len(episodes), "policy": options.policy,
+        "seed": options.seed, "action_kind": "parametric", "action_names": None,
+        "terminated_episodes": sum(ep.end_reason == END_TERMINATED for ep in episodes),
+        "truncated_episodes": sum(ep.end_reason == END_TRUNCATED for ep in episodes),
+        "mean_episode_return": float(np.mean([sum(ep.rewards) for ep in episodes])),
         "transitions_per_s": round(table.num_rows / elapsed, 1),
     }
     storage.write_table(table, output, metadata={"stage": "generate", **summary})

@@ -43,6 +43,9 @@ TRAIN_COLUMNS = (
 )
 #: Extra column of tables with continuous actions.
 CONTINUOUS_COLUMNS = ("action_presence",)
+#: Extra columns of tables with parametric actions (items among candidate sets), beside the continuous one.
+PARAMETRIC_COLUMNS = ("possible_actions_features", "possible_actions_presence", "possible_next_actions_features",
+                      "possible_next_actions_presence", "action_index")
 
 
 @dataclass
@@ -67,6 +70,13 @@ class Batch:
     episode: torch.Tensor | None = None  # long [B], eval only: episode index (by mdp_id)
     sequence_number: torch.Tensor | None = None  # long [B], eval only
     action_presence: torch.Tensor | None = None  # float32 [B, d], continuous actions until the transform
+    # parametric actions: the padded candidate sets (raw item features, then the network input after the
+    # transform, presence then None); possible_(next_)actions_mask [B, K] marks the real candidates
+    candidates: torch.Tensor | None = None  # float32 [B, K, d]
+    candidates_presence: torch.Tensor | None = None  # float32 [B, K, d]
+    next_candidates: torch.Tensor | None = None  # float32 [B, K, d]
+    next_candidates_presence: torch.Tensor | None = None  # float32 [B, K, d]
+    action_index: torch.Tensor | None = None  # long [B]: the chosen item's position among the candidates
 
     def __len__(self) -> int:
         return int(self.reward.shape[0])
@@ -126,9 +136,10 @@ def _vector(table: pa.Table, name: str, dtype: npt.DTypeLike, where: str) -> np.
 
 
 def table_to_batch(table: pa.Table, num_features: int, num_actions: int, where: str = "training table",
-                   episode_ids: bool = False, continuous: bool = False) -> Batch:
+                   episode_ids: bool = False, continuous: bool = False, num_candidates: int = 0) -> Batch:
     """Convert prepared-table rows to a CPU :class:`Batch`; rows without a logged action are dropped.
-    ``continuous``: actions are vectors of ``num_actions`` action features (with presence)."""
+    ``continuous``: actions are vectors of ``num_actions`` action features (with presence);
+    ``num_candidates`` > 0: parametric actions, candidate sets of that many items (padded)."""
     t = torch.from_numpy
     action_presence = None
     if continuous:
@@ -145,7 +156,7 @@ def table_to_batch(table: pa.Table, num_features: int, num_actions: int, where: 
             if len(values) and (values.min() < 0 or values.max() > num_actions):
                 raise BatchRLError(f"column '{name}' has action indices outside 0..{num_actions}", where=where,
                                    fix="rerun `batchrl prepare` with the action list of the dataset metadata")
-    masks = 0 if continuous else num_actions
+    masks = num_candidates if num_candidates else 0 if continuous else num_actions
     batch = Batch(
         state=t(_matrix(table, "state_features", num_features, np.float32, where)),
         state_presence=t(_matrix(table, "state_features_presence", num_features, np.float32, where)),
@@ -162,6 +173,8 @@ def table_to_batch(table: pa.Table, num_features: int, num_actions: int, where: 
         time_diff=t(_vector(table, "time_diff", np.int64, where)),
         action_presence=action_presence,
     )
+    if num_candidates:
+        _add_candidates(batch, table, num_candidates, num_actions, where)
     if episode_ids:
         codes = pc.dictionary_encode(_column(table, "mdp_id", where)).indices  # first-appearance order
         batch.episode = t(codes.to_numpy(zero_copy_only=False).astype(np.int64))
@@ -177,6 +190,22 @@ def table_to_batch(table: pa.Table, num_features: int, num_actions: int, where: 
     return batch
 
 
+def _add_candidates(batch: Batch, table: pa.Table, k: int, d: int, where: str) -> None:
+    """The padded candidate sets of a parametric table: [B, K, d] features and presence, and action_index."""
+    def cube(name: str) -> torch.Tensor:
+        return torch.from_numpy(_matrix(table, name, k * d, np.float32, where).reshape(-1, k, d))
+
+    batch.candidates = cube("possible_actions_features")
+    batch.candidates_presence = cube("possible_actions_presence")
+    batch.next_candidates = cube("possible_next_actions_features")
+    batch.next_candidates_presence = cube("possible_next_actions_presence")
+    index = _vector(table, "action_index", np.int64, where)
+    if len(index) and (index.min() < -1 or index.max() >= k):
+        raise BatchRLError(f"column 'action_index' has positions outside -1..{k - 1}", where=where,
+                           fix="rerun `batchrl prepare`; the table and its metadata disagree")
+    batch.action_index = torch.from_numpy(index)
+
+
 # ---------------------------------------------------------------- datasets
 
 
@@ -190,6 +219,12 @@ class DatasetInfo:
     metric_names: list[str]
     continuous: bool = False
     action_normalization: dict[str, Any] | None = None  # continuous: CONTINUOUS_ACTION normalization JSON
+    num_candidates: int = 0  # parametric actions: the padded candidate-set size K (0: not parametric)
+
+    @property
+    def parametric(self) -> bool:
+        """Items described by features, chosen among candidate sets (continuous action vectors + candidates)."""
+        return self.num_candidates > 0
 
     @property
     def num_features(self) -> int:
@@ -203,7 +238,8 @@ class DatasetInfo:
     @property
     def columns(self) -> tuple[str, ...]:
         """The columns the trainers read."""
-        return TRAIN_COLUMNS + (CONTINUOUS_COLUMNS if self.continuous else ())
+        return (TRAIN_COLUMNS + (CONTINUOUS_COLUMNS if self.continuous else ())
+                + (PARAMETRIC_COLUMNS if self.parametric else ()))
 
 
 def dataset_info(uri: str) -> DatasetInfo:
@@ -212,13 +248,18 @@ def dataset_info(uri: str) -> DatasetInfo:
     if missing:
         raise BatchRLError(f"training table metadata lacks {', '.join(missing)}", where=uri,
                            fix="pass a table written by `batchrl prepare` (discrete actions)")
-    continuous = meta.get("action_kind") == "continuous"
+    parametric = meta.get("action_kind") == "parametric"
+    continuous = meta.get("action_kind") == "continuous" or parametric
+    if parametric and not int(meta.get("num_candidates") or 0) > 0:
+        raise BatchRLError("parametric-action table metadata lacks num_candidates", where=uri,
+                           fix="rerun `batchrl prepare` on the parametric timeline")
     if continuous and not meta.get("action_normalization"):
         raise BatchRLError("continuous-action table metadata lacks action_normalization", where=uri,
                            fix="rerun `batchrl prepare` with --action-normalization")
     return DatasetInfo(uri, [int(i) for i in meta["feature_ids"]], [str(a) for a in meta["action_names"]],
                        [str(m) for m in meta.get("metric_names") or []], continuous,
-                       meta.get("action_normalization") if continuous else None)
+                       meta.get("action_normalization") if continuous else None,
+                       int(meta["num_candidates"]) if parametric else 0)
 
 
 def read_eval_batch(uri: str, info: DatasetInfo | None = None) -> Batch:
@@ -227,7 +268,7 @@ def read_eval_batch(uri: str, info: DatasetInfo | None = None) -> Batch:
     table = storage.read_table(uri, columns=[*info.columns, "mdp_id", "sequence_number"])
     table = table.sort_by([("mdp_id", "ascending"), ("sequence_number", "ascending")])
     return table_to_batch(table, info.num_features, info.num_actions, where=uri, episode_ids=True,
-                          continuous=info.continuous)
+                          continuous=info.continuous, num_candidates=info.num_candidates)
 
 
 def default_resident_budget(device: torch.device) -> int:
@@ -281,8 +322,8 @@ class TransitionLoader:
 
     @property
     def estimated_bytes(self) -> int:
-        f, a = self.info.num_features, self.info.num_actions
-        return self.num_rows * (4 * f * 4 + 2 * a + 8 * 5 + 4 * 2 + 1)
+        f, a, k = self.info.num_features, self.info.num_actions, self.info.num_candidates
+        return self.num_rows * (4 * f * 4 + 2 * a + 8 * 5 + 4 * 2 + 1 + 16 * k * a)
 
     def __len__(self) -> int:
         """Batches per epoch for this rank."""
@@ -296,7 +337,7 @@ class TransitionLoader:
                 tables.append(pq.ParquetFile(fh).read_row_group(index, columns=list(self.info.columns)))
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         return table_to_batch(table, self.info.num_features, self.info.num_actions, where=self.uri,
-                              continuous=self.info.continuous)
+                              continuous=self.info.continuous, num_candidates=self.info.num_candidates)
 
     def _deliver(self, batch: Batch, transformed: bool) -> Batch:
         if batch.reward.device != self.device:

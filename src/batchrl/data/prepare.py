@@ -17,6 +17,10 @@ implementation for both, no Python UDFs):
    ``not_terminal`` = the next action is a real action; possible (next) actions -> boolean masks;
    continuous (map) actions -> dense vectors over the action normalization's feature ids (raw values,
    scaled by the trainer), ``not_terminal`` = the next action map is not empty, empty masks;
+   parametric actions (map actions with ``possible_actions`` as a list of maps: items chosen among
+   candidate sets) -> the same vectors, plus the candidate sets of the state and the next state padded
+   to K = the largest set (features flattened [K * A] with presence, a mask [K] of the real candidates)
+   and ``action_index``, the chosen item's position among its candidates (:func:`candidate_columns`);
 6. the columns of :func:`batchrl.data.schema.training_columns`, rows ordered by (mdp_id, sequence_number).
 
 Truncation: a row without a next action whose ``end_reason`` is ``truncated`` (a time limit, not a
@@ -139,6 +143,65 @@ def action_features(uri: str | None, where: str) -> list[int]:
     return sorted(params)
 
 
+def is_parametric(df: DataFrame) -> bool:
+    """Map actions chosen among candidate sets: ``possible_actions`` is a list of maps."""
+    if "possible_actions" not in df.columns:
+        return False
+    possible = {f.name: f.dataType for f in schema_of(df).fields}["possible_actions"]
+    return type_name(possible) == "ArrayType" and type_name(possible.elementType) == "MapType"
+
+
+def parametric_action_features(uri: str | None, where: str) -> list[int]:
+    """The item feature ids of a parametric-action table: those of the action normalization (any types)."""
+    fix = ("run `batchrl normalize --column action` on the timeline (the chosen items' features) and pass its "
+           "output as --action-normalization")
+    if uri is None:
+        raise BatchRLError("the timeline's actions are items chosen among candidate sets (parametric) but no "
+                           "action normalization was given", where=where, fix=fix)
+    params = read_normalization(uri)
+    if not params:
+        raise BatchRLError("the action normalization has no features", where=uri, fix=fix)
+    return sorted(params)
+
+
+def _check_candidates(df: DataFrame, action_ids: list[int], where: str) -> int:
+    """One scan of a parametric timeline: the largest candidate set K; candidate or chosen-item maps with
+    feature ids outside the action normalization are bad input."""
+    F = api(df).F
+    known = _ids(F, action_ids)
+    unknown = F.array_except(F.concat(F.flatten(F.transform("possible_actions", lambda m: F.map_keys(m))),
+                                      F.map_keys(F.col("action"))), known)
+    row = df.agg(F.max(F.size("possible_actions")).alias("k"),
+                 F.sum((F.coalesce(F.size(unknown), F.lit(0)) > 0).cast("long")).alias("bad_rows"),
+                 F.array_distinct(F.flatten(F.collect_set(unknown))).alias("unknown")).collect()[0]
+    if row["bad_rows"]:
+        raise BatchRLError(f"{row['bad_rows']} rows have candidate (possible_actions) or chosen-item maps with "
+                           f"feature ids {sorted(row['unknown'])[:20]} that the action normalization lacks "
+                           f"(it has {action_ids})", where=where,
+                           fix="compute the action normalization on this timeline (`batchrl normalize --column "
+                               "action`), or drop those features from the logged candidates")
+    return max(int(row["k"] or 0), 1)
+
+
+def candidate_columns(F: ModuleType, possible: Column, ids: list[int], k: int) -> tuple[Column, Column, Column]:
+    """A list of item maps padded to ``k`` candidates: (features float [k * len(ids)], presence [k * len(ids)],
+    mask bool [k]); candidate i's vector is :func:`_dense` of its map, padding is all zero and absent."""
+    size = F.coalesce(F.size(possible), F.lit(0))
+    vectors = [_dense(F, F.try_element_at(possible, F.lit(i + 1)), ids) for i in range(k)]
+    # (a padding position's map is null, so _dense already gives zeros and no presence)
+    return (F.flatten(F.array(*[values for values, _ in vectors])),
+            F.flatten(F.array(*[presence for _, presence in vectors])),
+            F.array(*[size > i for i in range(k)]))
+
+
+def _chosen_index(F: ModuleType, possible: Column, action: Column, ids: list[int], k: int) -> Column:
+    """The 0-based position of the chosen item's vector among the candidates' (the first equal one); -1 if absent."""
+    size = F.coalesce(F.size(possible), F.lit(0))
+    hits = [F.when((size > i) & (_dense(F, F.try_element_at(possible, F.lit(i + 1)), ids)[0] == action), F.lit(i))
+            for i in range(k)]
+    return F.coalesce(*hits, F.lit(-1)).cast("bigint")
+
+
 def _names(df: DataFrame, multi: bool, need_actions: bool) -> tuple[list[str] | None, list[str]]:
     """One scan: the sorted distinct logged actions (numerically when all are integers; only when
     ``need_actions``) and the sorted metric names."""
@@ -199,9 +262,11 @@ def _split_hash(F: ModuleType, mdp_id: Column, seed: int) -> Column:
 
 
 def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int], actions: list[str],
-                  metric_names: list[str], multi: bool, action_ids: list[int] | None = None) -> DataFrame:
+                  metric_names: list[str], multi: bool, action_ids: list[int] | None = None,
+                  candidates: int | None = None) -> DataFrame:
     """Timeline rows -> training rows (``training_columns`` plus ``_split``, ``_truncated``,
-    ``_prob_null``, ``_no_action``). ``action_ids``: the action feature ids of continuous (map) actions."""
+    ``_prob_null``, ``_no_action``). ``action_ids``: the action feature ids of continuous (map) actions;
+    ``candidates``: parametric actions, the candidate sets padded to this many items."""
     F = api(df).F
     custom = None
     if options.custom_reward_expression is not None:
@@ -261,6 +326,15 @@ def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int]
                           "next_action_presence": next_presence_, "possible_actions_mask": no_mask,
                           "possible_next_actions_mask": no_mask}
         no_action = ~any_of(F, action_presence, lambda present: present)
+        if candidates is not None:  # parametric: the candidate sets of this and the next state
+            features, presence, mask = candidate_columns(F, col("possible_actions"), action_ids, candidates)
+            next_features, next_presence_c, next_mask = candidate_columns(
+                F, at_step("possible_next_actions"), action_ids, candidates)
+            action_columns.update({
+                "possible_actions_mask": mask, "possible_next_actions_mask": next_mask,
+                "possible_actions_features": features, "possible_actions_presence": presence,
+                "possible_next_actions_features": next_features, "possible_next_actions_presence": next_presence_c,
+                "action_index": _chosen_index(F, col("possible_actions"), action, action_ids, candidates)})
     truncated = F.coalesce(col("end_reason") == F.lit(END_TRUNCATED), F.lit(False)) \
         if "end_reason" in cols else F.lit(False)
     state, state_presence = _dense(F, col("state_features"), feature_ids)
@@ -292,6 +366,29 @@ def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int]
                      col("action_probability").isNull().alias("_prob_null"), no_action.alias("_no_action"))
 
 
+def _check_candidate_rows(rows: DataFrame, where: str) -> None:
+    """Bad parametric input (kept rows only): a chosen item that is not among its candidates (or an empty
+    candidate set on a row with a chosen item), and a non-terminal row whose next candidate set is empty."""
+    F = api(rows).F
+    kept = rows.where(~F.col("_truncated") & ~F.col("_no_action"))
+    empty = ~any_of(F, F.col("possible_actions_mask"), lambda real: real)
+    next_empty = F.col("not_terminal") & ~any_of(F, F.col("possible_next_actions_mask"), lambda real: real)
+    r = kept.agg(F.sum((F.col("action_index") < 0).cast("long")).alias("absent"),
+                 F.sum(empty.cast("long")).alias("empty"), F.sum(next_empty.cast("long")).alias("next_empty"),
+                 F.min(F.when(F.col("action_index") < 0, F.concat_ws(" seq ", F.col("mdp_id"),
+                                                                      F.col("sequence_number").cast("string"))))
+                 .alias("example")).collect()[0]
+    if r["absent"]:
+        raise BatchRLError(f"{r['absent']} rows have a chosen action that is not among their candidates "
+                           f"(possible_actions; {r['empty'] or 0} of them have an empty candidate set), e.g. "
+                           f"mdp_id {r['example']}", where=where,
+                           fix="log the chosen item's feature map exactly as it appears in possible_actions")
+    if r["next_empty"]:
+        raise BatchRLError(f"{r['next_empty']} non-terminal rows have an empty next candidate set "
+                           "(possible_next_actions = [] but a next action exists)", where=where,
+                           fix="log the candidate set of every step that has a chosen item")
+
+
 def _metric_columns(F: ModuleType, metrics: Column, names: list[str]) -> tuple[Column, Column]:
     m = F.coalesce(metrics, F.expr("map()").cast("map<string,double>"))
     keys = F.array(*[F.lit(n) for n in names]) if names else F.expr("array()").cast("array<string>")
@@ -303,7 +400,7 @@ def _metric_columns(F: ModuleType, metrics: Column, names: list[str]) -> tuple[C
 # ---------------------------------------------------------------- the stage
 
 
-def training_spark_schema(T: ModuleType, continuous: bool = False) -> StructType:
+def training_spark_schema(T: ModuleType, continuous: bool = False, parametric: bool = False) -> StructType:
     """``training_columns`` as a schema of the engine's types ``T`` (nullable lists of nullable elements,
     like Arrow's defaults)."""
     scalar = {pa.float32(): T.FloatType(), pa.int64(): T.LongType(), pa.bool_(): T.BooleanType(),
@@ -315,7 +412,7 @@ def training_spark_schema(T: ModuleType, continuous: bool = False) -> StructType
         return scalar[dtype]
 
     return T.StructType([T.StructField(name, spark_type(dtype), True)
-                         for name, dtype in training_columns(continuous).items()])
+                         for name, dtype in training_columns(continuous, parametric).items()])
 
 
 @dataclass(frozen=True)
@@ -441,7 +538,13 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
     F = runner.api.F
     df = runner.read_parquet(input)
     multi, continuous = _check_input(df, options, input)
-    action_ids = action_features(action_normalization, input) if continuous else None
+    parametric = continuous and is_parametric(df)
+    candidates = None
+    if parametric:
+        action_ids: list[int] | None = parametric_action_features(action_normalization, input)
+        candidates = _check_candidates(df, cast(list[int], action_ids), input)
+    else:
+        action_ids = action_features(action_normalization, input) if continuous else None
     if not continuous and action_normalization is not None and read_normalization(action_normalization):
         raise BatchRLError("--action-normalization applies to continuous (map) actions; this timeline's actions "
                            "are discrete (strings)", where=input, fix="drop --action-normalization")
@@ -456,8 +559,11 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
     conditions = {"train": hash_below(F, F.col("_split"), options.table_sample / 100.0),
                   "eval": ~hash_below(F, F.col("_split"), eval_range[0] / 100.0)}
     try:  # a bad custom reward expression fails here (Spark: when planned; DuckDB: when run)
-        rows = runner.named(training_rows(df, options, feature_ids, actions, metric_names, multi, action_ids))
+        rows = runner.named(training_rows(df, options, feature_ids, actions, metric_names, multi, action_ids,
+                                          candidates))
         counts, results = _part_stats(rows, conditions)
+        if parametric:
+            _check_candidate_rows(rows, input)
     except BatchRLError:
         raise
     except Exception as exc:  # AnalysisException, sqlglot's ParseError, duckdb.Error
@@ -484,7 +590,7 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
                     len(actions))
     common = {
         "feature_ids": feature_ids,
-        "action_kind": "continuous" if continuous else "discrete",
+        "action_kind": "parametric" if parametric else "continuous" if continuous else "discrete",
         "action_names": actions,
         "metric_names": metric_names,
         "gamma": options.gamma,
@@ -497,9 +603,10 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
         **({"action_feature_ids": action_ids,
             "action_normalization": storage.read_json(cast(str, action_normalization)),  # set when continuous
             "action_normalization_uri": action_normalization} if continuous else {}),
+        **({"num_candidates": candidates} if parametric else {}),
     }
     outputs = {"train": (output_train, train_range), "eval": (output_eval, eval_range)}
-    schema = training_spark_schema(runner.api.T, continuous)
+    schema = training_spark_schema(runner.api.T, continuous, parametric)
     writers: dict[str, storage.DatasetWriter] = {}
     try:
         for name, (uri, _) in outputs.items():

@@ -89,6 +89,25 @@ CONTINUOUS_TRAINING_COLUMNS = {
 }
 
 
-def training_columns(continuous: bool) -> dict[str, pa.DataType]:
-    """The columns of a prepared table with discrete (index) or continuous (vector) actions."""
+#: Parametric actions (items described by features, chosen among a candidate set): the continuous table's
+#: action vectors (over ``action_feature_ids``, normalized by the trainer) plus each row's candidate sets
+#: padded to the metadata's ``num_candidates`` K: ``possible_actions_features`` float32 [K * A] (candidate k's
+#: vector at k*A..k*A+A-1, zeros past the real ones) with presence, ``possible_actions_mask`` bool [K] (the
+#: real candidates), the same for the next state, and ``action_index``, the chosen item's position in its
+#: candidate set.
+PARAMETRIC_TRAINING_COLUMNS = {
+    **CONTINUOUS_TRAINING_COLUMNS,
+    "possible_actions_features": pa.list_(pa.float32()),
+    "possible_actions_presence": pa.list_(pa.bool_()),
+    "possible_next_actions_features": pa.list_(pa.float32()),
+    "possible_next_actions_presence": pa.list_(pa.bool_()),
+    "action_index": pa.int64(),
+}
+
+
+def training_columns(continuous: bool, parametric: bool = False) -> dict[str, pa.DataType]:
+    """The columns of a prepared table with discrete (index), continuous (vector) or parametric (vector
+    among candidate sets) actions."""
+    if parametric:
+        return PARAMETRIC_TRAINING_COLUMNS
     return CONTINUOUS_TRAINING_COLUMNS if continuous else TRAINING_COLUMNS

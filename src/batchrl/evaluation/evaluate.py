@@ -73,6 +73,9 @@ class EvaluateOptions(BaseModel):
     fqe_iterations: int = Field(default=1000, gt=0)  # a cap: FQE stops when its value settles
     num_envs: int = Field(default=16, ge=1, le=1024)
     max_steps: int | None = Field(default=None, gt=0)
+    #: candidate-set environments: the ``logging`` baseline's policy (random, heuristic-softmax or myopic)
+    logging_policy: str = "random"
+    logging_temperature: float = Field(default=1.0, gt=0.0)
 
 
 
@@ -185,10 +188,40 @@ def return_statistics(returns: np.ndarray, replicates: int, seed: int) -> dict[s
     return {**stats, "ci_low": low, "ci_high": high}
 
 
-def gym_evaluation(policy: LoadedModel, options: EvaluateOptions, gamma: float) -> dict[str, Any]:
+def _rollout_summary(rollouts: Any, options: EvaluateOptions) -> dict[str, Any]:
+    return {**return_statistics(rollouts.returns, options.bootstrap, options.seed),
+            "mean_discounted_return": float(rollouts.discounted_returns.mean()),
+            "mean_length": float(rollouts.lengths.mean()), "returns": rollouts.returns.tolist()}
+
+
+def candidate_gym_evaluation(policy: LoadedModel, options: EvaluateOptions, gamma: float, temperature: float
+                             ) -> dict[str, Any]:
+    """A parametric model in a candidate-set environment, with the ``logging``, ``myopic`` and ``random``
+    baselines over the same episodes (:mod:`batchrl.evaluation.candidate_rollouts`) under ``baselines``."""
+    from batchrl.evaluation.candidate_rollouts import candidate_rollouts
+
+    assert options.env is not None
+    model, baselines, target = candidate_rollouts(policy, options.env, options.episodes, options.seed, gamma,
+                                                  options.max_steps, options.logging_policy,
+                                                  options.logging_temperature, temperature)
+    return {"env": options.env, "episodes": options.episodes, "seed": options.seed, "policy": "greedy",
+            "gamma": gamma, **_rollout_summary(model, options),
+            # the truth CPE estimates: the softmax(Q/temperature) policy's simulated returns
+            "target_policy": {"temperature": temperature, **{k: v for k, v in _rollout_summary(target, options).items()
+                                                             if k != "returns"}},
+            "baselines": {name: {k: v for k, v in _rollout_summary(r, options).items() if k != "returns"}
+                          | ({"policy": options.logging_policy, "temperature": options.logging_temperature}
+                             if name == "logging" else {})
+                          for name, r in baselines.items()}}
+
+
+def gym_evaluation(policy: LoadedModel, options: EvaluateOptions, gamma: float, temperature: float = 0.0
+                   ) -> dict[str, Any]:
     from batchrl.evaluation.rollouts import greedy_rollouts
 
     assert options.env is not None
+    if policy.parametric:
+        return candidate_gym_evaluation(policy, options, gamma, temperature)
     rollouts = greedy_rollouts(policy, options.env, options.episodes, options.seed, gamma=gamma,
                                num_envs=options.num_envs, max_steps=options.max_steps)
     return {
@@ -242,14 +275,20 @@ def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions
         "training": {key: training.get(key) for key in ("algorithm", "epochs", "final_losses", "eval_td_loss",
                                                         "train_rows", "eval_rows") if key in training},
     }
-    if eval is not None and policy.continuous:
+    if eval is not None and policy.parametric:
+        from batchrl.evaluation.candidate_cpe import candidate_cpe
+
+        metrics["cpe"] = candidate_cpe(policy, eval, gamma, temperature, options.seed, options.bootstrap,
+                                       options.switch_threshold)
+        cpe_inputs = table_bytes(inputs_to_table(metrics["cpe"].pop("inputs")))
+    elif eval is not None and policy.continuous:
         notes.append("the model's actions are continuous: the CPE estimators here need discrete actions "
                      "(target-policy probabilities), so no CPE was computed")
     elif eval is not None:
         metrics["cpe"] = counterfactual_evaluation(model_dir, policy, eval, options, gamma, temperature, notes)
         cpe_inputs = table_bytes(inputs_to_table(metrics["cpe"].pop("inputs")))
     if options.env is not None:
-        metrics["gym"] = gym_evaluation(policy, options, gamma)
+        metrics["gym"] = gym_evaluation(policy, options, gamma, temperature)
     passed = None
     if options.passing_score_bar is not None:
         if "gym" in metrics:

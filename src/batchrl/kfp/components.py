@@ -314,9 +314,12 @@ def evaluate(
     fqe_iterations: int = 1000,
     num_envs: int = 16,
     max_steps: int = 0,
+    logging_policy: str = "random",
+    logging_temperature: float = 1.0,
     s3_endpoint: str = "",
 ) -> bool:
     """Counterfactual evaluation on ``eval_table`` and greedy rollouts in ``env`` (``batchrl evaluate``).
+    ``logging_policy`` / ``logging_temperature``: the ``logging`` baseline in a candidate-set environment.
 
     Returns whether the model passes: ``gate`` ``score`` compares the mean gym return with
     ``passing_score_bar``, ``cpe`` the lower 95% bound of the normalized estimate the diagnostics trust
@@ -334,7 +337,7 @@ def evaluate(
         evaluate_stage.EvaluateOptions, "evaluate", env=env or None, episodes=episodes, seed=seed,
         passing_score_bar=passing_score_bar, gamma=gamma, temperature=temperature, bootstrap=bootstrap,
         switch_threshold=switch_threshold, fqe=fqe, fqe_iterations=fqe_iterations, num_envs=num_envs,
-        max_steps=max_steps or None)
+        max_steps=max_steps or None, logging_policy=logging_policy, logging_temperature=logging_temperature)
     result = evaluate_stage.evaluate(model.path, eval_table.path if eval_table is not None else None,
                                      evaluation.path, options)
     shutil.copyfile(result.report_md, report.path)

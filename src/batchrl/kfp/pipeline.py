@@ -145,6 +145,7 @@ def config_defaults(workflow_config: dict) -> dict[str, Any]:
         "num_samples": normalize.num_samples, "skip_box_cox": normalize.skip_box_cox,
         "action_num_samples": options["normalize_actions"].num_samples, "num_epochs": config.num_epochs,
         "num_eval_episodes": evaluate.episodes, "passing_score_bar": float(evaluate.passing_score_bar),
+        "logging_policy": generate.policy, "logging_temperature": float(generate.temperature),
     }
 
 
@@ -170,7 +171,7 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
         env: str, num_eval_episodes: int, cpe_bootstrap: int, fqe: bool, passing_score_bar: float,
         publish_gate: str, publish_uri: str, gpu_mode: str, gpus: int, accelerator_type: str, gpu_tolerations: list, gpu_node_selector: dict,
         spark_master: str, spark_conf: dict, spark_mode: str, spark_kubernetes: dict, s3_endpoint: str,
-        object_store_secret: str, engine: str,
+        object_store_secret: str, engine: str, logging_policy: str, logging_temperature: float,
     ) -> None:
         spark = {"spark_master": spark_master, "spark_conf": spark_conf, "spark_mode": spark_mode,
                  "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint, "engine": engine}
@@ -202,7 +203,8 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
 
         evaluate = ops["evaluate"](model=train.outputs["model"], eval_table=prepare.outputs["eval_table"], env=env,
                                    episodes=num_eval_episodes, seed=train_seed, bootstrap=cpe_bootstrap, fqe=fqe,
-                                   max_steps=max_steps,
+                                   max_steps=max_steps, logging_policy=logging_policy,
+                                   logging_temperature=logging_temperature,
                                    passing_score_bar=passing_score_bar, gate=publish_gate, s3_endpoint=s3_endpoint)
         configure(evaluate, "evaluate", object_store_secret)
         with dsl.If(evaluate.outputs["Output"] == True, name="passes-the-bar"):  # noqa: E712 (a KFP condition)
@@ -251,6 +253,8 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
         s3_endpoint: str = "",
         object_store_secret: str = "batchrl-s3",
         engine: str = "auto",
+        logging_policy: str = defaults["logging_policy"],
+        logging_temperature: float = defaults["logging_temperature"],
     ) -> None:
         rest = {"actions": actions, "table_sample": table_sample, "eval_table_sample": eval_table_sample,
                 "num_samples": num_samples, "skip_box_cox": skip_box_cox,
@@ -262,13 +266,15 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
                 "accelerator_type": accelerator_type, "gpu_tolerations": gpu_tolerations,
                 "gpu_node_selector": gpu_node_selector, "spark_master": spark_master, "spark_conf": spark_conf,
                 "spark_mode": spark_mode, "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint,
-                "object_store_secret": object_store_secret, "engine": engine}
+                "object_store_secret": object_store_secret, "engine": engine, "logging_policy": logging_policy,
+                "logging_temperature": logging_temperature}
         timeline = {"start_ds": start_ds, "end_ds": end_ds, "add_terminal_state_row": add_terminal_state_row,
                     "spark_master": spark_master, "spark_conf": spark_conf, "spark_mode": spark_mode,
                     "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint, "engine": engine}
         with dsl.If(input_uri == "", name="gym-data"):
             generate = ops["generate"](env=env, transitions=transitions, seed=data_seed, ds=end_ds,
-                                       max_steps=max_steps, s3_endpoint=s3_endpoint)
+                                       max_steps=max_steps, policy=logging_policy, temperature=logging_temperature,
+                                       s3_endpoint=s3_endpoint)
             configure(generate, "generate", object_store_secret)
             generated = ops["timeline"](logged=generate.outputs["logged"], **timeline)
             configure(generated, "timeline", object_store_secret).set_caching_options(True)

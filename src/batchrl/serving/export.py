@@ -89,6 +89,21 @@ class LoadedModel:
         """Whether the model outputs continuous actions (in the environment's units) instead of scores."""
         return self.metadata.get("action_space") == "continuous"
 
+    @property
+    def parametric(self) -> bool:
+        """Whether the model scores candidate items (:mod:`batchrl.serving.parametric`)."""
+        return self.metadata.get("action_space") == "parametric"
+
+    def candidate_scores(self, values: np.ndarray, candidates: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+        """A parametric model's scores [B, K] for states ``values`` [B, S] and candidate sets ``candidates``
+        [B, K, A] with ``mask`` [B, K] (every given value present)."""
+        v = torch.as_tensor(np.asarray(values, dtype=np.float32))
+        c = torch.as_tensor(np.asarray(candidates, dtype=np.float32))
+        with torch.no_grad():
+            out: torch.Tensor = self.module(v, torch.ones_like(v), c, torch.ones_like(c),
+                                            torch.as_tensor(np.asarray(mask, dtype=bool)))
+        return out
+
     def outputs(self, values: np.ndarray | torch.Tensor, presence: np.ndarray | torch.Tensor | None = None
                 ) -> torch.Tensor:
         """The module's [B, A] output for dense ``values`` [B, F] (presence: all present by default)."""

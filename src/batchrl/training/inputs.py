@@ -52,6 +52,33 @@ def preprocess_fn(preprocessor: Preprocessor, action_preprocessor: Preprocessor 
     return transform
 
 
+def parametric_preprocess_fn(preprocessor: Preprocessor, item_preprocessor: Preprocessor) -> Callable[[Batch], Batch]:
+    """Batch -> Batch for parametric actions: states as :func:`preprocess_fn`, and the chosen item, the next
+    item and both candidate sets [B, K, A] through ``item_preprocessor`` (the network input of items)."""
+    states = preprocess_fn(preprocessor)
+
+    def items(values: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
+        flat: torch.Tensor = item_preprocessor(values.reshape(-1, values.shape[-1]),
+                                               presence.reshape(-1, values.shape[-1]).float())
+        return flat.reshape(*values.shape[:-1], flat.shape[-1])
+
+    @torch.no_grad()
+    def transform(batch: Batch) -> Batch:
+        candidates, candidates_presence = batch.candidates, batch.candidates_presence
+        next_candidates, next_presence = batch.next_candidates, batch.next_candidates_presence
+        action_presence = batch.action_presence
+        assert candidates is not None and candidates_presence is not None  # parametric tables carry them
+        assert next_candidates is not None and next_presence is not None and action_presence is not None
+        batch = states(batch)
+        ones = torch.ones_like(batch.next_action)  # (the loader keeps no next-item presence: all present)
+        return replace(batch, action=items(batch.action, action_presence), action_presence=None,
+                       next_action=items(batch.next_action, ones),
+                       candidates=items(candidates, candidates_presence), candidates_presence=None,
+                       next_candidates=items(next_candidates, next_presence), next_candidates_presence=None)
+
+    return transform
+
+
 @torch.no_grad()
 def network_input(preprocessor: Preprocessor, observation: np.ndarray, device: torch.device) -> torch.Tensor:
     """One environment observation (every value present) -> the network input float32[1, D]."""

@@ -35,6 +35,7 @@ import torch
 
 from batchrl import __version__, storage
 from batchrl.config.continuous import ContinuousModelBase
+from batchrl.config.parametric import ParametricModelBase
 from batchrl.data.loader import Batch
 from batchrl.errors import BatchRLError
 from batchrl.evaluation.rollouts import greedy_rollouts
@@ -228,6 +229,9 @@ def _spaces(env: gym.Env[Any, Any], config: GymTrainConfig) -> _Spaces:
     obs_dim = int(np.prod(obs_space.shape))
     if isinstance(action_space, gym.spaces.Discrete):
         model = config.model.value
+        if isinstance(model, ParametricModelBase):
+            raise BatchRLError(f"{config.model.name} trains offline on logged candidate sets, not online",
+                               where="model", fix="use `batchrl run` with a parametric environment's logged data")
         if isinstance(model, ContinuousModelBase):
             raise BatchRLError(f"{config.model.name} needs continuous actions; {config.env} has discrete ones",
                                where="model", fix="use a discrete algorithm (e.g. DiscreteDQN) for this env")

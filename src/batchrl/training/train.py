@@ -29,6 +29,7 @@ import torch
 from batchrl import __version__, storage
 from batchrl.config import WorkflowConfig
 from batchrl.config.continuous import ContinuousModelBase
+from batchrl.config.parametric import ParametricModelBase
 from batchrl.data.loader import Batch, DatasetInfo, TransitionLoader, dataset_info, read_eval_batch
 from batchrl.errors import BatchRLError
 from batchrl.models.builders import build_network
@@ -36,6 +37,7 @@ from batchrl.preprocessing.normalization import from_json_dict, read_normalizati
 from batchrl.preprocessing.preprocessor import Preprocessor
 from batchrl.results import StageResult, not_printed, when_set
 from batchrl.serving.export import export_model
+from batchrl.serving.parametric import export_parametric_model
 from batchrl.training.algorithms import build_trainer, export_policy
 from batchrl.training.checkpoints import (
     list_checkpoints,
@@ -46,7 +48,7 @@ from batchrl.training.checkpoints import (
     save_checkpoint,
 )
 from batchrl.training.cpe_models import CPETrainer
-from batchrl.training.inputs import amp_dtype, preprocess_fn, resolve_device
+from batchrl.training.inputs import amp_dtype, parametric_preprocess_fn, preprocess_fn, resolve_device
 from batchrl.training.loop import LoopState, TensorBoardLog, TrainingLoop
 from batchrl.training.metrics import epoch_metrics
 from batchrl.training.selection import select_epoch
@@ -73,7 +75,29 @@ def config_fingerprint(config: WorkflowConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _check_parametric_tables(config: WorkflowConfig, train: DatasetInfo, eval_: DatasetInfo) -> None:
+    model = config.model.value
+    if config.model.parametric != train.parametric:
+        raise BatchRLError(f"{config.model.name} and the training table disagree on parametric actions (items "
+                           f"among candidate sets): the table's actions are {train.num_candidates and 'parametric'}"
+                           f"{'' if train.num_candidates else 'discrete or continuous'}", where=train.uri,
+                           fix="use ParametricDQN/ParametricCQL on tables prepared from candidate sets, and the "
+                               "other algorithms elsewhere")
+    expected = [str(i) for i, _ in getattr(model, "action_float_features", None) or []]
+    if expected and expected != train.action_names:
+        raise BatchRLError(f"action_float_features ids {expected} differ from the training table's item feature "
+                           f"ids {train.action_names}", where=train.uri,
+                           fix="list the action normalization's feature ids in action_float_features")
+    if (eval_.action_names, eval_.feature_ids, eval_.num_candidates) != (train.action_names, train.feature_ids,
+                                                                           train.num_candidates):
+        raise BatchRLError("the eval table's feature ids, item features or candidate-set size differ from the "
+                           "training table's", where=eval_.uri, fix="prepare both tables in one `batchrl prepare` run")
+
+
 def _check_tables(config: WorkflowConfig, train: DatasetInfo, eval_: DatasetInfo) -> None:
+    if config.model.parametric or train.parametric:
+        _check_parametric_tables(config, train, eval_)
+        return
     model = config.model.value
     if config.model.continuous != train.continuous:
         kinds = ("discrete", "continuous")
@@ -86,6 +110,8 @@ def _check_tables(config: WorkflowConfig, train: DatasetInfo, eval_: DatasetInfo
             raise BatchRLError(f"action_float_features ids {expected} differ from the training table's action "
                                f"feature ids {train.action_names}", where=train.uri,
                                fix="list the action normalization's feature ids in action_float_features")
+    elif isinstance(model, ParametricModelBase):
+        raise TypeError("parametric models are checked by _check_parametric_tables")
     elif train.action_names != model.trainer_param.actions:
         raise BatchRLError(f"the config's actions {model.trainer_param.actions} differ from the training table's "
                            f"{train.action_names}", where=train.uri, fix="set trainer_param.actions to the actions "
@@ -110,8 +136,8 @@ class _Setup:
 def _discrete_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Preprocessor, norm_json: dict[str, Any],
                     dev: torch.device, amp: torch.dtype | None) -> _Setup:
     model_config = config.model.value
-    if isinstance(model_config, ContinuousModelBase):
-        raise TypeError(f"{config.model.name} is a continuous-action algorithm")
+    if isinstance(model_config, ContinuousModelBase | ParametricModelBase):
+        raise TypeError(f"{config.model.name} is not a discrete-action algorithm")
     params = model_config.trainer_param
     num_actions = len(params.actions)
     trainer = build_trainer(config.model, preprocessor.output_dim, num_actions, device=dev, amp_dtype=amp)
@@ -177,6 +203,30 @@ def _continuous_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: P
     return _Setup(trainer, None, preprocess_fn(preprocessor, action_preprocessor),
                   lambda eval_batch, epoch: continuous_epoch_metrics(trainer, eval_batch, info.action_names),
                   export)
+
+
+def _parametric_setup(config: WorkflowConfig, info: DatasetInfo, preprocessor: Preprocessor, norm_json: dict[str, Any],
+                      dev: torch.device, amp: torch.dtype | None) -> _Setup:
+    """ParametricDQN / ParametricCQL on a table of candidate sets: items through their own Preprocessor (the
+    action normalization in the table's metadata); the export scores candidate sets
+    (:mod:`batchrl.serving.parametric`)."""
+    action_normalization = from_json_dict(info.action_normalization, where=f"{info.uri} action_normalization")
+    action_ids = [int(a) for a in info.action_names]
+    item_preprocessor = Preprocessor(action_normalization, action_ids).to(dev)
+    trainer = build_trainer(config.model, preprocessor.output_dim, item_preprocessor.output_dim, device=dev,
+                            amp_dtype=amp)
+
+    def evaluate(eval_batch: Batch, epoch: int) -> dict[str, Any]:
+        return {"eval": {name: float(value) for name, value in trainer.evaluate(eval_batch).items()}}
+
+    def export(output: str, metadata: dict[str, Any]) -> dict[str, str]:
+        uri = f"{output}/{MODEL_FILE}"
+        export_parametric_model(uri, preprocessor, item_preprocessor, trainer.q_network, info.feature_ids, action_ids,
+                                norm_json, info.action_normalization or {},
+                                {**metadata, "output": trainer.scores, "num_candidates": info.num_candidates})
+        return {"model": uri}
+
+    return _Setup(trainer, None, parametric_preprocess_fn(preprocessor, item_preprocessor), evaluate, export)
 
 
 def _restore(setup: _Setup, output: str, fingerprint: str, resume: bool) -> tuple[LoopState, str | None]:
@@ -298,8 +348,8 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
     preprocessor = Preprocessor(read_normalization(normalization), info.feature_ids).to(dev)
 
     torch.manual_seed(config.seed)
-    setup = (_continuous_setup if config.model.continuous else _discrete_setup)(
-        config, info, preprocessor, norm_json, dev, amp)
+    setup = (_parametric_setup if config.model.parametric else _continuous_setup if config.model.continuous
+             else _discrete_setup)(config, info, preprocessor, norm_json, dev, amp)
     loader = TransitionLoader(train, config.batch_size, seed=config.seed, device=dev, transform=setup.transform)
     eval_batch = setup.transform(read_eval_batch(eval, eval_info).to(dev))
     log.info("train: %s on %s, %d training rows (%s), %d eval rows, %d features -> %d inputs, actions %s",
@@ -329,7 +379,7 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
         "train_rows": loader.num_rows, "eval_rows": len(eval_batch), "resident": loader.resident,
         "gamma": params.rl.gamma, "temperature": params.rl.temperature, "cpe_in_training": setup.cpe is not None,
         "feature_ids": info.feature_ids, "action_names": info.action_names,
-        "action_space": "continuous" if info.continuous else "discrete",
+        "action_space": "parametric" if info.parametric else "continuous" if info.continuous else "discrete",
         "inputs": {"train": train, "eval": eval, "normalization": normalization},
         "resumed_from": resumed_from, "paths": paths, "selected_epoch": selected,
         "config": config.model_dump(mode="json"),

@@ -27,12 +27,26 @@ from batchrl.config import (
     DiscreteQRDQNModel,
     IQLModel,
     ModelConfig,
+    ParametricCQLModel,
+    ParametricDQNModel,
     SACModel,
     TD3Model,
 )
 from batchrl.models.continuous import ActionScaler, ScaledActor
 from batchrl.serving.export import export_model
-from batchrl.training.algorithms import bcq, c51, continuous_iql, cql, crr, dqn, iql, qrdqn, sac, td3
+from batchrl.training.algorithms import (
+    bcq,
+    c51,
+    continuous_iql,
+    cql,
+    crr,
+    dqn,
+    iql,
+    parametric_dqn,
+    qrdqn,
+    sac,
+    td3,
+)
 from batchrl.training.trainer import BuildContext, Trainer
 
 
@@ -56,6 +70,8 @@ ALGORITHMS: dict[str, Algorithm] = {
     "SAC": Algorithm(SACModel, sac.build),
     "TD3": Algorithm(TD3Model, td3.build),
     "IQL": Algorithm(IQLModel, continuous_iql.build),
+    "ParametricDQN": Algorithm(ParametricDQNModel, parametric_dqn.build),
+    "ParametricCQL": Algorithm(ParametricCQLModel, parametric_dqn.build_conservative),
 }
 
 
@@ -63,7 +79,8 @@ def build_trainer(model: ModelConfig, input_dim: int, action_dim: int, *, device
                   amp_dtype: torch.dtype | None = None, seed: int = 0) -> Trainer:
     """The trainer of the configured algorithm with fresh networks (seed torch before calling).
 
-    ``action_dim``: the number of actions (discrete) or the action dimensions (continuous); ``amp_dtype``:
+    ``action_dim``: the number of actions (discrete), the action dimensions (continuous) or the item input's
+    width (parametric); ``amp_dtype``:
     CUDA mixed precision of the discrete trainers (the actor-critic ones run in float32); ``seed`` seeds
     SAC's and TD3's own sampling generator.
     """
