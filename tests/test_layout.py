@@ -58,3 +58,15 @@ def test_top_level_tests_are_of_top_level_modules():
 def test_the_check_sees_a_cross_import():
     tree = ast.parse("from tests.training.test_dqn import hand_batch\nimport test_timeline\n")
     assert _imported(tree) == ["tests.training.test_dqn.hand_batch", "test_timeline"]
+
+
+def test_no_long_function_without_a_stated_reason():
+    """Issue 18: no function in src/ over 80 lines unless its docstring says why ("Long because ...")."""
+    unexplained = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno is not None:
+                length = node.end_lineno - node.lineno + 1
+                if length > 80 and "Long because" not in (ast.get_docstring(node) or ""):
+                    unexplained.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({length} lines)")
+    assert not unexplained, unexplained

@@ -98,7 +98,7 @@ def _prepare(tmp_path, rows, norms, engine_name="duckdb") -> dict:
 def test_prepare_pads_candidate_sets_by_hand(engine, tmp_path, norms):
     rows = [_row(0, B, [A, B], C, [C]), _row(1, C, [C], [], [], end="terminated")]
     summary = _prepare(tmp_path, rows, norms, engine.name)
-    assert summary["action_kind"] == "parametric" and summary["action_names"] == ["1001", "1002"]
+    assert summary.action_kind == "parametric" and summary.action_names == ["1001", "1002"]
     assert storage.read_metadata(str(tmp_path / "train"))["num_candidates"] == 2
     table = storage.read_table(str(tmp_path / "train"))
     assert table.column_names == list(PARAMETRIC_TRAINING_COLUMNS)

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
     from pyspark.sql.types import DataType, StructType
 
+    from batchrl.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,10 @@ def training_rows(df: DataFrame, options: PrepareOptions, feature_ids: list[int]
                   candidates: int | None = None) -> DataFrame:
     """Timeline rows -> training rows (``training_columns`` plus ``_split``, ``_truncated``,
     ``_prob_null``, ``_no_action``). ``action_ids``: the action feature ids of continuous (map) actions;
-    ``candidates``: parametric actions, the candidate sets padded to this many items."""
+    ``candidates``: parametric actions, the candidate sets padded to this many items.
+
+    Long because it is one projection plan: each training column's expression, in the training schema's
+    order; split up, one SELECT would be scattered over several functions."""
     F = api(df).F
     custom = None
     if options.custom_reward_expression is not None:
@@ -516,6 +520,49 @@ def _part_stats(rows: DataFrame, parts: dict[str, Column]) -> tuple[dict[str, An
     return counts, stats
 
 
+def _write_tables(runner: Engine, rows: DataFrame, schema: Any, conditions: dict[str, Column],
+                  outputs: dict[str, tuple[str, list[float]]], metadata: dict[str, dict[str, Any]]) -> None:
+    """Write each split's rows (``conditions``; truncated rows left out) in the training schema, whole
+    episodes per file in sequence order (what sequential CPE reads); commit them all only when all are
+    written, with their ``metadata``."""
+    F = runner.api.F
+    writers: dict[str, storage.DatasetWriter] = {}
+    try:
+        for name, (uri, _) in outputs.items():
+            writers[name] = writer = storage.DatasetWriter(uri)
+            part = rows.where(~F.col("_truncated") & conditions[name])
+            typed = part.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+            runner.write_parquet(typed, writer, sort_by=["mdp_id", "sequence_number"])
+        for name, writer in writers.items():
+            writer.commit(metadata[name])
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+
+
+def _report_counts(counts: dict[str, int], feature_ids: list[int], actions: list[str], action_ids: list[int] | None,
+                   where: str) -> None:
+    """Fail when no row has any normalized feature; warn about featureless rows, missing propensities and
+    rows whose action is outside the trained ones (``action_ids``: continuous actions' feature ids)."""
+    if counts["rows"] and counts["featureless"] == counts["rows"]:
+        raise BatchRLError(f"no row has any of the normalization's feature ids {feature_ids[:20]} in "
+                           "state_features", where=where,
+                           fix="pass the normalization computed (`batchrl normalize`) on this timeline")
+    if counts["featureless"]:
+        log.warning("%d rows have none of the normalization's features (their state vectors are all 0)",
+                    counts["featureless"])
+    if counts["prob_null"]:
+        log.warning("%d rows have no action_probability; 1.0 was used (CPE needs real propensities)",
+                    counts["prob_null"])
+    if counts["unknown"] and action_ids is not None:
+        log.warning("%d rows have none of the action features %s (they are not trained on)", counts["unknown"],
+                    action_ids)
+    elif counts["unknown"]:
+        log.warning("%d rows have a logged action outside %s (action index %d)", counts["unknown"], actions,
+                    len(actions))
+
+
 def prepare(input: str, normalization: str, output_train: str, output_eval: str, options: PrepareOptions,
             spark_master: str | None = "local[*]", action_normalization: str | None = None,
             engine: str = "auto") -> PrepareResult:
@@ -528,6 +575,9 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
     action names are those ids as strings, and the metadata keeps the normalization itself
     (``action_feature_ids``, ``action_normalization``) for the trainer. Both outputs are committed only
     when both are written. ``engine``: auto, duckdb or spark.
+
+    Long because it tells the stage in order (the input checks, the training-rows plan, its counts, the two
+    committed tables), each step a call; what stays inline is the metadata both tables carry.
     """
     started = time.perf_counter()
     if storage.resolve(output_train).uri.rstrip("/") == storage.resolve(output_eval).uri.rstrip("/"):
@@ -572,22 +622,7 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
         raise BatchRLError(f"could not build the training table: {first}", where=expr or input,
                            fix="check --custom-reward-expression (a SQL expression over the timeline columns)"
                            if expr else "pass the output of `batchrl timeline`") from None
-    if counts["rows"] and counts["featureless"] == counts["rows"]:
-        raise BatchRLError(f"no row has any of the normalization's feature ids {feature_ids[:20]} in "
-                           "state_features", where=f"{input} with {normalization}",
-                           fix="pass the normalization computed (`batchrl normalize`) on this timeline")
-    if counts["featureless"]:
-        log.warning("%d rows have none of the normalization's features (their state vectors are all 0)",
-                    counts["featureless"])
-    if counts["prob_null"]:
-        log.warning("%d rows have no action_probability; 1.0 was used (CPE needs real propensities)",
-                    counts["prob_null"])
-    if counts["unknown"] and continuous:
-        log.warning("%d rows have none of the action features %s (they are not trained on)", counts["unknown"],
-                    action_ids)
-    elif counts["unknown"]:
-        log.warning("%d rows have a logged action outside %s (action index %d)", counts["unknown"], actions,
-                    len(actions))
+    _report_counts(counts, feature_ids, actions, action_ids, f"{input} with {normalization}")
     common = {
         "feature_ids": feature_ids,
         "action_kind": "parametric" if parametric else "continuous" if continuous else "discrete",
@@ -607,21 +642,9 @@ def prepare(input: str, normalization: str, output_train: str, output_eval: str,
     }
     outputs = {"train": (output_train, train_range), "eval": (output_eval, eval_range)}
     schema = training_spark_schema(runner.api.T, continuous, parametric)
-    writers: dict[str, storage.DatasetWriter] = {}
-    try:
-        for name, (uri, _) in outputs.items():
-            writers[name] = writer = storage.DatasetWriter(uri)
-            part = rows.where(~F.col("_truncated") & conditions[name])
-            typed = part.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
-            # whole episodes per file, in sequence order (what sequential CPE reads)
-            runner.write_parquet(typed, writer, sort_by=["mdp_id", "sequence_number"])
-        for name, writer in writers.items():
-            writer.commit({"stage": "prepare", "table": name, **common, **asdict(results[name]),
-                           "split_range": outputs[name][1]})
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
+    _write_tables(runner, rows, schema, conditions, outputs,
+                  {name: {"stage": "prepare", "table": name, **common, **asdict(results[name]),
+                          "split_range": outputs[name][1]} for name in outputs})
     result = PrepareResult(
         output_train=output_train,
         output_eval=output_eval,

@@ -158,7 +158,11 @@ def _field(config: Any, dotted: str) -> Any:
 @cache
 def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = None) -> Any:
     """The batch-RL pipeline (a KFP graph component) whose steps run in ``images``; ``pipeline_root``
-    (optional) is compiled in as its default artifact root (a run's own pipeline root overrides it)."""
+    (optional) is compiled in as its default artifact root (a run's own pipeline root overrides it).
+
+    Long because KFP's DSL declares a graph as the body of one decorated function: its parameters are the
+    pipeline's, its statements the steps and their wiring (the options each step takes come from
+    :mod:`batchrl.stages`)."""
     ops = build_components(images)
     default_config = default_workflow_config()
     defaults = config_defaults(default_config)

@@ -27,7 +27,7 @@ CLIP_LOG            ln(max(x, 1e-6))
 =================== =============================================================================
 """
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -125,62 +125,15 @@ class Preprocessor(torch.nn.Module):
                                fix="run `batchrl normalize` on data that has these features, or drop them")
         params = [normalization[i] for i in ids]
         n = len(ids)
-        codes, mean, stddev, lam, shift, low, scale = [], [], [], [], [], [], []
-        for p in params:
-            codes.append(TYPE_CODES[p.feature_type])
-            standardized = p.feature_type in (FeatureType.CONTINUOUS, FeatureType.BOXCOX)
-            mean.append(p.mean if standardized else 0.0)
-            stddev.append(p.stddev if standardized else 1.0)
-            is_boxcox = p.feature_type == FeatureType.BOXCOX
-            lam.append(p.boxcox_lambda if is_boxcox else 1.0)
-            shift.append(p.boxcox_shift if is_boxcox else 0.0)
-            if p.feature_type == FeatureType.CONTINUOUS_ACTION:
-                low.append(p.required("min_value"))
-                scale.append((2.0 - 2.0 * ACTION_EPS) / max(p.required("max_value") - p.required("min_value"), 1e-6))
-            else:
-                low.append(0.0)
-                scale.append(1.0)
         f32 = torch.float32
-        self.register_buffer("type_codes", torch.tensor(codes, dtype=torch.long))
-        self.register_buffer("mean", torch.tensor(mean, dtype=f32))
-        self.register_buffer("stddev", torch.tensor(stddev, dtype=f32))
-        self.register_buffer("boxcox_lambda", torch.tensor(lam, dtype=f32))
-        self.register_buffer("boxcox_shift", torch.tensor(shift, dtype=f32))
-        self.register_buffer("action_min", torch.tensor(low, dtype=f32))
-        self.register_buffer("action_scale", torch.tensor(scale, dtype=f32))
-
-        # QUANTILE: per quantile feature, its intervals [q_i, q_{i+1}] padded to the longest list
-        q_cols = [j for j, p in enumerate(params) if p.feature_type == FeatureType.QUANTILE]
-        width = max((len(params[j].required_values("quantiles")) - 1 for j in q_cols), default=1)
-        lower = torch.zeros(len(q_cols), width)
-        span = torch.ones(len(q_cols), width)
-        weight = torch.zeros(len(q_cols), width)
-        for row, j in enumerate(q_cols):
-            q = torch.tensor(params[j].required_values("quantiles"), dtype=torch.float64)
-            k = len(q) - 1
-            lower[row, :k] = q[:-1].float()
-            span[row, :k] = torch.clamp(q[1:] - q[:-1], min=1e-12).float()
-            weight[row, :k] = 1.0 / k
+        for name, values in _elementwise(params).items():
+            self.register_buffer(name, torch.tensor(values, dtype=torch.long if name == "type_codes" else f32))
+        q_cols, lower, span, weight = _quantile_intervals(params)
         self.register_buffer("quantile_columns", torch.tensor(q_cols, dtype=torch.long))
         self.register_buffer("quantile_lower", lower)
         self.register_buffer("quantile_span", span)
         self.register_buffer("quantile_weight", weight)
-
-        # ENUM: one (column, value) pair per one-hot output
-        e_cols: list[int] = []
-        e_vals: list[float] = []
-        gather: list[int] = []
-        out_ids: list[int] = []
-        for j, p in enumerate(params):
-            if p.feature_type == FeatureType.ENUM:
-                for v in p.required_values("possible_values"):
-                    gather.append(n + len(e_cols))
-                    e_cols.append(j)
-                    e_vals.append(float(v))
-                    out_ids.append(ids[j])
-            else:
-                gather.append(j)
-                out_ids.append(ids[j])
+        e_cols, e_vals, gather, out_ids = _enum_outputs(params, ids)
         self.register_buffer("enum_columns", torch.tensor(e_cols, dtype=torch.long))
         self.register_buffer("enum_values", torch.tensor(e_vals, dtype=f32))
         self.register_buffer("output_index", torch.tensor(gather, dtype=torch.long))
@@ -263,3 +216,61 @@ class Preprocessor(torch.nn.Module):
         one_hot = ((xe == self.enum_values) & pe).to(torch.float32)
         out = torch.cat([out, one_hot], dim=1)
         return out.index_select(1, self.output_index)
+
+
+def _elementwise(params: list[Any]) -> dict[str, list[float]]:
+    """Per input column: its type code, and the standardization (mean, stddev), Box-Cox (lambda, shift) and
+    action scaling (min, scale) parameters, neutral where the type does not use them."""
+    out: dict[str, list[float]] = {name: [] for name in ("type_codes", "mean", "stddev", "boxcox_lambda",
+                                                          "boxcox_shift", "action_min", "action_scale")}
+    for p in params:
+        standardized = p.feature_type in (FeatureType.CONTINUOUS, FeatureType.BOXCOX)
+        is_boxcox = p.feature_type == FeatureType.BOXCOX
+        is_action = p.feature_type == FeatureType.CONTINUOUS_ACTION
+        out["type_codes"].append(TYPE_CODES[p.feature_type])
+        out["mean"].append(p.mean if standardized else 0.0)
+        out["stddev"].append(p.stddev if standardized else 1.0)
+        out["boxcox_lambda"].append(p.boxcox_lambda if is_boxcox else 1.0)
+        out["boxcox_shift"].append(p.boxcox_shift if is_boxcox else 0.0)
+        out["action_min"].append(p.required("min_value") if is_action else 0.0)
+        out["action_scale"].append((2.0 - 2.0 * ACTION_EPS) / max(p.required("max_value") - p.required("min_value"),
+                                                                   1e-6) if is_action else 1.0)
+    return out
+
+
+def _quantile_intervals(params: list[Any]) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """QUANTILE columns and, per column, its intervals [q_i, q_{i+1}] (lower end, span, weight 1/k) padded
+    to the longest list."""
+    q_cols = [j for j, p in enumerate(params) if p.feature_type == FeatureType.QUANTILE]
+    width = max((len(params[j].required_values("quantiles")) - 1 for j in q_cols), default=1)
+    lower = torch.zeros(len(q_cols), width)
+    span = torch.ones(len(q_cols), width)
+    weight = torch.zeros(len(q_cols), width)
+    for row, j in enumerate(q_cols):
+        q = torch.tensor(params[j].required_values("quantiles"), dtype=torch.float64)
+        k = len(q) - 1
+        lower[row, :k] = q[:-1].float()
+        span[row, :k] = torch.clamp(q[1:] - q[:-1], min=1e-12).float()
+        weight[row, :k] = 1.0 / k
+    return q_cols, lower, span, weight
+
+
+def _enum_outputs(params: list[Any], ids: list[int]) -> tuple[list[int], list[float], list[int], list[int]]:
+    """ENUM one-hots, one (column, value) pair per output; the gather index of every output (inputs first,
+    then the one-hots) and the feature id each output comes from."""
+    n = len(ids)
+    e_cols: list[int] = []
+    e_vals: list[float] = []
+    gather: list[int] = []
+    out_ids: list[int] = []
+    for j, p in enumerate(params):
+        if p.feature_type == FeatureType.ENUM:
+            for v in p.required_values("possible_values"):
+                gather.append(n + len(e_cols))
+                e_cols.append(j)
+                e_vals.append(float(v))
+                out_ids.append(ids[j])
+        else:
+            gather.append(j)
+            out_ids.append(ids[j])
+    return e_cols, e_vals, gather, out_ids
