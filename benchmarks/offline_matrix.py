@@ -42,7 +42,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # offline_cartpole's greedy rollouts
 RESULTS = ROOT / "benchmarks" / "offline_matrix.json"
 D3RLPY_VENV = ROOT / "benchmarks" / ".d3rlpy-venv"
-D3RLPY_PINS = ["d3rlpy==2.8.1", "pyarrow"]
+D3RLPY_PINS = ["d3rlpy==2.8.1", "pyarrow", "box2d==2.3.10", "pygame==2.6.1"]  # Box2D: LunarLander
 
 #: The matrix's tasks: env -> (continuous actions, datasets). MountainCar has no random dataset (random
 #: data never reaches the flag).
