@@ -184,8 +184,8 @@ def test_fqe_that_runs_out_of_iterations_says_so():
 def test_blend_weights_are_optimal_on_nearly_singular_matrices():
     """Two of MAGIC's bootstrap matrices from the CartPole eval table of ``make run`` (128 episodes,
     effective sample size 1.2; eigenvalues down to 1e-17 of the largest, several j-step estimates equal).
-    With lstsq's default cut the active-set solve stopped 1e-7 above the optimum and the estimate was
-    flagged magic_not_optimal; now the duality gap certifies them, and SLSQP finds no lower objective."""
+    The active-set KKT solve alone stopped 1e-7 above the optimum there and the estimate was flagged
+    magic_not_optimal; now the duality gap certifies them, and SLSQP finds no lower objective."""
     from scipy.optimize import minimize
 
     matrices = torch.from_numpy(np.load(Path(__file__).parents[1] / "resources" / "magic_singular_blend_matrices.npy"))
