@@ -369,15 +369,23 @@ def run_chain(args, results: dict) -> None:
 def markdown(paths: list[str]) -> str:
     """One markdown table of every setup and estimator in the result files ``paths`` (for the README)."""
     lines = ["| setup | truth | estimator | datasets | mean estimate | bias | mean abs. rel. error | RMS rel. error "
-             "| 95% CI coverage | flagged | median ESS |", "|" + "---|" * 11]
+             "| 95% CI coverage | flagged | coverage when not flagged | median ESS |", "|" + "---|" * 12]
     for path in paths:
-        for setup, result in json.load(open(path))["results"].items():
+        data = json.load(open(path))
+        runs = [data] if "results" in data else list(data.values())  # one run, or runs keyed by name
+        for setup, result in ((k, v) for run in runs for k, v in run["results"].items()):
             for name, r in result["estimators"].items():
                 lines.append(f"| {setup} | {result['truth']:.4g} | {name} | {r['datasets']} | {r['mean_estimate']:.4g} "
                              f"| {r['bias']:+.1%} | {r['mean_abs_relative_error']:.1%} | {r['rms_relative_error']:.1%} "
                              f"| {r['coverage']:.0%} +- {r['coverage_se']:.0%} | {r['flagged_share']:.0%} "
-                             f"| {r['median_effective_sample_size']:.0f} |")
+                             f"| {_when_trusted(r)} | {r['median_effective_sample_size']:.0f} |")
     return "\n".join(lines)
+
+
+def _when_trusted(r: dict) -> str:
+    """Coverage over the datasets the diagnostics did not flag, with how many there were."""
+    trusted = r.get("trusted_datasets", 0)
+    return "-" if not trusted else f"{r['coverage_when_trusted']:.0%} of {trusted}"
 
 
 def save(args, results: dict) -> None:

@@ -9,8 +9,9 @@ section 7), attaches each estimate's diagnostics and warnings
 ``skipped`` with the reason (nothing is guessed), and names the estimator to act on (``recommended``).
 Normalized = raw / the logging policy's value on the same data (one-step: mean logged reward;
 sequential: mean discounted logged episode return), so 1.0 means "as good as the logging policy".
-Intervals are 95% percentile intervals of a seeded bootstrap of size n (rows for one-step
-estimators, episodes for sequential ones), the normalized interval paired on the same resamples.
+Intervals are 95% intervals over the units (rows for one-step estimators, episodes for sequential
+ones): Student-t for plain means, percentile bootstrap for the rest
+(:mod:`batchrl.evaluation.estimators.core` says which and why).
 """
 
 from __future__ import annotations

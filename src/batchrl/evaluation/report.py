@@ -63,6 +63,10 @@ def cpe_rows(metrics: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+#: What the CPE table's numbers are (the rule is :mod:`batchrl.evaluation.estimators.core`'s).
+CPE_NOTE = ("Normalized = estimate / the logging policy's value on the same data (1.0 = as good as the logging "
+            "policy). 95% intervals: Student-t for the plain means (DM, IPS, DR, Switch, SwitchDR, SDR, FQE; "
+            "the normalized one by the delta method), percentile bootstrap for SNIPS, WDR and MAGIC.")
 CPE_HEADER = ["estimator", "kind", "raw", "95% CI", "normalized", "normalized 95% CI", "effective n", "trusted"]
 
 
@@ -156,8 +160,7 @@ def render_markdown(metrics: dict[str, Any]) -> str:
         parts += ["## Gym rollouts (greedy policy)", "", _md_table(GYM_HEADER, _gym_rows(metrics["gym"])), ""]
     if metrics.get("cpe"):
         parts += ["## Counterfactual policy evaluation", "",
-                  "Normalized = estimate / the logging policy's value on the same data (1.0 = as good as the "
-                  "logging policy); intervals are 95% percentile bootstrap intervals.", "",
+                  CPE_NOTE, "",
                   _md_table(CPE_HEADER, cpe_rows(metrics)), ""]
         advice = recommendation(metrics)
         if advice:
@@ -317,8 +320,7 @@ def render_html(metrics: dict[str, Any], history: list[dict[str, Any]]) -> str:
                   _img(returns_png(metrics["gym"], metrics.get("passing_score_bar")), "return distribution")]
     if metrics.get("cpe"):
         parts += ["<h2>Counterfactual policy evaluation</h2>",
-                  "<p>Normalized = estimate / the logging policy's value on the same data (1.0 = as good as the "
-                  "logging policy); intervals are 95% percentile bootstrap intervals.</p>",
+                  f"<p>{html.escape(CPE_NOTE)}</p>",
                   _html_table(CPE_HEADER, cpe_rows(metrics))]
         advice = recommendation(metrics)
         if advice:

