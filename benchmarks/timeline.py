@@ -1,12 +1,14 @@
 """`batchrl timeline` on each engine beside raw DuckDB SQL, polars and pandas; and `make run`'s data stages.
 
     .venv/bin/pip install -c requirements.lock -e '.[bench]'       # polars, for its anchor
-    .venv/bin/python benchmarks/timeline.py [--rows 1000000 5000000] [--master local[2]] [--json PATH]
+    .venv/bin/python benchmarks/timeline.py [--rows 1000000 5000000] [--master local[2]] [--repeat 3] [--json PATH]
 
 Logged tables are CartPole-like and synthetic (numpy/pyarrow, no gym): episodes of 8..200 steps
 (geometric, mean about 22 like a random CartPole policy), 4 state features, actions "0"/"1", reward 1,
 metrics {"reward": 1}, end_reason on each last row; addTerminalStateRow false. For each size, in the
-same run, each in a fresh process (Python start-up included; the wall time is the parent's):
+same run, each in a fresh process (Python start-up included; the wall time is the parent's); the embedded
+engine and the raw DuckDB and polars anchors run ``--repeat`` times, interleaved, and their medians are
+compared (single runs on this machine vary by 10% or more); Spark and pandas run once:
 
 * ``batchrl timeline --engine duckdb`` and ``--engine spark`` as a user runs them: start-up, validation of
   the input, the transform, the Parquet write and the commit;
@@ -25,6 +27,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -181,6 +184,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--engines", nargs="+", default=["duckdb", "spark"])
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the embedded engine and each fast anchor")
     parser.add_argument("--json", help="write the results here as JSON")
     parser.add_argument("--anchor", choices=sorted(ANCHORS), help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs="*", help=argparse.SUPPRESS)
@@ -202,11 +206,26 @@ def main() -> None:
             storage.write_table(cartpole_like(rows), src)
             row: dict = {"rows": rows, "load_average": os.getloadavg()[0]}
             counts = {}
-            for engine in args.engines:
-                row[engine], summary = run_cli(src, f"{tmp}/{engine}_{rows}", engine, args.master)
-                counts[engine] = summary["output_rows"]
-            for name in ANCHORS:
-                row[name], counts[name] = run_anchor(name, src, f"{tmp}/{name}_{rows}")
+            runs: dict[str, list[float]] = {}
+            # the close ones (embedded engine and the two anchors) run interleaved, --repeat times each: the
+            # median is the figure; the slow references (Spark, pandas) run once
+            for rep in range(args.repeat):
+                for name in [e for e in args.engines if e != "spark"] + ["duckdb_sql", "polars"]:
+                    out = f"{tmp}/{name}_{rows}_{rep}"
+                    if name in ANCHORS:
+                        wall, counts[name] = run_anchor(name, src, out)
+                    else:
+                        wall, summary = run_cli(src, out, name, args.master)
+                        counts[name] = summary["output_rows"]
+                    runs.setdefault(name, []).append(wall)
+            if "spark" in args.engines:
+                wall, summary = run_cli(src, f"{tmp}/spark_{rows}", "spark", args.master)
+                runs["spark"], counts["spark"] = [wall], summary["output_rows"]
+            wall, counts["pandas"] = run_anchor("pandas", src, f"{tmp}/pandas_{rows}")
+            runs["pandas"] = [wall]
+            for name, walls in runs.items():
+                row[name] = statistics.median(walls)
+                row[f"{name}_runs"] = walls
             assert len(set(counts.values())) == 1, counts
             row["output_rows"] = counts["duckdb_sql"]
             if "duckdb" in row:

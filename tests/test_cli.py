@@ -36,3 +36,27 @@ def test_missing_input_is_a_clear_error(cli, tmp_path):
 def test_usage_errors_exit_2(argv):
     out = subprocess.run([sys.executable, "-m", "batchrl.cli", *argv], capture_output=True, text=True)
     assert out.returncode == 2
+
+
+@pytest.mark.parametrize(("argv", "module"), [
+    (["timeline", "--input", "x"], "timeline"), (["-v", "gym-train"], "gym_train"), (["-vv", "run"], "run"),
+    (["--verbose", "prepare"], "prepare"), (["--help", "timeline"], None), (["--version"], None), ([], None),
+    (["bogus"], None), (["-x", "timeline"], None),
+])
+def test_a_stage_process_registers_only_its_own_subcommand(argv, module):
+    from batchrl.cli import invoked_command
+
+    assert invoked_command(argv) == module
+    if module:
+        sub = next(a for a in build_parser(module)._actions if a.dest == "command")
+        assert [a.dest for a in sub._choices_actions] == [module.replace("_", "-")]
+
+
+def test_a_stage_process_does_not_import_other_commands_modules():
+    probe = ("import sys, contextlib, io\nfrom batchrl.cli import main\n"
+             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+             "    main(['timeline', '--help'])\n"
+             "print(sorted(m for m in ('yaml', 'kfp', 'torch', 'kubernetes', 'batchrl.kube.sparkapp') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

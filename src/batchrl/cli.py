@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 from batchrl import __version__
@@ -31,7 +32,22 @@ COMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def invoked_command(argv: list[str]) -> str | None:
+    """The module of the subcommand ``argv`` invokes, when nothing but ``-v`` flags comes before it; else None.
+
+    ``main`` then registers that subcommand alone: a stage's process does not import the other commands'
+    modules (Kubernetes, kfp, torch), which would add a fraction of a second to every stage.
+    """
+    for token in argv:
+        if re.fullmatch(r"-v+|--verbose", token):
+            continue
+        module = token.replace("-", "_")
+        return module if module in COMMANDS and not token.startswith("-") else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand, or with the one in module ``only``."""
     parser = argparse.ArgumentParser(
         prog="batchrl",
         description="Batch (offline) reinforcement learning: logged data -> timeline -> normalization -> "
@@ -40,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"batchrl {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for name in COMMANDS:
+    for name in (only,) if only else COMMANDS:
         importlib.import_module(f"batchrl.commands.{name}").register(sub)
     return parser
 
@@ -54,7 +70,7 @@ def configure_logging(verbosity: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(invoked_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

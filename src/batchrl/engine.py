@@ -95,6 +95,13 @@ def schema_of(df: DataFrame) -> Any:
     return cached[1]
 
 
+def filtered(df: DataFrame, condition: Column) -> DataFrame:
+    """``df.where(condition)``, whose schema is ``df``'s (remembered, so :func:`schema_of` asks no query)."""
+    result = df.where(condition)
+    _schemas[id(result)] = (result, schema_of(df))
+    return result
+
+
 def type_name(dtype: Any) -> str:
     """``StringType``, ``MapType``, ... : the same names on both engines (for ``isinstance``-free checks)."""
     return type(dtype).__name__

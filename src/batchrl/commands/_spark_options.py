@@ -26,14 +26,14 @@ def add_engine_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_spark_mode_options(parser: argparse.ArgumentParser) -> None:
-    from batchrl.kube.sparkapp import DEFAULT_IMAGE
+    from batchrl.kfp.images import DEFAULT_IMAGES
 
     add_engine_option(parser)
     parser.add_argument("--spark-mode", choices=["local", "kubernetes"], default="local",
                         help="run Spark here (local, default) or as a SparkApplication on Kubernetes "
                         "(spark-operator; input and output must be s3:// URIs)")
     group = parser.add_argument_group("Spark on Kubernetes (with --spark-mode kubernetes)")
-    group.add_argument("--spark-image", dest="k8s_image", help=f"Spark image (default {DEFAULT_IMAGE})")
+    group.add_argument("--spark-image", dest="k8s_image", help=f"Spark image (default {DEFAULT_IMAGES.spark})")
     group.add_argument("--driver-cores", dest="k8s_driver_cores", type=int, help="driver cores (default 1)")
     group.add_argument("--driver-memory", dest="k8s_driver_memory", help="driver memory, e.g. 2g (default 2g)")
     group.add_argument("--executor-cores", dest="k8s_executor_cores", type=int, help="cores per executor (default 1)")

@@ -34,7 +34,7 @@ from pydantic.alias_generators import to_camel
 
 from batchrl import storage
 from batchrl.data.validation import INVALID_ROW, guard_logged, read_logged, validate_logged
-from batchrl.engine import api, fail_when, get_engine, names_failure, schema_of, type_name
+from batchrl.engine import api, fail_when, filtered, get_engine, names_failure, schema_of, type_name
 from batchrl.errors import BatchRLError
 from batchrl.results import StageResult
 
@@ -387,15 +387,17 @@ def build_timeline(df: DataFrame, options: TimelineOptions, outliers: OutlierFil
         has_next = F.col("_w__next_seq").isNotNull()
         for name in nexts:
             window[f"next_{name}"] = _lead(F, name, w)
-            out[next_name(name)] = (F.when(has_next, F.col(f"_w_next_{name}"))
-                                    .otherwise(typed_empty(types[next_name(name)])))
+            out[next_name(name)] = F.col(f"_w_next_{name}")
+            if options.add_terminal_state_row:  # else rows without a next row are dropped below
+                out[next_name(name)] = F.when(has_next, out[next_name(name)]).otherwise(
+                    typed_empty(types[next_name(name)]))
         out["time_diff"] = F.coalesce(F.col("_w__next_seq") - seq, F.lit(0))
-    rows = (rows.select("*", *[col.alias(f"_w_{name}") for name, col in window.items()])
-            .where(fail_when(F, F.col("_w__next_seq") == seq, INVALID_ROW)))
+    keep = fail_when(F, F.col("_w__next_seq") == seq, INVALID_ROW)
     if not options.add_terminal_state_row:
-        rows = rows.where(has_next)
+        keep = keep & has_next
     if options.time_window_limit is not None:
-        rows = rows.where(F.col("_w__since_first") <= options.time_window_limit)
+        keep = keep & (F.col("_w__since_first") <= options.time_window_limit)
+    rows = rows.select("*", *[col.alias(f"_w_{name}") for name, col in window.items()]).where(keep)
     projected = []
     for field in schema.fields:
         if field.name in out:
@@ -477,7 +479,7 @@ def timeline(input: str, output: str, options: TimelineOptions, spark_master: st
     runner = get_engine(engine, spark_master, app_name="batchrl-timeline")
     F = runner.api.F
     raw = read_logged(runner, input)
-    in_range = raw.where((F.col("ds") >= options.start_ds) & (F.col("ds") <= options.end_ds))
+    in_range = filtered(raw, (F.col("ds") >= options.start_ds) & (F.col("ds") <= options.end_ds))
     where = f"{input} (ds {options.start_ds} .. {options.end_ds})"
     rows_read = None
     if options.dedup:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from batchrl import storage
-from batchrl.engine import any_of, api, fail_when, get_engine, map_values, schema_of, type_name
+from batchrl.engine import any_of, api, fail_when, filtered, get_engine, map_values, schema_of, type_name
 from batchrl.errors import BatchRLError
 from batchrl.results import StageResult
 
@@ -150,8 +150,8 @@ def guard_logged(df: DataFrame, where: str = "logged table") -> tuple[DataFrame,
     invalid = F.lit(False)
     for _, condition in _row_checks(df, kind).values():
         invalid = invalid | F.coalesce(condition, F.lit(False))
-    return df.where(fail_when(F, invalid, INVALID_ROW)), {"rows": int(stats["rows"]),
-                                                          "episodes": int(stats["episodes"])}
+    return filtered(df, fail_when(F, invalid, INVALID_ROW)), {"rows": int(stats["rows"]),
+                                                              "episodes": int(stats["episodes"])}
 
 
 def validate_logged(df: DataFrame, where: str = "logged table") -> dict[str, Any]:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from batchrl import __version__
 from batchrl.errors import BatchRLError
+from batchrl.kfp.images import DEFAULT_IMAGES
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ SPARK_VERSION = "4.3.0"
 MAIN_APPLICATION_FILE = "local:///opt/batchrl/spark_job.py"
 #: The uid/gid of the ``spark`` user in ``images/spark``.
 SPARK_UID = 185
-DEFAULT_IMAGE = f"ghcr.io/batchrl/batchrl-spark:{__version__}"
+DEFAULT_IMAGE = DEFAULT_IMAGES.spark
 SPARK_STAGES = ("timeline", "normalize", "prepare")
 #: Labels put on every SparkApplication this package creates.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
