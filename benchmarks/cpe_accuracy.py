@@ -115,7 +115,7 @@ def cartpole_q(obs: np.ndarray) -> np.ndarray:
     return np.stack([-obs[:, 2], obs[:, 2]], axis=1)
 
 
-def cartpole_probs(obs: np.ndarray, kind: str) -> np.ndarray:
+def cartpole_probs(obs: np.ndarray, kind: str, epsilon: float = 0.3) -> np.ndarray:
     """Action probabilities [n, 2] of the 'greedy', 'softmax' (target) or 'logging' (epsilon-greedy) policy."""
     q = cartpole_q(obs)
     greedy = np.eye(2)[q.argmax(axis=1)]
@@ -123,10 +123,10 @@ def cartpole_probs(obs: np.ndarray, kind: str) -> np.ndarray:
         return greedy
     if kind == "softmax":
         return _softmax(q / 0.05)
-    return 0.7 * greedy + 0.15
+    return (1 - epsilon) * greedy + epsilon / 2
 
 
-def cartpole_episodes(kind: str, episodes: int, seed: int, gamma: float) -> dict[str, np.ndarray]:
+def cartpole_episodes(kind: str, episodes: int, seed: int, gamma: float, epsilon: float = 0.3) -> dict[str, np.ndarray]:
     """Episodes of policy ``kind`` in CartPole-v0 (rows in episode order) with their discounted returns."""
     import gymnasium as gym
 
@@ -138,7 +138,7 @@ def cartpole_episodes(kind: str, episodes: int, seed: int, gamma: float) -> dict
     returns = np.zeros(episodes)
     log: list[tuple] = []
     while alive.any():
-        probs = cartpole_probs(obs, kind)
+        probs = cartpole_probs(obs, kind, epsilon)
         actions = (rng.random(episodes)[:, None] > np.cumsum(probs, axis=1)).sum(axis=1).clip(max=1)
         next_obs, reward, terminated, truncated, _ = envs.step(actions)
         for i in np.flatnonzero(alive):
@@ -299,28 +299,29 @@ def run_cartpole(args, results: dict) -> None:
     from batchrl.evaluation.cpe import counterfactual_estimates
 
     gamma = 0.99
-    for target in ("greedy", "softmax"):
-        setup = f"cartpole-{target}"
-        started = time.perf_counter()
-        truth_runs = cartpole_episodes(target, 2000, seed=99, gamma=gamma)["returns"]
-        truth = float(truth_runs.mean())
-        model_data = cartpole_episodes("logging", 300, seed=77, gamma=gamma)
-        model, fit = fqe_model(model_data, lambda o, kind=target: cartpole_probs(o, kind), gamma, seed=0)
-        print(f"{setup}: FQE value model {fit.as_dict()}", flush=True)
-        runs = []
-        for d in range(args.datasets):
-            data = cartpole_episodes("logging", args.cartpole_episodes, seed=5000 + d, gamma=gamma)
-            with torch.no_grad():
-                q_hat = model(torch.as_tensor(data["obs"], dtype=torch.float32)).double().numpy()
-            inputs = sequential_inputs(data, cartpole_probs(data["obs"], target), q_hat)
-            out = counterfactual_estimates(inputs, gamma, seed=d, bootstrap=args.seq_bootstrap)["estimates"]
-            runs.append({k: v for k, v in out.items() if k in ("IPS", "SNIPS", "SDR", "WDR", "MAGIC")})
-        table = summarize([{k: v for k, v in r.items() if k in ("SDR", "WDR", "MAGIC")} for r in runs], truth)
-        print_table(setup, truth, table)
-        results[setup] = {"truth": truth, "truth_se": float(truth_runs.std() / np.sqrt(len(truth_runs))),
-                          "gamma": gamma, "estimators": table, "value_model": fit.as_dict(),
-                          "seconds": time.perf_counter() - started}
-        save(args, results)
+    for epsilon in args.cartpole_epsilons:
+        for target in ("greedy", "softmax"):
+            setup = f"cartpole-eps{epsilon:g}-{target}"
+            started = time.perf_counter()
+            truth_runs = cartpole_episodes(target, 2000, seed=99, gamma=gamma)["returns"]
+            truth = float(truth_runs.mean())
+            model_data = cartpole_episodes("logging", 300, seed=77, gamma=gamma, epsilon=epsilon)
+            model, fit = fqe_model(model_data, lambda o, kind=target: cartpole_probs(o, kind), gamma, seed=0)
+            print(f"{setup}: FQE value model {fit.as_dict()}", flush=True)
+            runs = []
+            for d in range(args.datasets):
+                data = cartpole_episodes("logging", args.cartpole_episodes, seed=5000 + d, gamma=gamma, epsilon=epsilon)
+                with torch.no_grad():
+                    q_hat = model(torch.as_tensor(data["obs"], dtype=torch.float32)).double().numpy()
+                inputs = sequential_inputs(data, cartpole_probs(data["obs"], target), q_hat)
+                out = counterfactual_estimates(inputs, gamma, seed=d, bootstrap=args.seq_bootstrap)["estimates"]
+                runs.append({k: v for k, v in out.items() if k in ("IPS", "SNIPS", "SDR", "WDR", "MAGIC")})
+            table = summarize([{k: v for k, v in r.items() if k in ("SDR", "WDR", "MAGIC")} for r in runs], truth)
+            print_table(setup, truth, table)
+            results[setup] = {"truth": truth, "truth_se": float(truth_runs.std() / np.sqrt(len(truth_runs))),
+                              "gamma": gamma, "epsilon": epsilon, "estimators": table, "value_model": fit.as_dict(),
+                              "seconds": time.perf_counter() - started}
+            save(args, results)
 
 
 def run_chain(args, results: dict) -> None:
@@ -401,6 +402,8 @@ def main() -> None:
     parser.add_argument("--temperatures", type=lambda s: [float(v) for v in s.split(",")], default=[0.5, 1.0, 3.0])
     parser.add_argument("--bandit-rows", type=int, default=2000)
     parser.add_argument("--cartpole-episodes", type=int, default=100)
+    parser.add_argument("--cartpole-epsilons", type=lambda s: [float(v) for v in s.split(",")], default=[0.1, 0.3],
+                        help="the logging policy's epsilon, one CartPole setup pair per value")
     parser.add_argument("--chain-episodes", type=int, default=200)
     parser.add_argument("--chain-truth-episodes", type=int, default=20000)
     parser.add_argument("--fqe-datasets", type=int, default=50, help="chain datasets that also fit FQE")

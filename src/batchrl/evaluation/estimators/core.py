@@ -190,26 +190,34 @@ def is_plain_mean(statistic: Statistic) -> bool:
     return isinstance(statistic, Terms) and statistic.denominator is None and statistic.numerator.shape[1] == 1
 
 
-def t_interval(terms: Tensor, baseline_terms: Tensor) -> tuple[float, float, float, float, float, float]:
+def t_interval(terms: Tensor, baseline_terms: Tensor, unit_variance: float | None = None
+               ) -> tuple[float, float, float, float, float, float]:
     """Student-t intervals of the mean of ``terms`` [n] and of its ratio to the mean of ``baseline_terms``
-    [n] (delta method; see the module docstring). Returns (low, high, std error, normalized low,
-    normalized high, baseline std error); the normalized bounds are NaN where the baseline mean is 0."""
+    [n] (delta method; see the module docstring). ``unit_variance``: Var(x_i) when it is known better than
+    from the sample (the design-based variance of IPS, :func:`.one_step.ips_design_variance`); it replaces
+    the sample variance of x in both intervals: Var(z_i) = Var(x) + R^2 Var(b) - 2 R Cov(x, b), over b_bar^2.
+    Returns (low, high, std error, normalized low, normalized high, baseline std error); the normalized
+    bounds are NaN where the baseline mean is 0."""
     x, b = terms.to(torch.float64), baseline_terms.to(torch.float64)
     n = x.shape[0]
     quantile = float(stats.t.ppf(1 - ALPHA / 2, n - 1))
     mean, base = float(x.mean()), float(b.mean())
-    se = float(x.std()) / math.sqrt(n)
+    var_x = float(x.var()) if unit_variance is None else unit_variance
+    se = math.sqrt(var_x / n)
     base_se = float(b.std()) / math.sqrt(n)
     if base == 0:
         nlow = nhigh = float("nan")
     else:
         ratio = mean / base
-        ratio_se = float(((x - ratio * b) / base).std()) / math.sqrt(n)
+        cov = float(((x - x.mean()) * (b - b.mean())).sum()) / (n - 1)
+        ratio_var = max(var_x + ratio * ratio * float(b.var()) - 2 * ratio * cov, 0.0) / (base * base)
+        ratio_se = math.sqrt(ratio_var / n)
         nlow, nhigh = ratio - quantile * ratio_se, ratio + quantile * ratio_se
     return mean - quantile * se, mean + quantile * se, se, nlow, nhigh, base_se
 
 
-def estimate(statistic: Statistic, baseline: Statistic, replicates: int, seed: int) -> Estimate:
+def estimate(statistic: Statistic, baseline: Statistic, replicates: int, seed: int,
+             unit_variance: float | None = None) -> Estimate:
     """Point estimate, normalized value (``statistic / baseline``) and 95% intervals of both.
 
     Plain means get Student-t intervals (the normalized one by the delta method), every other statistic
@@ -217,6 +225,8 @@ def estimate(statistic: Statistic, baseline: Statistic, replicates: int, seed: i
     why); ``replicates <= 0`` gives no intervals. ``baseline`` is the logging policy's value on the same
     units (mean logged reward for one-step estimators, mean discounted logged episode return for
     sequential ones); normalized values are NaN when :func:`baseline_problem` finds it unusable.
+    ``unit_variance`` (plain means only): the per-unit variance to build the t-interval from instead of the
+    sample's (:func:`t_interval`).
     """
     n = statistic.units
     if baseline.units != n:
@@ -232,11 +242,14 @@ def estimate(statistic: Statistic, baseline: Statistic, replicates: int, seed: i
         return Estimate(raw, normalized, nan, nan, nan, nan, nan, n, base, nan, problem)
     if is_plain_mean(statistic) and is_plain_mean(baseline):
         assert isinstance(statistic, Terms) and isinstance(baseline, Terms)
-        low, high, se, nlow, nhigh, base_se = t_interval(statistic.numerator[:, 0], baseline.numerator[:, 0])
+        low, high, se, nlow, nhigh, base_se = t_interval(statistic.numerator[:, 0], baseline.numerator[:, 0],
+                                                         unit_variance)
         problem = baseline_problem(base, base_se, scale)
         if problem is not None:
             return Estimate(raw, nan, low, high, nan, nan, se, n, base, base_se, problem)
         return Estimate(raw, raw / base, low, high, nlow, nhigh, se, n, base, base_se, None)
+    if unit_variance is not None:
+        raise ValueError("unit_variance applies to plain means (t-intervals) only")
     counts = bootstrap_counts(n, replicates, seed)
     values = statistic.value(counts)
     bases = baseline.value(counts)

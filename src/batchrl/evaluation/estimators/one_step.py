@@ -50,6 +50,35 @@ def ips_terms(weights: Tensor, reward: Tensor) -> Terms:
     return Terms.mean_of(weights * reward.to(torch.float64))
 
 
+def ips_design_variance(target_probs: Tensor, logging_probs: Tensor, reward_hat: Tensor, reward: Tensor,
+                        action: Tensor) -> float:
+    """Var(w r) of one IPS term over the logging policy's draws, from mu of every action (design-based).
+
+    With the logged contexts x_i fixed and the action drawn from mu(.|x_i):
+    E[(w r)^2 | x] = sum_a pi(a|x)^2 / mu(a|x) E[r^2 | x, a] and E[w r | x] = sum_a pi(a|x) r_bar(x, a), so
+
+        Var(w r) = (1/n) sum_i sum_a pi_ia^2 / mu_ia (r_hat_ia^2 + s^2) - ((1/n) sum_i sum_a pi_ia r_hat_ia)^2,
+
+    with E[r^2 | x, a] estimated by r_hat^2 plus the mean squared residual s^2 = (1/n) sum_i (r_i -
+    r_hat(x_i, a_i))^2. The sample variance of the w_i r_i sees only the actions that were drawn: where
+    the weights are heavy-tailed a dataset that missed the rare large weights has a small sample variance
+    and an IPS estimate that is too low, and a t-interval on it misses (the Horvitz-Thompson estimator's
+    design-based variance, Horvitz & Thompson 1952, uses the known inclusion probabilities for the same
+    reason). Infinite where pi puts mass on an action mu never takes.
+    """
+    pi = target_probs.to(torch.float64)
+    mu = logging_probs.to(torch.float64)
+    r_hat = reward_hat.to(torch.float64)
+    if bool(((mu <= 0) & (pi > 0)).any()):
+        return float("inf")
+    r_hat_logged = r_hat.gather(1, action.long().reshape(-1, 1)).squeeze(1)
+    residual_square = float(((reward.to(torch.float64) - r_hat_logged) ** 2).mean())
+    ratio = torch.where(pi > 0, pi * pi / torch.where(mu > 0, mu, torch.ones_like(mu)), torch.zeros_like(pi))
+    second_moment = float((ratio * (r_hat * r_hat + residual_square)).sum(dim=1).mean())
+    value = float((pi * r_hat).sum(dim=1).mean())
+    return max(second_moment - value * value, 0.0)
+
+
 def snips_terms(weights: Tensor, reward: Tensor) -> Terms:
     """Self-normalized IPS: V = sum_i w_i r_i / sum_i w_i.
 
