@@ -83,7 +83,7 @@ def test_keep_best_exports_the_best_checked_policy_without_changing_training(tmp
     from batchrl.training.online import CHECK_SEED_OFFSET, greedy_check
 
     common = {"train_after_ts": 100, "num_train_episodes": 6, "num_eval_episodes": 2, "passing_score_bar": None}
-    plain = _config(tmp_path, "cartpole_v0_dqn", **common)
+    plain = _config(tmp_path, "cartpole_v0_dqn", **common, keep_best=None)  # the shipped config checks
     code, stdout, err = cli("gym-train", plain, "--output", tmp_path / "plain")
     assert code == 0, err
     without = json.loads(stdout)
