@@ -9,11 +9,12 @@ Setups (each: ``--datasets`` independent logged datasets, default 50; truth by o
   :func:`batchrl.evaluation.logging_policy.fit_logging_policy` on the logged rows alone (Switch uses it).
   Truth: the target's mean reward over 10^6 simulated contexts (its expected reward, exactly, per context).
   ``Switch(true mu)`` is Switch given the true logging distribution, for reference.
-- ``cartpole-greedy`` / ``cartpole-softmax``: CartPole-v0 logged by epsilon-greedy (epsilon 0.3) around
-  the hand-written policy Q(s) = (-pole angle, +pole angle) (about 42 steps greedily, so returns vary
-  from episode to episode); the target is that policy greedy, or softmax(Q / 0.05). gamma 0.99; episodes
-  rarely reach the 200-step limit, so stationary value models are valid. 100 episodes per dataset. Value model: FQE
-  fitted once per target on 300 independent logged episodes (as the pipeline's CPE models are trained
+- ``cartpole-eps{E}-greedy`` / ``cartpole-eps{E}-softmax``: CartPole-v0 logged by epsilon-greedy (epsilon E in
+  --cartpole-epsilons, default 0.1 and 0.3) around the hand-written policy Q(s) = (-pole angle, +pole angle)
+  (about 42 steps greedily, so returns vary from episode to episode); the target is that policy greedy,
+  or softmax(Q / 0.05). gamma 0.99; episodes rarely reach the 200-step limit, so stationary value models
+  are valid. --cartpole-episodes episodes per dataset (default 100). Value model: FQE
+  fitted once per setup on 300 independent logged episodes (as the pipeline's CPE models are trained
   on the train table, not the eval table). Truth: 2,000 on-policy episodes.
 - ``chain``: a random 8-state, 3-action MDP ending with probability 0.1 per step, Gaussian reward noise
   (sd 0.5), logging softmax(L[s]), target softmax(L[s] + N(0, 0.5^2) noise per (s, a)) (both
