@@ -33,7 +33,9 @@ def test_parametric_workflow_reports_baselines_and_cpe(tmp_path, cli):
     gym = metrics["gym"]
     assert gym["episodes"] == 3 and set(gym["baselines"]) == {"logging", "myopic", "random"}
     assert gym["baselines"]["logging"]["policy"] == "heuristic-softmax"
-    assert gym["target_policy"]["temperature"] == pytest.approx(0.1)
+    # the policy CPE evaluates: softmax(Q / rl.temperature)
+    rl = config["model"]["ParametricDQN"]["trainer_param"]["rl"]
+    assert gym["target_policy"]["temperature"] == pytest.approx(rl["temperature"])
     assert {"DR", "SDR", "WDR", "IPS"} <= set(metrics["cpe"]["estimates"])
     assert "Switch" in metrics["cpe"]["skipped"]
     assert 0.0 < metrics["cpe"]["simulated_one_step_value"] < 1.0  # a mean click probability

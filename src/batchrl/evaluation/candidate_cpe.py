@@ -142,7 +142,8 @@ def candidate_cpe(policy: LoadedModel, eval_uri: str, gamma: float, temperature:
     if len(batch) == 0:
         raise BatchRLError("the eval table has no rows with a logged item", where=eval_uri,
                            fix="prepare a non-empty eval table (eval_table_sample > 0)")
-    assert batch.action_index is not None and batch.episode is not None  # parametric eval batches carry them
+    # parametric eval batches carry them
+    assert batch.action_index is not None and batch.episode is not None and batch.candidates is not None
     x, probs = _network_inputs(policy, batch, temperature)
     reward_hat, q_hat = fit_models(x, batch.action_index, batch.reward, batch.not_terminal, gamma,
                                    config or CandidateModelConfig(seed=seed))
