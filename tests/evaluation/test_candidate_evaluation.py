@@ -11,8 +11,10 @@ import pytest
 import torch
 import yaml
 
-from batchrl.evaluation.candidate_rollouts import baseline_chooser, play
+from batchrl.errors import BatchRLError
+from batchrl.evaluation.candidate_rollouts import baseline_chooser, play, simulated_one_step_value
 from batchrl.evaluation.cpe import CPEInputs, counterfactual_estimates, target_policy_probs
+from batchrl.serving.export import LoadedModel
 
 ENV = "batchrl/Recommendation-v0"
 
@@ -31,9 +33,12 @@ def test_parametric_workflow_reports_baselines_and_cpe(tmp_path, cli):
     gym = metrics["gym"]
     assert gym["episodes"] == 3 and set(gym["baselines"]) == {"logging", "myopic", "random"}
     assert gym["baselines"]["logging"]["policy"] == "heuristic-softmax"
-    assert gym["target_policy"]["temperature"] == pytest.approx(0.1)
+    # the policy CPE evaluates: softmax(Q / rl.temperature)
+    rl = config["model"]["ParametricDQN"]["trainer_param"]["rl"]
+    assert gym["target_policy"]["temperature"] == pytest.approx(rl["temperature"])
     assert {"DR", "SDR", "WDR", "IPS"} <= set(metrics["cpe"]["estimates"])
     assert "Switch" in metrics["cpe"]["skipped"]
+    assert 0.0 < metrics["cpe"]["simulated_one_step_value"] < 1.0  # a mean click probability
     summary = json.loads((tmp_path / "work" / "run_summary.json").read_text())
     assert summary["generate"]["action_kind"] == "parametric" and summary["generate"]["policy"] == "heuristic-softmax"
     assert summary["train"]["algorithm"] == "ParametricDQN"
@@ -68,3 +73,39 @@ def test_candidate_positions_as_actions_recover_a_known_policy_value():
     assert estimates["DR"]["raw"] == pytest.approx(1.0)
     assert estimates["DM"]["raw"] == pytest.approx(1.0)
     assert estimates["IPS"]["raw"] == pytest.approx(1.0, abs=0.2)
+
+
+def _ids_only(state_ids: list[int], item_ids: list[int]) -> LoadedModel:
+    """simulated_one_step_value reads only the model's feature ids."""
+    return LoadedModel(module=None, metadata={"feature_ids": state_ids, "action_feature_ids": item_ids})  # type: ignore[arg-type]
+
+
+def test_one_step_truth_is_the_click_probability_under_pi():
+    """pi on the first candidate: the truth is the mean of sigmoid(3 u.e + 3 a + 2 s - 3) of that item (written
+    out here); the uniform policy over two real candidates averages them and ignores the padded third."""
+    rng = np.random.default_rng(0)
+    n = 50
+    u = rng.normal(size=(n, 4))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    state = np.column_stack([u, rng.uniform(0, 1, n)])
+    items = np.zeros((n, 3, 6))
+    items[:, :2] = rng.uniform(-1, 1, (n, 2, 6))
+    click = 1 / (1 + np.exp(-(3 * np.einsum("nd,nkd->nk", u, items[:, :, :4]) + 3 * items[:, :, 4]
+                              + 2 * state[:, 4:] - 3)))
+    model = _ids_only([0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5])
+    first = np.zeros((n, 3))
+    first[:, 0] = 1.0
+    assert simulated_one_step_value(ENV, model, state, items, first) == pytest.approx(click[:, 0].mean())
+    uniform = np.zeros((n, 3))
+    uniform[:, :2] = 0.5
+    assert simulated_one_step_value(ENV, model, state, items, uniform) == pytest.approx(click[:, :2].mean())
+
+
+def test_one_step_truth_places_features_by_id_and_rejects_foreign_ids():
+    """A model reading only the satisfaction (state id 4) and the appeal (item id 4): the other features are 0,
+    so the click probability is sigmoid(3 a + 2 s - 3); an item id past the simulator's 6 columns is an error."""
+    state, items, pi = np.array([[0.5]]), np.array([[[0.2]]]), np.array([[1.0]])
+    value = simulated_one_step_value(ENV, _ids_only([4], [4]), state, items, pi)
+    assert value == pytest.approx(1 / (1 + np.exp(-(3 * 0.2 + 2 * 0.5 - 3))))
+    with pytest.raises(BatchRLError, match="item ids"):
+        simulated_one_step_value(ENV, _ids_only([4], [6]), state, items, pi)

@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+import yaml
 from pydantic_core import PydanticUndefined
 
 from batchrl.errors import BatchRLError
@@ -80,6 +81,10 @@ def test_workflow_config_knobs_override_the_config():
     iql = runtime.workflow_config({"model": {"TD3": {"trainer_param": {"rl": {"gamma": 0.9}}}}}, "test",
                                   algorithm="IQL", actions=["0", "1"])
     assert iql.model.name == "IQL" and iql.model.continuous and iql.model.value.trainer_param.rl.gamma == 0.9
+    # nor a parametric one (its actions are candidate items): the recommendation config runs with the defaults
+    with open("configs/recommendation_parametric_dqn_offline.yaml") as fh:
+        parametric = runtime.workflow_config(yaml.safe_load(fh), "test", actions=["0", "1"])
+    assert parametric.model.name == "ParametricDQN" and parametric.model.parametric
 
 
 def test_scalar_metrics_flatten_finite_numbers_only():

@@ -122,6 +122,30 @@ def test_the_same_pipeline_trains_sac_on_continuous_actions(tmp_path, cli, algor
     assert policy.continuous and float(policy.outputs([[1.0, 0.0, 0.0]]).abs().max()) <= 2.0 + 1e-5
 
 
+@pytest.mark.slow
+def test_the_same_pipeline_trains_parametric_dqn_on_candidate_sets(tmp_path, cli):
+    """The recommendation config through the pipeline with its default (discrete, CartPole) ``actions``: they do
+    not reach the parametric model, whose items come from the table; evaluation reports the baselines and the
+    one-step truth beside the CPE estimates."""
+    with open("configs/recommendation_parametric_dqn_offline.yaml") as fh:
+        config = yaml.safe_load(fh)
+    config["model"]["ParametricDQN"]["net_builder"]["FullyConnected"].update(sizes=[8], activations=["relu"])
+    params = _write(tmp_path / "params.yaml", {
+        "env": "batchrl/Recommendation-v0", "transitions": 600, "num_epochs": 1, "num_eval_episodes": 3,
+        "cpe_bootstrap": 0, "fqe": False, "passing_score_bar": -1.0, "workflow_config": config,
+        "table_sample": 45.0, "eval_table_sample": 55.0, "logging_policy": "heuristic-softmax",
+        "logging_temperature": 1.0, "spark_master": "local[2]", "spark_conf": {"spark.sql.shuffle.partitions": "2"},
+    })
+    code, out, err = cli("pipeline", "run-local", params, "--pipeline", PIPELINE, "--pipeline-root", tmp_path / "root")
+    assert code == 0, err[-4000:]
+    tasks = json.loads(out)["tasks"]
+    assert tasks["train"]["artifacts"]["model"]["metadata"]["algorithm"] == "ParametricDQN"
+    assert tasks["prepare"]["artifacts"]["eval_table"]["metadata"]["action_kind"] == "parametric"
+    metrics = storage.read_json(tasks["evaluate"]["artifacts"]["evaluation"]["uri"] + "/metrics.json")
+    assert set(metrics["gym"]["baselines"]) == {"logging", "myopic", "random"}
+    assert 0.0 < metrics["cpe"]["simulated_one_step_value"] < 1.0 and "SDR" in metrics["cpe"]["estimates"]
+
+
 def test_run_local_rejects_unknown_parameters(tmp_path, cli):
     params = _write(tmp_path / "params.yaml", {"transitions": 10, "epochs": 3})
     # without --pipeline: the package's pipeline, compiled now

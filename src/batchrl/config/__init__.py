@@ -63,6 +63,7 @@ from batchrl.config.parametric import (
 )
 from batchrl.config.workflow import (
     CONTINUOUS_ALGORITHMS,
+    PARAMETRIC_ALGORITHMS,
     AnyModel,
     CheckpointSelection,
     InputTableSpec,
@@ -119,6 +120,7 @@ __all__ = [
     "IQLTrainerParameters",
     "QRDQNTrainerParameters",
     "CONTINUOUS_ALGORITHMS",
+    "PARAMETRIC_ALGORITHMS",
     "AnyModel",
     "InputTableSpec",
     "ModelConfig",

@@ -72,11 +72,18 @@ class ModelConfig(_Strict):
         return isinstance(self.value, ParametricModelBase)
 
 
+def _algorithms_with(base: type) -> tuple[str, ...]:
+    """The algorithm names whose model block is a ``base``."""
+    return tuple(name for name, field in ModelConfig.model_fields.items()
+                 if any(isinstance(t, type) and issubclass(t, base) for t in get_args(field.annotation)))
+
+
 #: Algorithms whose actions are continuous vectors: those whose model block is a continuous one
-#: (:mod:`batchrl.config.continuous`); the rest choose among discrete actions.
-CONTINUOUS_ALGORITHMS = tuple(name for name, field in ModelConfig.model_fields.items()
-                              if any(isinstance(t, type) and issubclass(t, ContinuousModelBase)
-                                     for t in get_args(field.annotation)))
+#: (:mod:`batchrl.config.continuous`).
+CONTINUOUS_ALGORITHMS = _algorithms_with(ContinuousModelBase)
+#: Algorithms whose actions are items described by features, chosen among candidate sets
+#: (:mod:`batchrl.config.parametric`). The rest choose among named discrete actions.
+PARAMETRIC_ALGORITHMS = _algorithms_with(ParametricModelBase)
 
 
 # ---------------------------------------------------------------- workflow

@@ -14,6 +14,11 @@ actions of row i are its K padded candidate positions (padding gets probability 
 with x = the exported model's own state and item preprocessors. DM, IPS, SNIPS, DR (one step) and SDR,
 WDR, MAGIC (sequential) then run unchanged; Switch needs the logging policy's probability of every
 candidate and is skipped. The models are fitted on the eval table itself (in-sample, like FQE).
+
+Given the simulator the data came from (``env_id``), the result also holds ``simulated_one_step_value``: the
+target policy's expected immediate reward on the eval rows' states from the simulator's expected rewards,
+(1/N) sum_i sum_k pi(k|s_i) r(s_i, a_ik), the quantity one-step DR estimates
+(:func:`batchrl.evaluation.candidate_rollouts.simulated_one_step_value`).
 """
 
 from __future__ import annotations
@@ -121,9 +126,11 @@ def fit_models(x: _Inputs, action_index: Tensor, reward: Tensor, not_terminal: T
 
 
 def candidate_cpe(policy: LoadedModel, eval_uri: str, gamma: float, temperature: float, seed: int, bootstrap: int,
-                  switch_threshold: float, config: CandidateModelConfig | None = None) -> dict[str, Any]:
+                  switch_threshold: float, config: CandidateModelConfig | None = None, env_id: str | None = None
+                  ) -> dict[str, Any]:
     """CPE of pi = softmax(Q/temperature) over the candidates of the eval table's rows (module docstring), in
-    the shape of :func:`batchrl.evaluation.evaluate.counterfactual_evaluation`'s result."""
+    the shape of :func:`batchrl.evaluation.evaluate.counterfactual_evaluation`'s result; with ``env_id`` (the
+    simulator that logged the table) also ``simulated_one_step_value``."""
     info = dataset_info(eval_uri)
     item_ids = policy.metadata.get("action_feature_ids")
     if not info.parametric or (info.feature_ids, [int(i) for i in info.action_names]) != (policy.feature_ids, item_ids):
@@ -135,7 +142,8 @@ def candidate_cpe(policy: LoadedModel, eval_uri: str, gamma: float, temperature:
     if len(batch) == 0:
         raise BatchRLError("the eval table has no rows with a logged item", where=eval_uri,
                            fix="prepare a non-empty eval table (eval_table_sample > 0)")
-    assert batch.action_index is not None and batch.episode is not None  # parametric eval batches carry them
+    # parametric eval batches carry them
+    assert batch.action_index is not None and batch.episode is not None and batch.candidates is not None
     x, probs = _network_inputs(policy, batch, temperature)
     reward_hat, q_hat = fit_models(x, batch.action_index, batch.reward, batch.not_terminal, gamma,
                                    config or CandidateModelConfig(seed=seed))
@@ -144,6 +152,12 @@ def candidate_cpe(policy: LoadedModel, eval_uri: str, gamma: float, temperature:
                        reward_hat=reward_hat, q_hat=q_hat, episode=batch.episode, not_terminal=batch.not_terminal)
     result = counterfactual_estimates(inputs, gamma, seed, bootstrap, switch_threshold=switch_threshold)
     estimates = result["estimates"]
+    truth: dict[str, Any] = {}
+    if env_id is not None:
+        from batchrl.evaluation.candidate_rollouts import simulated_one_step_value
+
+        truth["simulated_one_step_value"] = simulated_one_step_value(
+            env_id, policy, batch.state.double().numpy(), batch.candidates.double().numpy(), probs.numpy())
     return {
         "estimates": estimates, "kinds": {name: kind_of(name) for name in estimates},
         "skipped": {**result["skipped"], "Switch": "needs the logging policy's probability of every candidate"},
@@ -153,5 +167,6 @@ def candidate_cpe(policy: LoadedModel, eval_uri: str, gamma: float, temperature:
         "value_model": "fitted Q evaluation of the target policy over (state, item), on the eval table",
         "target_policy": f"softmax(Q/{temperature:g}) over each row's candidates" if temperature > 0
         else "greedy over each row's candidates",
+        **truth,
         "inputs": inputs,
     }

@@ -5,6 +5,8 @@ reward) and ``random``, each over the same evaluation episodes: episode i starts
 the baselines draw their choices from a generator seeded with ``seed``.
 
 Returns per policy: mean return (with a 95% bootstrap interval), discounted return and episode length.
+:func:`simulated_one_step_value` gives the one-step estimators (DR) their simulated counterpart: the target
+policy's expected immediate reward on the logged states, from the environment's expected rewards.
 """
 
 from __future__ import annotations
@@ -31,16 +33,21 @@ Chooser = Callable[[np.ndarray, np.ndarray], int]
 BASELINES = ("logging", "myopic", "random")
 
 
-def model_chooser(policy: LoadedModel, user_dim: int, item_dim: int, k_max: int, temperature: float = 0.0,
-                  seed: int = 0) -> Chooser:
-    """Greedy over the exported model's scores (``temperature`` > 0: a draw from softmax(scores / temperature),
-    the policy CPE evaluates); feature id i = index i of the user vector / item row."""
+def _model_ids(policy: LoadedModel, user_dim: int, item_dim: int) -> tuple[list[int], list[int]]:
+    """The model's state and item feature ids, which index the user vector and the item rows."""
     ids, item_ids = policy.feature_ids, [int(i) for i in policy.metadata.get("action_feature_ids", [])]
     if (ids and max(ids) >= user_dim) or (item_ids and max(item_ids) >= item_dim):
         raise BatchRLError(f"the model reads state ids {ids} and item ids {item_ids}, but the environment has "
                            f"{user_dim} user and {item_dim} item features",
                            fix="evaluate in the environment whose logged data trained the model")
+    return ids, item_ids
 
+
+def model_chooser(policy: LoadedModel, user_dim: int, item_dim: int, k_max: int, temperature: float = 0.0,
+                  seed: int = 0) -> Chooser:
+    """Greedy over the exported model's scores (``temperature`` > 0: a draw from softmax(scores / temperature),
+    the policy CPE evaluates); feature id i = index i of the user vector / item row."""
+    ids, item_ids = _model_ids(policy, user_dim, item_dim)
     rng = np.random.default_rng(seed)
     padded, mask = np.zeros((1, k_max, len(item_ids)), dtype=np.float32), np.zeros((1, k_max), dtype=bool)
 
@@ -58,6 +65,43 @@ def model_chooser(policy: LoadedModel, user_dim: int, item_dim: int, k_max: int,
         return min(int(np.searchsorted(np.cumsum(p), rng.random(), side="right")), len(p) - 1)
 
     return choose
+
+
+def _candidate_env(env_id: str) -> tuple[Any, Any]:
+    """(the observation space, the unwrapped environment); a BatchRLError unless it is a candidate-set one."""
+    env = make_env(env_id)
+    space: Any = env.observation_space
+    base = env.unwrapped
+    env.close()
+    if not is_parametric(space):
+        raise BatchRLError(f"{env_id} is not a candidate-set environment (its observation is not a Dict with user, "
+                           "candidates and mask), but the model scores candidate items",
+                           fix="evaluate parametric models in the environment whose logged data trained them")
+    return space, base
+
+
+def simulated_one_step_value(env_id: str, policy: LoadedModel, state: np.ndarray, candidates: np.ndarray,
+                             probs: np.ndarray) -> float | None:
+    """The target policy's expected immediate reward on logged states, as the simulator knows it:
+
+        V_1 = (1/N) sum_i sum_k pi(k|s_i) r(s_i, a_ik)
+
+    with r(s, a) the environment's ``expected_rewards(user, candidates)`` (e.g. the click probability) and
+    pi(.|s_i) over row i's candidates (padding has probability 0). This is what one-step DR estimates from
+    the same rows. ``state`` [N, S] and ``candidates`` [N, K, A] are the eval table's raw features in the
+    model's feature-id order (state id i = user index i, item id j = item column j); ``probs`` [N, K].
+    None when the environment does not expose ``expected_rewards``."""
+    space, base = _candidate_env(env_id)
+    expected_rewards = getattr(base, "expected_rewards", None)
+    if expected_rewards is None:
+        return None
+    ids, item_ids = _model_ids(policy, space["user"].shape[0], space["candidates"].shape[1])
+    user = np.zeros((len(state), space["user"].shape[0]))
+    user[:, ids] = state
+    items = np.zeros((*candidates.shape[:2], space["candidates"].shape[1]))
+    items[:, :, item_ids] = candidates
+    rewards = np.asarray(expected_rewards(user, items), dtype=np.float64)
+    return float((probs * np.where(probs > 0, rewards, 0.0)).sum(axis=1).mean())
 
 
 def play(env_id: str, choose: Chooser, episodes: int, seed: int, gamma: float, max_steps: int | None = None,
@@ -102,13 +146,7 @@ def candidate_rollouts(policy: LoadedModel, env_id: str, episodes: int, seed: in
                        ) -> tuple[Rollouts, dict[str, Rollouts], Rollouts]:
     """The model's greedy rollouts, the baselines' (module docstring), and those of the softmax(Q /
     ``target_temperature``) policy that CPE evaluates, over the same episodes."""
-    env = make_env(env_id, max_steps)
-    space: Any = env.observation_space
-    env.close()
-    if not is_parametric(space):
-        raise BatchRLError(f"{env_id} is not a candidate-set environment (its observation is not a Dict with user, "
-                           "candidates and mask), but the model scores candidate items",
-                           fix="evaluate parametric models in the environment whose logged data trained them")
+    space, _ = _candidate_env(env_id)
     dims = (space["user"].shape[0], space["candidates"].shape[1], space["candidates"].shape[0])
     choose = model_chooser(policy, *dims)
     model = play(env_id, choose, episodes, seed, gamma, max_steps)

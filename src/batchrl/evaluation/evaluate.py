@@ -191,6 +191,10 @@ def return_statistics(returns: np.ndarray, replicates: int, seed: int) -> dict[s
 def _rollout_summary(rollouts: Any, options: EvaluateOptions) -> dict[str, Any]:
     return {**return_statistics(rollouts.returns, options.bootstrap, options.seed),
             "mean_discounted_return": float(rollouts.discounted_returns.mean()),
+            # the simulated truth's own sampling error: std / sqrt(episodes)
+            "discounted_return_std_error": float(np.std(rollouts.discounted_returns, ddof=1)
+                                                 / np.sqrt(len(rollouts.discounted_returns)))
+            if len(rollouts.discounted_returns) > 1 else float("nan"),
             "mean_length": float(rollouts.lengths.mean()), "returns": rollouts.returns.tolist()}
 
 
@@ -279,7 +283,7 @@ def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions
         from batchrl.evaluation.candidate_cpe import candidate_cpe
 
         metrics["cpe"] = candidate_cpe(policy, eval, gamma, temperature, options.seed, options.bootstrap,
-                                       options.switch_threshold)
+                                       options.switch_threshold, env_id=options.env)
         cpe_inputs = table_bytes(inputs_to_table(metrics["cpe"].pop("inputs")))
     elif eval is not None and policy.continuous:
         notes.append("the model's actions are continuous: the CPE estimators here need discrete actions "

@@ -87,11 +87,13 @@ def workflow_config(config: dict[str, Any], where: str, *, num_epochs: int | Non
 
     ``algorithm`` renames the config's single model key (``DiscreteDQN`` -> ``DiscreteCQL`` keeps its
     trainer parameters; an option the new algorithm lacks is then reported by name). ``actions`` names
-    discrete actions: continuous-action models (SAC, TD3) take theirs from the table, as ``prepare`` does.
+    discrete actions: continuous-action models (SAC, TD3) and parametric ones (ParametricDQN, whose actions are
+    candidate items) take theirs from the table, as ``prepare`` does, so the pipeline's ``actions`` default
+    does not reach them.
     """
     import copy
 
-    from batchrl.config import CONTINUOUS_ALGORITHMS, parse_config
+    from batchrl.config import CONTINUOUS_ALGORITHMS, PARAMETRIC_ALGORITHMS, parse_config
 
     data = copy.deepcopy(config)
     if num_epochs is not None:
@@ -108,7 +110,7 @@ def workflow_config(config: dict[str, Any], where: str, *, num_epochs: int | Non
         data["model"] = {algorithm: body}
     if actions is not None:
         ((name, body),) = data["model"].items()
-        if name not in CONTINUOUS_ALGORITHMS:
+        if name not in CONTINUOUS_ALGORITHMS + PARAMETRIC_ALGORITHMS:
             body.setdefault("trainer_param", {})["actions"] = [str(a) for a in actions]
     return parse_config(data, where=where)
 
