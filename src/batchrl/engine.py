@@ -51,6 +51,10 @@ ENGINES: tuple[str, ...] = ("auto", "duckdb", "spark")
 DEFAULT_MEMORY_FRACTION = 0.6
 #: Rows per Parquet file when DuckDB output goes through Arrow (S3).
 ROWS_PER_FILE = 1_000_000
+#: Rows per Parquet row group of DuckDB's local writes: its writer encodes row groups in parallel, and on
+#: the 2-core machine the 1M-row timeline wrote 5-7% faster with 16-32k rows than with its 122,880 default
+#: (medians of 5 interleaved runs: 1.63-1.67 s against 1.75 s).
+ROW_GROUP_ROWS = 32_768
 
 
 @dataclass(frozen=True)
@@ -385,8 +389,9 @@ class DuckDBEngine(Engine):
         staging = writer.staging
         if staging.is_local:
             path = staging.child("part-00000.parquet").path.replace("'", "''")
-            copied = self.connection.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)"
-                                             ).fetchone()
+            copied = self.connection.execute(
+                f"COPY ({query}) TO '{path}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+            ).fetchone()
             assert copied is not None  # COPY answers one row: the number of rows written
             return copied[0]
         reader = self.connection.sql(query).to_arrow_reader(64 * 1024)
