@@ -113,11 +113,25 @@ def _network(config: dict) -> dict:
             "tau": rl.get("target_update_rate", 0.005)}
 
 
-def run_batchrl(workdir: pathlib.Path, logged: str, config: dict, episodes: int) -> dict:
+#: ``--selection``: the CPE criterion (deliverable 5: the lower end of weighted DR's 95% interval on the eval
+#: table, every epoch), and the epochs among which the simulator picks (each checked on CHECK_EPISODES
+#: episodes seeded 20,000 + 100 * seed onwards, disjoint from the evaluation seeds).
+SELECTION = {"estimator": "WDR", "statistic": "ci_low"}
+GYM_CHECK_EVERY = 5
+CHECK_EPISODES = 10
+
+
+def run_batchrl(workdir: pathlib.Path, logged: str, config: dict, episodes: int, selection: bool = False) -> dict:
     """``batchrl run --no-evaluate`` of one cell, then the exported policy's greedy returns over the
-    episode seeds 10,000 + seed, ...; mean return, episodes, gradient steps, training seconds."""
+    episode seeds 10,000 + seed, ...; mean return, episodes, gradient steps, training seconds.
+
+    With ``selection`` (discrete algorithms) the run also selects a checkpoint by CPE (``SELECTION``);
+    ``mean_return`` stays the last epoch's (what the shipped config exports) and ``selection`` holds the
+    CPE-selected and the simulator-selected checkpoints' epochs and returns on the same evaluation seeds."""
     from offline_cartpole import greedy_returns
 
+    if selection:
+        config = {**config, "checkpoint_selection": SELECTION}
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -127,10 +141,41 @@ def run_batchrl(workdir: pathlib.Path, logged: str, config: dict, episodes: int)
     if proc.returncode:
         raise RuntimeError(f"batchrl run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     training = json.loads((workdir / "run" / "model" / "training_summary.json").read_text())
-    returns = greedy_returns(str(workdir / "run" / "model" / "model.torchscript"), config["env_name"], episodes,
-                             seed=10_000 + config["seed"])
-    return {"mean_return": float(returns.mean()), "episodes": len(returns), "gradient_steps": training["global_step"],
-            "train_seconds": training["seconds"]}
+    model = workdir / "run" / "model"
+    evaluation_seed = 10_000 + config["seed"]
+    if not selection:
+        returns = greedy_returns(str(model / "model.torchscript"), config["env_name"], episodes, seed=evaluation_seed)
+        return {"mean_return": float(returns.mean()), "episodes": len(returns),
+                "gradient_steps": training["global_step"], "train_seconds": training["seconds"]}
+    last, chosen = training["epochs"], training["selected_epoch"]
+
+    def policy_of(epoch: int) -> str:
+        """The TorchScript policy of ``epoch`` (the run's own export for the CPE-selected one)."""
+        if epoch == chosen:
+            return str(model / "model.torchscript")
+        from batchrl.config import parse_config
+        from batchrl.training.train import export_checkpoint
+
+        out = workdir / "epochs" / f"epoch-{epoch:04d}"
+        if not (out / "model.torchscript").exists():
+            export_checkpoint(parse_config(config), training["inputs"]["train"], training["inputs"]["normalization"],
+                              str(model), epoch, str(out), device="cpu")
+        return str(out / "model.torchscript")
+
+    def evaluate(epoch: int) -> float:
+        return float(greedy_returns(policy_of(epoch), config["env_name"], episodes, seed=evaluation_seed).mean())
+
+    checked = {epoch: float(greedy_returns(policy_of(epoch), config["env_name"], CHECK_EPISODES,
+                                           seed=20_000 + 100 * config["seed"]).mean())
+               for epoch in sorted({*range(GYM_CHECK_EVERY, last + 1, GYM_CHECK_EVERY), last})}
+    best = max(checked, key=lambda epoch: (checked[epoch], epoch))
+    results = {epoch: evaluate(epoch) for epoch in {last, chosen, best}}
+    return {"mean_return": results[last], "episodes": episodes, "gradient_steps": training["global_step"],
+            "train_seconds": training["seconds"],
+            "selection": {"last_epoch": last,
+                          "cpe": {"criterion": f"{SELECTION['estimator']} {SELECTION['statistic']}", "epoch": chosen,
+                                  "mean_return": results[chosen]},
+                          "gym": {"epoch": best, "check_returns": checked, "mean_return": results[best]}}}
 
 
 def run_d3rlpy(logged: str, env: str, algorithm: str, seed: int, network: dict, steps: int, episodes: int) -> dict:
@@ -194,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets-workdir", default=str(ROOT / "runs" / "datasets"))
     parser.add_argument("--workdir", default=str(ROOT / "runs" / "offline_matrix"))
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--selection", action="store_true",
+                        help="discrete algorithms: also report the CPE-selected and the simulator-selected checkpoint")
     parser.add_argument("--table", action="store_true", help="print the summary table of --results and stop")
     args = parser.parse_args(argv)
     results_file = pathlib.Path(args.results)
@@ -215,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                     cell = pathlib.Path(args.workdir) / env / dataset / algorithm / f"seed{seed}"
                     key = {"env": env, "dataset": dataset, "algorithm": algorithm, "seed": seed}
                     rows = []
-                    ours = run_batchrl(cell, logged, config, args.episodes)
+                    ours = run_batchrl(cell, logged, config, args.episodes,
+                                       selection=args.selection and algorithm in DISCRETE)
                     if "batchrl" in args.libraries:
                         rows.append({**key, "library": "batchrl", **ours})
                     if "d3rlpy" in args.libraries and algorithm in D3RLPY:

@@ -255,3 +255,26 @@ def test_checkpoint_selection_exports_the_epoch_with_the_best_cpe_lower_bound(tm
     assert "selected_epoch" not in without
     with pytest.raises(BatchRLError, match="checkpoint_selection chooses by the CPE estimates"):
         _run(tmp_path, data, "nocpe", {**config_dict(epochs=1, cpe=False), "checkpoint_selection": {}})
+
+
+def test_export_checkpoint_exports_an_earlier_epochs_models(tmp_path, data):
+    """export_checkpoint: the policy and CPE models of a kept epoch, as the run had them; the last epoch's
+    export equals the run's own; an epoch without a checkpoint is one clear error."""
+    config = config_dict(epochs=3)
+    _run(tmp_path, data, "m", config)
+    parsed, model_dir = parse_config(config), str(tmp_path / "m")
+    exported = {}
+    for epoch in (1, 3):
+        paths = train_module.export_checkpoint(parsed, data["train"], data["norm.json"], model_dir, epoch,
+                                               str(tmp_path / f"e{epoch}"))
+        assert set(paths) == {"model", "reward_model", "q_value_model"}
+        policy = load_policy(paths["model"])
+        assert policy.metadata["exported_epoch"] == epoch
+        exported[epoch] = policy.module.state_dict()
+        saved = load_checkpoint(list_checkpoints(model_dir)[epoch])["trainer"]["q_network"]
+        assert all(torch.equal(v, exported[epoch][f"network.{k}"]) for k, v in saved.items())
+    final = load_policy(str(tmp_path / "m" / "model.torchscript")).module.state_dict()
+    assert all(torch.equal(final[k], exported[3][k]) for k in final)
+    assert not all(torch.equal(final[k], exported[1][k]) for k in final)
+    with pytest.raises(BatchRLError, match="no checkpoint of epoch 7"):
+        train_module.export_checkpoint(parsed, data["train"], data["norm.json"], model_dir, 7, str(tmp_path / "x"))

@@ -333,6 +333,44 @@ class TrainResult(StageResult):
     HEADLINE: ClassVar[tuple[str, ...]] = ("epochs", "transitions_per_s", "eval_td_loss")
 
 
+def _build_setup(config: WorkflowConfig, info: DatasetInfo, normalization: str, dev: torch.device,
+                 amp: torch.dtype | None) -> tuple[_Setup, Preprocessor]:
+    """The seeded, untrained trainers of ``config`` for a table described by ``info``, and its preprocessor."""
+    norm_json = storage.read_json(normalization)
+    preprocessor = Preprocessor(read_normalization(normalization), info.feature_ids).to(dev)
+    torch.manual_seed(config.seed)
+    setup = (_parametric_setup if config.model.parametric else _continuous_setup if config.model.continuous
+             else _discrete_setup)(config, info, preprocessor, norm_json, dev, amp)
+    return setup, preprocessor
+
+
+def export_checkpoint(config: WorkflowConfig, train: str, normalization: str, model_dir: str, epoch: int,
+                      output: str, device: str | None = None) -> dict[str, str]:
+    """Export the policy (and CPE models) of epoch ``epoch``'s checkpoint of the training run that wrote
+    ``model_dir`` (with ``config``, ``train`` and ``normalization`` as that run had them) into ``output``:
+    an earlier epoch's model, e.g. to compare it with the exported one. Returns {artifact: uri}."""
+    checkpoints = list_checkpoints(model_dir.rstrip("/"))
+    if epoch not in checkpoints:
+        raise BatchRLError(f"no checkpoint of epoch {epoch}", where=model_dir,
+                           fix=f"choose one of the kept epochs {sorted(checkpoints)} (checkpoint_every, keep_checkpoints)")
+    dev = resolve_device(device or config.device)
+    amp = None if config.model.continuous else amp_dtype(dev)
+    setup, _ = _build_setup(config, dataset_info(train), normalization, dev, amp)
+    saved = load_checkpoint(checkpoints[epoch])
+    setup.trainer.load_state_dict(saved["trainer"])
+    if setup.cpe is not None:
+        setup.cpe.load_state_dict(saved["cpe"])
+    return setup.export(output.rstrip("/"), _model_metadata(config, epoch, exported_epoch=epoch))
+
+
+def _model_metadata(config: WorkflowConfig, epochs: int, **extra: Any) -> dict[str, Any]:
+    """What an exported model carries about its training."""
+    rl = config.model.value.trainer_param.rl
+    return {"algorithm": config.model.name, "gamma": rl.gamma, "temperature": rl.temperature,
+            "softmax_policy": rl.softmax_policy, "epochs": epochs, "seed": config.seed,
+            "batchrl_version": __version__, **extra}
+
+
 def train(config: WorkflowConfig, train: str, eval: str, normalization: str, output: str,
           device: str | None = None, resume: bool = False) -> TrainResult:
     """Train the configured model on ``train``, evaluate on ``eval`` each epoch, write ``output``."""
@@ -344,12 +382,7 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
     amp = None if config.model.continuous else amp_dtype(dev)  # the actor-critic trainers run in float32
     info, eval_info = dataset_info(train), dataset_info(eval)
     _check_tables(config, info, eval_info)
-    norm_json = storage.read_json(normalization)
-    preprocessor = Preprocessor(read_normalization(normalization), info.feature_ids).to(dev)
-
-    torch.manual_seed(config.seed)
-    setup = (_parametric_setup if config.model.parametric else _continuous_setup if config.model.continuous
-             else _discrete_setup)(config, info, preprocessor, norm_json, dev, amp)
+    setup, preprocessor = _build_setup(config, info, normalization, dev, amp)
     loader = TransitionLoader(train, config.batch_size, seed=config.seed, device=dev, transform=setup.transform)
     eval_batch = setup.transform(read_eval_batch(eval, eval_info).to(dev))
     log.info("train: %s on %s, %d training rows (%s), %d eval rows, %d features -> %d inputs, actions %s",
@@ -363,9 +396,7 @@ def train(config: WorkflowConfig, train: str, eval: str, normalization: str, out
     loop = _run(config, setup, loader, eval_batch, output, state, resumed_from is not None)
     selected = _select_checkpoint(config, setup, state, output)
 
-    metadata = {"algorithm": algorithm, "gamma": params.rl.gamma, "temperature": params.rl.temperature,
-                "softmax_policy": params.rl.softmax_policy, "epochs": state.epoch, "seed": config.seed,
-                "batchrl_version": __version__, **({"selected_epoch": selected} if selected else {})}
+    metadata = _model_metadata(config, state.epoch, **({"selected_epoch": selected} if selected else {}))
     paths = {**setup.export(output, metadata), "checkpoints": f"{output}/checkpoints",
              "tensorboard": f"{output}/tensorboard", "summary": f"{output}/{SUMMARY_FILE}"}
     final = state.history[-1] if state.history else {}
