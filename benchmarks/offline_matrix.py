@@ -228,6 +228,25 @@ def summary_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def selection_table(results: dict) -> str:
+    """Markdown: per (env, dataset, algorithm) with ``--selection`` records, the mean over seeds of the
+    greedy return of the last epoch, of the CPE-selected and of the simulator-selected checkpoint."""
+    import numpy as np
+
+    rows: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
+    for r in results["records"]:
+        if r["library"] == "batchrl" and "selection" in r:
+            chosen = r["selection"]
+            rows.setdefault((r["env"], r["dataset"], r["algorithm"]), []).append(
+                (r["mean_return"], chosen["cpe"]["mean_return"], chosen["gym"]["mean_return"]))
+    lines = ["| env | dataset | algorithm | seeds | last epoch | CPE-selected (WDR ci_low) | simulator-selected |",
+             "|---|---|---|---|---|---|---|"]
+    for (env, dataset, algorithm), values in sorted(rows.items()):
+        last, cpe, gym = np.mean(values, axis=0)
+        lines.append(f"| {env} | {dataset} | {algorithm} | {len(values)} | {last:.1f} | {cpe:.1f} | {gym:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
@@ -247,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(results_file.read_text()) if results_file.exists() else {"records": [], "behavior": {}}
     if args.table:
         print(summary_table(results))
+        if any("selection" in r for r in results["records"]):
+            print("\n" + selection_table(results))
         return 0
     behavior = json.loads((ROOT / "benchmarks" / "datasets.json").read_text())
     for env in args.envs:

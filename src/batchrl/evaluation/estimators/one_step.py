@@ -60,7 +60,9 @@ def ips_design_variance(target_probs: Tensor, logging_probs: Tensor, reward_hat:
         Var(w r) = (1/n) sum_i sum_a pi_ia^2 / mu_ia (r_hat_ia^2 + s^2) - ((1/n) sum_i sum_a pi_ia r_hat_ia)^2,
 
     with E[r^2 | x, a] estimated by r_hat^2 plus the mean squared residual s^2 = (1/n) sum_i (r_i -
-    r_hat(x_i, a_i))^2. The sample variance of the w_i r_i sees only the actions that were drawn: where
+    r_hat(x_i, a_i))^2; for binary rewards (every logged reward 0 or 1, r_hat in [0, 1]) E[r^2 | x, a] =
+    E[r | x, a] = r_hat exactly (a pooled s^2 would charge the target's actions, whose click probabilities
+    are often near 0 or 1, the logged actions' larger Bernoulli variance). The sample variance of the w_i r_i sees only the actions that were drawn: where
     the weights are heavy-tailed a dataset that missed the rare large weights has a small sample variance
     and an IPS estimate that is too low, and a t-interval on it misses (the Horvitz-Thompson estimator's
     design-based variance, Horvitz & Thompson 1952, uses the known inclusion probabilities for the same
@@ -71,10 +73,14 @@ def ips_design_variance(target_probs: Tensor, logging_probs: Tensor, reward_hat:
     r_hat = reward_hat.to(torch.float64)
     if bool(((mu <= 0) & (pi > 0)).any()):
         return float("inf")
-    r_hat_logged = r_hat.gather(1, action.long().reshape(-1, 1)).squeeze(1)
-    residual_square = float(((reward.to(torch.float64) - r_hat_logged) ** 2).mean())
+    r = reward.to(torch.float64)
+    if bool(((r == 0) | (r == 1)).all()) and bool(((r_hat >= 0) & (r_hat <= 1)).all()):
+        reward_square = r_hat  # Bernoulli: r^2 = r
+    else:
+        r_hat_logged = r_hat.gather(1, action.long().reshape(-1, 1)).squeeze(1)
+        reward_square = r_hat * r_hat + float(((r - r_hat_logged) ** 2).mean())
     ratio = torch.where(pi > 0, pi * pi / torch.where(mu > 0, mu, torch.ones_like(mu)), torch.zeros_like(pi))
-    second_moment = float((ratio * (r_hat * r_hat + residual_square)).sum(dim=1).mean())
+    second_moment = float((ratio * reward_square).sum(dim=1).mean())
     value = float((pi * r_hat).sum(dim=1).mean())
     return max(second_moment - value * value, 0.0)
 
