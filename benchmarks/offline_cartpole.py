@@ -33,7 +33,8 @@ DEFAULT_CONFIGS = [str(ROOT / "configs" / "cartpole_dqn_offline.yaml"),
 
 
 def greedy_returns(model_uri: str, env_id: str, episodes: int, seed: int, max_steps: int | None = None) -> np.ndarray:
-    """Undiscounted return of each of ``episodes`` greedy episodes of the exported model."""
+    """Undiscounted return of each of ``episodes`` greedy episodes of the exported model (discrete actions:
+    the argmax; continuous ones: the actor's action, in the environment's units)."""
     import gymnasium as gym
 
     from batchrl.serving.export import load_policy
@@ -41,12 +42,14 @@ def greedy_returns(model_uri: str, env_id: str, episodes: int, seed: int, max_st
     policy = load_policy(model_uri)
     native = gym.spec(env_id).vector_entry_point is not None  # CartPole: gymnasium's vectorized env
     envs = gym.make_vec(env_id, num_envs=episodes, vectorization_mode="vector_entry_point" if native else "sync")
+    continuous = isinstance(envs.single_action_space, gym.spaces.Box)
     obs, _ = envs.reset(seed=seed)
     returns = np.zeros(episodes)
     done = np.zeros(episodes, dtype=bool)
     steps = 0
     while not done.all() and (max_steps is None or steps < max_steps):
-        actions = policy.greedy_actions(np.asarray(obs, dtype=np.float32))
+        states = np.asarray(obs, dtype=np.float32)
+        actions = policy.outputs(states).numpy() if continuous else policy.greedy_actions(states)
         obs, reward, terminated, truncated, _ = envs.step(actions)
         returns += reward * ~done
         done |= terminated | truncated
