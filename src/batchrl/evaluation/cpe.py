@@ -24,7 +24,7 @@ from torch import Tensor
 
 from batchrl.errors import BatchRLError
 from batchrl.evaluation.estimators import diagnostics, one_step, sequential
-from batchrl.evaluation.estimators.core import Estimate, Statistic, estimate, single_thread
+from batchrl.evaluation.estimators.core import Estimate, Pivots, Statistic, estimate, single_thread
 from batchrl.evaluation.estimators.fqe import FittedQ, FQEConfig, FQEInputs, fit_fqe, fqe_terms
 from batchrl.models.policy import effective_mask
 
@@ -139,15 +139,17 @@ def _one_step_statistics(inputs: CPEInputs, switch_threshold: float) -> tuple[di
     return stats, skipped
 
 
-def ips_design_variance(inputs: CPEInputs) -> float | None:
-    """The design-based variance of an IPS term (:func:`.one_step.ips_design_variance`) when the inputs have
-    the logging policy's probability of every action and a reward model; else None (IPS then gets the
-    sample variance). Measured on the peaked-logging bandit of benchmarks/cpe_accuracy.py: coverage 98%
-    against 84% for the sample variance."""
-    if inputs.logging_probs is None or inputs.reward_hat is None:
+def ips_design(inputs: CPEInputs, replicates: int, seed: int) -> tuple[Pivots, dict[str, float]] | None:
+    """IPS's interval pivots from the logging policy's draws (:func:`.one_step.ips_design_pivots`) and its
+    diagnostics (the design-based and the sample variance of an IPS term), when the inputs have the logging
+    policy's probability of every action and a reward model; else None (IPS then gets Student's t)."""
+    if inputs.logging_probs is None or inputs.reward_hat is None or replicates <= 0:
         return None
-    return one_step.ips_design_variance(inputs.target_probs, inputs.logging_probs, inputs.reward_hat,
-                                        inputs.reward, inputs.action)
+    args = (inputs.target_probs, inputs.logging_probs, inputs.reward_hat, inputs.reward, inputs.action)
+    w = one_step.importance_weights(inputs.target_probs, inputs.action, inputs.logged_propensity)
+    return one_step.ips_design_pivots(*args, replicates=replicates, seed=seed), {
+        "design_variance": one_step.ips_design_variance(*args),
+        "sample_variance": float((w * inputs.reward.double()).var())}
 
 
 def episodes_of(inputs: CPEInputs) -> sequential.Episodes:
@@ -218,14 +220,14 @@ def _estimate(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int, sequen
     stats, skipped = _one_step_statistics(inputs, switch_threshold)
     w = one_step.importance_weights(inputs.target_probs, inputs.action, inputs.logged_propensity)
     row_weights = diagnostics.weight_diagnostics(w)
-    design = ips_design_variance(inputs)
+    design = ips_design(inputs, bootstrap, seed)
     for name in ONE_STEP:
         if name in stats:
             extra = {"model_share": float((w > switch_threshold).double().mean())} if "Switch" in name else None
-            variance = design if name == "IPS" else None
-            if variance is not None:  # the interval is built from the design variance (diagnostics show both)
-                extra = {"design_variance": variance, "sample_variance": float((w * inputs.reward.double()).var())}
-            results[name] = _report(estimate(stats[name], baseline, bootstrap, seed, variance),
+            pivots = None
+            if name == "IPS" and design is not None:  # the interval from the logging policy's draws
+                pivots, extra = design
+            results[name] = _report(estimate(stats[name], baseline, bootstrap, seed, pivots),
                                     None if name == "DM" else row_weights, name=name, longest=longest, extra=extra)
     if not sequential_estimators:
         return {"estimates": results, "skipped": skipped}

@@ -190,19 +190,31 @@ def is_plain_mean(statistic: Statistic) -> bool:
     return isinstance(statistic, Terms) and statistic.denominator is None and statistic.numerator.shape[1] == 1
 
 
-def t_interval(terms: Tensor, baseline_terms: Tensor, unit_variance: float | None = None
+@dataclass(frozen=True)
+class Pivots:
+    """The (ALPHA/2, 1 - ALPHA/2) quantiles of a studentized estimate's error, (x_bar - v) / se, for the
+    value (``raw``) and for its ratio to the baseline (``ratio``), where they are known better than from
+    Student's t (IPS: :func:`.one_step.ips_design_pivots`)."""
+
+    raw: tuple[float, float]
+    ratio: tuple[float, float]
+
+
+def t_interval(terms: Tensor, baseline_terms: Tensor, pivots: Pivots | None = None
                ) -> tuple[float, float, float, float, float, float]:
     """Student-t intervals of the mean of ``terms`` [n] and of its ratio to the mean of ``baseline_terms``
-    [n] (delta method; see the module docstring). ``unit_variance``: Var(x_i) when it is known better than
-    from the sample (the design-based variance of IPS, :func:`.one_step.ips_design_variance`); it replaces
-    the sample variance of x in both intervals: Var(z_i) = Var(x) + R^2 Var(b) - 2 R Cov(x, b), over b_bar^2.
+    [n] (delta method; see the module docstring). ``pivots``: the quantiles (q_lo, q_hi) of the
+    studentized error to use instead of Student's (-t, +t); the interval is then x_bar - q_hi se ..
+    x_bar - q_lo se (a bootstrap-t interval), and likewise for the ratio.
     Returns (low, high, std error, normalized low, normalized high, baseline std error); the normalized
     bounds are NaN where the baseline mean is 0."""
     x, b = terms.to(torch.float64), baseline_terms.to(torch.float64)
     n = x.shape[0]
     quantile = float(stats.t.ppf(1 - ALPHA / 2, n - 1))
+    student = (-quantile, quantile)
+    raw_q, ratio_q = (pivots.raw, pivots.ratio) if pivots is not None else (student, student)
     mean, base = float(x.mean()), float(b.mean())
-    var_x = float(x.var()) if unit_variance is None else unit_variance
+    var_x = float(x.var())
     se = math.sqrt(var_x / n)
     base_se = float(b.std()) / math.sqrt(n)
     if base == 0:
@@ -212,12 +224,12 @@ def t_interval(terms: Tensor, baseline_terms: Tensor, unit_variance: float | Non
         cov = float(((x - x.mean()) * (b - b.mean())).sum()) / (n - 1)
         ratio_var = max(var_x + ratio * ratio * float(b.var()) - 2 * ratio * cov, 0.0) / (base * base)
         ratio_se = math.sqrt(ratio_var / n)
-        nlow, nhigh = ratio - quantile * ratio_se, ratio + quantile * ratio_se
-    return mean - quantile * se, mean + quantile * se, se, nlow, nhigh, base_se
+        nlow, nhigh = ratio - ratio_q[1] * ratio_se, ratio - ratio_q[0] * ratio_se
+    return mean - raw_q[1] * se, mean - raw_q[0] * se, se, nlow, nhigh, base_se
 
 
 def estimate(statistic: Statistic, baseline: Statistic, replicates: int, seed: int,
-             unit_variance: float | None = None) -> Estimate:
+             pivots: Pivots | None = None) -> Estimate:
     """Point estimate, normalized value (``statistic / baseline``) and 95% intervals of both.
 
     Plain means get Student-t intervals (the normalized one by the delta method), every other statistic
@@ -225,8 +237,8 @@ def estimate(statistic: Statistic, baseline: Statistic, replicates: int, seed: i
     why); ``replicates <= 0`` gives no intervals. ``baseline`` is the logging policy's value on the same
     units (mean logged reward for one-step estimators, mean discounted logged episode return for
     sequential ones); normalized values are NaN when :func:`baseline_problem` finds it unusable.
-    ``unit_variance`` (plain means only): the per-unit variance to build the t-interval from instead of the
-    sample's (:func:`t_interval`).
+    ``pivots`` (plain means only): the studentized error's quantiles to build the interval from instead of
+    Student's (:func:`t_interval`).
     """
     n = statistic.units
     if baseline.units != n:
@@ -243,13 +255,13 @@ def estimate(statistic: Statistic, baseline: Statistic, replicates: int, seed: i
     if is_plain_mean(statistic) and is_plain_mean(baseline):
         assert isinstance(statistic, Terms) and isinstance(baseline, Terms)
         low, high, se, nlow, nhigh, base_se = t_interval(statistic.numerator[:, 0], baseline.numerator[:, 0],
-                                                         unit_variance)
+                                                         pivots)
         problem = baseline_problem(base, base_se, scale)
         if problem is not None:
             return Estimate(raw, nan, low, high, nan, nan, se, n, base, base_se, problem)
         return Estimate(raw, raw / base, low, high, nlow, nhigh, se, n, base, base_se, None)
-    if unit_variance is not None:
-        raise ValueError("unit_variance applies to plain means (t-intervals) only")
+    if pivots is not None:
+        raise ValueError("pivots apply to plain means (t-intervals) only")
     counts = bootstrap_counts(n, replicates, seed)
     values = statistic.value(counts)
     bases = baseline.value(counts)
