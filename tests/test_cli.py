@@ -80,3 +80,29 @@ def test_a_call_with_arguments_leaves_the_collector_alone(cli, tmp_path):
     code, _, _ = cli("validate", "--input", tmp_path / "nothing")
     assert code == 2
     assert gc.get_threshold() == threshold and gc.get_freeze_count() == frozen
+
+
+def test_a_data_stage_process_exits_without_teardown_and_keeps_its_output(tmp_path):
+    """A data stage's process ends with os._exit once its output is committed: the exit handlers still
+    run (a registered one prints), the summary is on stdout, the exit code is the stage's, and the output
+    is committed; a failing stage still exits 2 with its one error."""
+    from batchrl.data.gym_logging import GenerateOptions, generate
+
+    logged = str(tmp_path / "logged")
+    generate(logged, GenerateOptions(transitions=300, seed=0))
+    probe = ("import atexit, sys\nfrom batchrl import cli\n"
+             "atexit.register(lambda: print('exit handler ran', file=sys.stderr))\n"
+             "sys.argv = ['batchrl', *sys.argv[1:]]\nsys.exit(cli.main())\n")
+    out = subprocess.run([sys.executable, "-c", probe, "validate", "--input", logged], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    assert '"rows"' in out.stdout and "exit handler ran" in out.stderr
+    out = subprocess.run([sys.executable, "-c", probe, "timeline", "--input", logged, "--output",
+                          str(tmp_path / "tl"), "--start-ds", "2000-01-01", "--end-ds", "2100-12-31",
+                          "--add-terminal-state-row"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "tl" / "_SUCCESS").exists() and '"output_rows"' in out.stdout
+    out = subprocess.run([sys.executable, "-c", probe, "validate", "--input", str(tmp_path / "nothing")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "dataset not found" in out.stderr and "exit handler ran" in out.stderr
