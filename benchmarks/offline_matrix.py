@@ -228,6 +228,27 @@ def summary_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def algorithm_table(results: dict, continuous: bool) -> str:
+    """Markdown: per (env, dataset) of one action kind, every algorithm's mean over seeds (and the count)."""
+    import numpy as np
+
+    names = [a for a in ALGORITHMS if (a not in DISCRETE) == continuous]
+    columns = [("batchrl", a) for a in names] + [("d3rlpy", D3RLPY[a]) for a in names if a in D3RLPY]
+    by_cell: dict[tuple[str, str], dict[tuple[str, str], list[float]]] = {}
+    for r in results["records"]:
+        if ENVS[r["env"]][0] == continuous:
+            by_cell.setdefault((r["env"], r["dataset"]), {}).setdefault((r["library"], r["algorithm"]), []).append(
+                r["mean_return"])
+    lines = ["| env | dataset | logging | " + " | ".join(f"{lib} {alg}" for lib, alg in columns) + " |",
+             "|" + "---|" * (3 + len(columns))]
+    for (env, dataset), runs in sorted(by_cell.items()):
+        behavior = results["behavior"].get(f"{env}/{dataset}")
+        cells = [f"{np.mean(runs[c]):.1f} ({len(runs[c])})" if c in runs else "-" for c in columns]
+        lines.append(f"| {env} | {dataset} | {'-' if behavior is None else f'{behavior:.1f}'} | " + " | ".join(cells)
+                     + " |")
+    return "\n".join(lines)
+
+
 def selection_table(results: dict) -> str:
     """Markdown: per (env, dataset, algorithm) with ``--selection`` records, the mean over seeds of the
     greedy return of the last epoch, of the CPE-selected and of the simulator-selected checkpoint."""
@@ -266,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(results_file.read_text()) if results_file.exists() else {"records": [], "behavior": {}}
     if args.table:
         print(summary_table(results))
+        for continuous in (False, True):
+            print("\n" + algorithm_table(results, continuous))
         if any("selection" in r for r in results["records"]):
             print("\n" + selection_table(results))
         return 0

@@ -105,3 +105,27 @@ def test_recommend_skips_missing_and_flagged_candidates():
     assert chosen["estimator"] == "SDR" and chosen["refusals"] == {"WDR": "few samples"}
     assert recommend({"DR": trusted}, longest_episode=1)["estimator"] == "DR"
     assert recommend({"DR": trusted}, longest_episode=3)["estimator"] is None
+
+
+def test_overflowed_cumulative_weights_are_flagged_not_fatal():
+    """Per-step weights of 1e19 over 40-step episodes overflow float64: the sequential estimates are NaN,
+    flagged ``overflowed_weights`` with a warning that says so (not "every weight is zero"), and the
+    estimators run to the end (CPE in training must not stop the run here)."""
+    episodes, steps = 6, 40
+    episode = torch.arange(episodes).repeat_interleave(steps)
+    n = episodes * steps
+    action = torch.zeros(n, dtype=torch.long)
+    action[steps:] = 1  # episodes 1-5 take the action the target almost never takes, logged at 1e-25
+    propensity = torch.full((n,), 0.5, dtype=torch.float64)
+    propensity[steps:] = 1e-25
+    last = torch.ones(n, dtype=torch.bool)
+    last[:-1] = episode[1:] != episode[:-1]
+    inputs = CPEInputs(reward=torch.ones(n, dtype=torch.float64), action=action, logged_propensity=propensity,
+                       target_probs=torch.tensor([[1 - 1e-6, 1e-6]], dtype=torch.float64).repeat(n, 1),
+                       reward_hat=torch.ones(n, 2, dtype=torch.float64), q_hat=torch.ones(n, 2, dtype=torch.float64),
+                       episode=episode, not_terminal=~last)
+    estimates = counterfactual_estimates(inputs, 0.9, seed=0, bootstrap=20)["estimates"]
+    for name in ("SDR", "WDR", "MAGIC"):
+        assert math.isnan(estimates[name]["raw"])
+        assert "overflowed_weights" in estimates[name]["diagnostics"]["flags"]
+        assert "exceed the largest floating-point number" in estimates[name]["warnings"][0]

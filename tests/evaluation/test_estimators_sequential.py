@@ -110,6 +110,34 @@ def test_simplex_quadratic_min_is_optimal_on_ill_conditioned_problems():
     assert sequential.duality_gap(matrix[:1], x[:1]).item() >= -1e-12
 
 
+def test_overflowed_weights_leave_magic_undefined_instead_of_failing():
+    """A cumulative weight beyond float64 (long episodes of large per-step weights) makes MAGIC's matrices
+    non-finite: those blends are NaN with an infinite gap, the others are still solved, and the estimators
+    and their intervals run to the end (training evaluates CPE every epoch and must not die here)."""
+    gen = torch.Generator().manual_seed(1)
+    factor = torch.randn(3, 5, 2, generator=gen, dtype=torch.float64)
+    matrix = factor @ factor.transpose(1, 2) + 1e-6 * torch.eye(5, dtype=torch.float64)
+    matrix[1, 0, 0] = float("nan")
+    x, gaps = sequential.simplex_quadratic_min(matrix)
+    assert bool(torch.isnan(x[1]).all()) and gaps[1] == float("inf")
+    assert bool((gaps[[0, 2]] <= sequential.GAP_TOLERANCE).all())
+    assert torch.allclose(x[[0, 2]].sum(dim=1), torch.ones(2, dtype=torch.float64))
+
+    from batchrl.evaluation.estimators.core import estimate
+
+    steps = 40
+    episode = torch.arange(6).repeat_interleave(steps)
+    weights = torch.full((6 * steps,), 1e20, dtype=torch.float64)  # (1e20)^40 overflows
+    weights[:steps] = 1.0
+    episodes = sequential.to_episodes(episode, torch.ones(6 * steps), weights, torch.ones(6 * steps),
+                                      torch.ones(6 * steps))
+    baseline = sequential.logged_return_terms(episodes, 0.9)
+    for stat in (sequential.MagicStatistic(episodes, 0.9, num_j_steps=5, bias_resamples=10),
+                 sequential.weighted_dr_terms(episodes, 0.9)):
+        result = estimate(stat, baseline, replicates=20, seed=0)
+        assert np.isnan(result.raw)  # inf / inf: no number, and no exception
+
+
 def test_project_to_simplex():
     v = torch.tensor([[0.5, 0.5], [2.0, 0.0], [0.2, 0.1]], dtype=torch.float64)
     p = sequential.project_to_simplex(v)

@@ -52,6 +52,7 @@ def weight_diagnostics(weights: Tensor) -> dict[str, float]:
         "mean_weight": float(w.mean()) if n else float("nan"),
         "mean_weight_std_error": float(w.std()) / math.sqrt(n) if n > 1 else float("nan"),
         "zero_weight_share": float((w == 0).double().mean()) if n else float("nan"),
+        "overflowed_weight_share": float(torch.isinf(w).double().mean()) if n else 0.0,
         "units": float(n),
     }
 
@@ -109,7 +110,12 @@ def assess(name: str, diagnostics: dict[str, Any], *, importance_weighted: bool,
                  f"the importance weights average {mean:.3g} where right propensities give 1 (+- {se:.2g}): "
                  "the logged propensities look wrong, or the target policy takes actions the logging policy "
                  "never took")
-        if not math.isfinite(diagnostics["max_weight_share"]):
+        if diagnostics.get("overflowed_weight_share", 0.0) > 0:
+            flag("overflowed_weights",
+                 f"{diagnostics['overflowed_weight_share']:.0%} of the importance weights exceed the largest "
+                 "floating-point number (long episodes of large per-step weights): the estimate is undefined; "
+                 "the target policy is too far from the logging policy over these episodes")
+        elif not math.isfinite(diagnostics["max_weight_share"]):
             flag("no_weight", "every importance weight is zero: the target policy never takes a logged action")
     if normalization is not None:
         warnings.append(f"no normalized value: {normalization}")

@@ -284,7 +284,10 @@ def _nnls_simplex(matrix: Tensor) -> Tensor | None:
     ``magic_not_optimal``; NNLS certified every one of them to a relative gap below 1e-14.
     """
     size = matrix.shape[0]
-    eigenvalues, vectors = np.linalg.eigh(matrix.numpy())
+    try:
+        eigenvalues, vectors = np.linalg.eigh(matrix.numpy())
+    except np.linalg.LinAlgError:  # leave it to the iterative solve
+        return None
     factor = np.sqrt(np.clip(eigenvalues, 0.0, None))[:, None] * vectors.T
     design = np.vstack([factor, np.ones((1, size))])
     target = np.zeros(size + 1)
@@ -309,10 +312,21 @@ def simplex_quadratic_min(matrix: Tensor, max_iterations: int = 20000, tolerance
     the Frank-Wolfe duality gap (a bound on the distance to the optimal objective) of its best point is
     at most ``tolerance`` times its objective (or below rounding, ``GAP_FLOOR``).
     Returns the weights [B, J] and the relative gaps [B] reached (<= ``tolerance`` unless
-    ``max_iterations`` ran out).
+    ``max_iterations`` ran out); NaN weights and an infinite gap for a matrix with non-finite entries.
     """
     batch, size = matrix.shape[0], matrix.shape[1]
-    scale = torch.linalg.eigvalsh(matrix).amax(dim=1).clamp(min=1e-300)  # [B]
+    finite = torch.isfinite(matrix).flatten(1).all(dim=1)
+    if not bool(finite.all()):  # overflowed weights (e.g. a cumulative weight beyond 1e308): no blend
+        weights = torch.full((batch, size), float("nan"), dtype=matrix.dtype)
+        gaps = torch.full((batch,), float("inf"), dtype=matrix.dtype)
+        if bool(finite.any()):
+            weights[finite], gaps[finite] = simplex_quadratic_min(matrix[finite], max_iterations, tolerance,
+                                                                  check_every)
+        return weights, gaps
+    try:
+        scale = torch.linalg.eigvalsh(matrix).amax(dim=1).clamp(min=1e-300)  # [B]
+    except torch.linalg.LinAlgError:  # type: ignore[attr-defined]  # no convergence: the trace bounds lambda_max
+        scale = torch.diagonal(matrix, dim1=1, dim2=2).sum(dim=1).clamp(min=1e-300)
     m = matrix / scale.reshape(-1, 1, 1)  # eigenvalues in [0, 1]; the minimizer is unchanged
     x = torch.full((batch, size), 1.0 / size, dtype=matrix.dtype)
     y, t = x.clone(), torch.ones(batch, dtype=matrix.dtype)
