@@ -124,8 +124,8 @@ def ips_design_pivots(target_probs: Tensor, logging_probs: Tensor, reward_hat: T
     raw, ratio = [], []
     for start in range(0, replicates, chunk):
         size = min(chunk, replicates - start)
-        u = torch.rand(size, n, 1, generator=generator, dtype=torch.float64)
-        drawn = (u > cumulative.unsqueeze(0)).sum(dim=2).clamp(max=actions - 1)  # [B, n]
+        u = torch.rand(n, size, generator=generator, dtype=torch.float64)
+        drawn = torch.searchsorted(cumulative, u).clamp(max=actions - 1).T  # [B, n]: first a with F(a) >= u
         mean_reward = r_hat[rows.unsqueeze(0), drawn]
         if binary:
             rewards = (torch.rand(size, n, generator=generator, dtype=torch.float64) < mean_reward).double()
