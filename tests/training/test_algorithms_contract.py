@@ -39,6 +39,8 @@ EXAMPLES = {
                                           "net_builder": NET}),
     "DiscreteBCQ": ("DiscreteBCQ", {"trainer_param": {**DISCRETE, "drop_threshold": 0.3}, "net_builder": NET,
                                     "imitator_net_builder": NET}),
+    "DiscreteBCQ shared trunk": ("DiscreteBCQ", {"trainer_param": {**DISCRETE, "imitator_logit_penalty": 0.5},
+                                                 "net_builder": NET, "share_trunk": True}),
     "DiscreteCRR": ("DiscreteCRR", {"trainer_param": {**DISCRETE, "beta": 1.0}, "actor_net_builder": NET,
                                     "critic_net_builder": NET}),
     "DiscreteIQL": ("DiscreteIQL", {"trainer_param": {**DISCRETE, "expectile": 0.8}, "actor_net_builder": NET,

@@ -69,3 +69,55 @@ def test_scores_filter_unsupported_actions_and_training_steps():
     assert terms["imitator_accuracy"].item() == pytest.approx(0.5)
     before = imitator_loss(t.imitator(b.state), b.action, b.possible_actions_mask).mean().item()
     assert terms["imitator_loss"].item() > before  # the imitator step lowered it
+
+
+def test_logit_penalty_adds_beta_times_mean_squared_logits():
+    params = BCQTrainerParameters(actions=["a", "b"], imitator_logit_penalty=0.5)
+    t = BCQTrainer(table_network(ONLINE), table_network(IMITATOR), params)
+    b = batch([1, 0], [1, 0], [0.0, 0.0], [2, 2])
+    logits = t.imitator(b.state)
+    expected = imitator_loss(logits, b.action, b.possible_actions_mask).mean() + 0.5 * logits.pow(2).mean()
+    assert t._imitator_terms(b)["imitator_loss"].item() == pytest.approx(expected.item())
+
+
+def shared_trainer() -> BCQTrainer:
+    from batchrl.config import DiscreteBCQModel
+    from batchrl.training.algorithms.bcq import build
+    from batchrl.training.trainer import BuildContext
+
+    model = DiscreteBCQModel.model_validate({
+        "trainer_param": {"actions": ["a", "b"], "minibatch_size": 4}, "share_trunk": True,
+        "net_builder": {"FullyConnected": {"sizes": [8, 8], "activations": ["relu", "relu"]}}})
+    torch.manual_seed(0)
+    return build(model, BuildContext(input_dim=3, action_dim=2, device="cpu", amp_dtype=None))
+
+
+def test_shared_trunk_is_the_q_networks_hidden_layers_and_the_imitator_loss_trains_it():
+    t = shared_trainer()
+    q_layers = t.dqn.q_network.layers
+    trunk, head = t.imitator
+    assert trunk[0] is q_layers[0] and trunk[2] is q_layers[2]  # the same modules: Linear, ReLU, Linear, ReLU
+    assert head.out_features == 2 and head is not q_layers[-1]
+    b = batch([0, 1, 2, 1], [0, 1, 1, 0], [1.0, 0.0, 1.0, 0.0], [1, 2, 0, 0])
+    t._imitator_terms(b)["imitator_loss"].backward()
+    assert q_layers[0].weight.grad is not None and q_layers[0].weight.grad.abs().sum() > 0
+    assert q_layers[-1].weight.grad is None  # the Q head is not on the imitator's path
+    t.dqn.steps.zero_grad()
+    before = t._imitator_terms(b)["imitator_loss"].item()
+    first = [p.detach().clone() for p in q_layers[0].parameters()]
+    for _ in range(30):
+        t.update(b)
+    assert t._imitator_terms(b)["imitator_loss"].item() < before
+    assert not all(torch.equal(a, p) for a, p in zip(first, q_layers[0].parameters(), strict=True))
+    assert t.imitator_steps is None and set(t.dqn.steps.optimizers) == {"q", "imitator"}
+
+
+def test_share_trunk_rejects_an_imitator_network_of_its_own():
+    from pydantic import ValidationError
+
+    from batchrl.config import DiscreteBCQModel
+
+    net = {"FullyConnected": {"sizes": [8], "activations": ["relu"]}}
+    with pytest.raises(ValidationError, match="imitator_net_builder is unused with share_trunk"):
+        DiscreteBCQModel.model_validate({"trainer_param": {"actions": ["a", "b"]}, "share_trunk": True,
+                                         "net_builder": net, "imitator_net_builder": net})

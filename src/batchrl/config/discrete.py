@@ -98,10 +98,12 @@ class C51TrainerParameters(DQNTrainerParameters):
 class BCQTrainerParameters(DQNTrainerParameters):
     """Discrete BCQ (Fujimoto et al. 2019): Q-learning whose max/argmax only considers actions with
     imitator probability >= ``drop_threshold`` times the most likely action's; the imitator (behaviour
-    cloning network) trains by cross-entropy with ``imitator_optimizer``."""
+    cloning network) trains by cross-entropy (plus ``imitator_logit_penalty`` * mean(logits^2), the
+    paper's regularizer) with ``imitator_optimizer``."""
 
     drop_threshold: float = Field(default=0.3, gt=0.0, le=1.0)
     imitator_optimizer: OptimizerConfig = Field(default_factory=_adam)
+    imitator_logit_penalty: float = Field(default=0.0, ge=0.0)  # beta * mean(logits^2) added to the imitator loss
 
 
 class CRRTrainerParameters(DQNTrainerParameters):
@@ -198,10 +200,19 @@ class DiscreteC51DQNModel(_ModelBase):
 
 
 class DiscreteBCQModel(_ModelBase):
-    """``net_builder``: the Q-network; ``imitator_net_builder``: the behaviour cloning network."""
+    """``net_builder``: the Q-network; ``imitator_net_builder``: the behaviour cloning network, or with
+    ``share_trunk`` a linear head on the Q-network's hidden layers (one network, both losses train it)."""
 
     trainer_param: BCQTrainerParameters
     imitator_net_builder: NetBuilderConfig = Field(default_factory=_default_net)
+    share_trunk: bool = False
+
+    @model_validator(mode="after")
+    def _shared(self) -> DiscreteBCQModel:
+        if self.share_trunk and "imitator_net_builder" in self.model_fields_set:
+            raise ValueError("DiscreteBCQ: imitator_net_builder is unused with share_trunk: true (the imitator is a "
+                             "head on net_builder's hidden layers); remove one of them")
+        return self
 
 
 class _ActorCriticModel(_ModelBase):

@@ -54,6 +54,18 @@ class FullyConnected(nn.Module):
         return q
 
 
+def hidden_trunk(network: nn.Module) -> tuple[nn.Module, int]:
+    """The hidden layers of a ``FullyConnected`` or ``Dueling`` network (the same modules, so shared, not
+    copied) and their output width: what another head can be put on (BCQ's imitator, ``share_trunk``)."""
+    if isinstance(network, FullyConnected):
+        *hidden, output = list(network.layers)
+        assert isinstance(output, nn.Linear)
+        return nn.Sequential(*hidden), output.in_features
+    if isinstance(network, Dueling):
+        return network.trunk, network.value.in_features
+    raise TypeError(f"{type(network).__name__} has no hidden trunk to share")
+
+
 class Dueling(nn.Module):
     """Dueling Q-network (Wang et al. 2016, "Dueling Network Architectures"):
     Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a'), with V and A linear heads on a shared MLP trunk."""

@@ -22,11 +22,14 @@ from torch import Tensor, nn
 from batchrl.config import OptimizerConfig
 from batchrl.training.optim import build_optimizer, build_schedulers
 
+#: name -> (optimizer config, parameters): the groups a :class:`GradientSteps` steps together.
+ParameterGroups = dict[str, tuple[OptimizerConfig, Iterable[torch.Tensor]]]
+
 
 class GradientSteps:
     """The optimizers of named parameter groups, stepped together every ``every`` minibatches."""
 
-    def __init__(self, groups: dict[str, tuple[OptimizerConfig, Iterable[torch.Tensor]]], every: int,
+    def __init__(self, groups: ParameterGroups, every: int,
                  amp_dtype: torch.dtype | None):
         self.optimizers = {name: build_optimizer(config, params) for name, (config, params) in groups.items()}
         self.schedulers = [scheduler for name, (config, _) in groups.items()

@@ -24,7 +24,7 @@ from batchrl.config import DiscreteDQNModel, DQNTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.builders import build_network
 from batchrl.training.optim import soft_update
-from batchrl.training.steps import GradientSteps, detached, eval_mode
+from batchrl.training.steps import GradientSteps, ParameterGroups, detached, eval_mode
 from batchrl.training.td import (
     autocast,
     boosted_reward,
@@ -49,7 +49,7 @@ class DQNTrainer:
 
     def __init__(self, q_network: nn.Module, params: DQNTrainerParameters, *, device: torch.device | str = "cpu",
                  penalty: Penalty | None = None, penalty_name: str = "penalty", penalty_weight: float = 0.0,
-                 amp_dtype: torch.dtype | None = None):
+                 amp_dtype: torch.dtype | None = None, extra_groups: ParameterGroups | None = None):
         self.device = torch.device(device)
         self.params, self.rl = params, params.rl
         self.num_actions = len(params.actions)
@@ -57,7 +57,7 @@ class DQNTrainer:
         self.q_target = copy.deepcopy(self.q_network).requires_grad_(False)
         self.penalty, self.penalty_name, self.penalty_weight = penalty, penalty_name, penalty_weight
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        self.steps = GradientSteps({"q": (params.optimizer, self.q_network.parameters())},
+        self.steps = GradientSteps({"q": (params.optimizer, self.q_network.parameters()), **(extra_groups or {})},
                                    params.minibatches_per_step, self.amp_dtype)
         self.reward_boost = reward_boost_vector(self.rl, params.actions, self.device)
 
@@ -90,11 +90,14 @@ class DQNTrainer:
         terms["q_logged"] = q_logged.mean()
         return terms
 
-    def update(self, batch: Batch) -> dict[str, Tensor]:
+    def update(self, batch: Batch, extra_loss: Tensor | None = None) -> dict[str, Tensor]:
         """One minibatch: backward; every ``minibatches_per_step`` minibatches an optimizer step and a
-        soft target update. Returns the detached loss terms (0-d tensors on the device)."""
+        soft target update. Returns the detached loss terms (0-d tensors on the device).
+
+        ``extra_loss``: another model's loss backpropagated with this one (its parameters are among
+        ``extra_groups``, or shared with the Q-network), e.g. BCQ's imitator on a shared trunk."""
         terms = self.losses(batch)
-        if self.steps(terms["loss"]):
+        if self.steps(terms["loss"] if extra_loss is None else terms["loss"] + extra_loss):
             soft_update(self.q_target, self.q_network, self.rl.target_update_rate)
         return detached(terms)
 
