@@ -94,7 +94,7 @@ def softmax_truth(policy, temperature: float, episodes: int, seed: int) -> float
     from batchrl.evaluation.cpe import target_policy_probs
 
     envs = gym.make_vec("CartPole-v0", num_envs=episodes, vectorization_mode="vector_entry_point")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])  # not the env's stream (cpe_accuracy.policy_rng)
     obs, _ = envs.reset(seed=seed)
     total, steps, alive = np.zeros(episodes), np.zeros(episodes), np.ones(episodes, dtype=bool)
     while alive.any():
