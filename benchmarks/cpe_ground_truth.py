@@ -91,10 +91,11 @@ def softmax_truth(policy, temperature: float, episodes: int, seed: int) -> float
     """Mean discounted return of actions sampled from softmax(Q/temperature) in CartPole-v0."""
     import gymnasium as gym
 
+    from batchrl.data.gym_logging import policy_rng
     from batchrl.evaluation.cpe import target_policy_probs
 
     envs = gym.make_vec("CartPole-v0", num_envs=episodes, vectorization_mode="vector_entry_point")
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])  # not the env's stream (cpe_accuracy.policy_rng)
+    rng = policy_rng(seed)  # not the environment's stream
     obs, _ = envs.reset(seed=seed)
     total, steps, alive = np.zeros(episodes), np.zeros(episodes), np.ones(episodes, dtype=bool)
     while alive.any():

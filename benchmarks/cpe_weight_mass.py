@@ -7,7 +7,7 @@ importance sampling (PDIS, sum_t gamma^t rho_t r_t: unbiased, no value model), S
 estimate V_hat(s_0) averaged over the logged start states. Where the logs miss the rare episodes that carry
 the weights' expectation, rho_T averages well below 1, PDIS falls short of the truth, and SDR stays close to
 the value model's estimate, whose bias the weights cannot correct. (Run before the fix of
-``cpe_accuracy.policy_rng``, this script showed the opposite with the greedy target: mean rho_T 1.05-1.28
+``batchrl.data.gym_logging.policy_rng``, this script showed the opposite with the greedy target: mean rho_T 1.05-1.28
 and PDIS 5-17% above the truth, because the first actions of each logged episode were functions of its
 initial state.)
 

@@ -122,6 +122,25 @@ def test_epsilon_greedy_propensities(tmp_path):
     assert abs((~is_greedy).mean() - 0.15) < 0.03
 
 
+def test_first_actions_are_not_the_environments_random_numbers(tmp_path):
+    """The policy must not draw from the stream the environments are seeded with: CartPole's native vector
+    env draws env i's initial state (x, x_dot, angle, angle_dot) as the first 4 x num_envs uniforms of
+    PCG64(SeedSequence(seed)), so a policy on default_rng(seed) would take, at step 0, the action that
+    u_i = (x_i + 0.05) / 0.1 dictates: every time, whatever the logged propensity says."""
+    model = _save_policy(tmp_path)
+    table, _ = _gen(tmp_path, episodes=512, num_envs=512, seed=3, policy="epsilon-greedy", model=model,
+                    epsilon=0.5)
+    df = table.to_pandas()
+    first = df[df.sequence_number == 0]
+    assert len(first) == 512
+    x = np.array([dict(s)[0] for s in first.state_features])
+    angle = np.array([dict(s)[2] for s in first.state_features])
+    p_first = np.where(angle > 0, 0.25, 0.75)  # P(action "0"): epsilon 0.5 over 2 actions
+    coupled = np.where((x + 0.05) / 0.1 > p_first, "1", "0")  # the action the environment's stream dictates
+    agreement = (first.action.to_numpy() == coupled).mean()
+    assert agreement < 0.75  # independent draws: about 0.625; sharing the stream (the old code): 0.92
+
+
 def test_softmax_propensities(tmp_path):
     model = _save_policy(tmp_path)
     table, _ = _gen(tmp_path, transitions=1000, seed=5, policy="softmax", model=model, temperature=0.05)

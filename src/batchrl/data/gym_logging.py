@@ -14,6 +14,8 @@ actor (Box actions): a ~ N(mu(s), sigma^2) truncated to [low, high] per dimensio
 
     p(a|s) = prod_i phi(z_i) / (sigma_i (Phi(b_i) - Phi(l_i))),   z_i = (a_i - mu_i) / sigma_i,
              l_i = (low_i - mu_i) / sigma_i,  b_i = (high_i - mu_i) / sigma_i
+
+The environments are reset with ``seed``; the policy draws from its own stream (:func:`policy_rng`).
 """
 
 from __future__ import annotations
@@ -215,6 +217,15 @@ class _Finished:
         return _Finished(self.obs[:n], self.actions[:n], self.rewards[:n], self.probs[:n], END_TRUNCATED)
 
 
+def policy_rng(seed: int) -> np.random.Generator:
+    """The logging policy's random numbers for a run whose environments are reset with ``seed``: a child
+    stream of ``SeedSequence(seed)``. gymnasium seeds an environment with ``PCG64(SeedSequence(seed))``, the
+    stream ``default_rng(seed)`` would give; sharing it made the first actions of the first episodes
+    functions of their own initial states (CartPole: the draw for env i at step t < 4 was component t of
+    its initial state), which the logged propensities did not describe."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+
+
 def make_envs(env_id: str, num_envs: int, max_steps: int | None = None) -> gym.vector.VectorEnv[Any, Any, Any]:
     """A vector of ``num_envs`` environments (native vectorized where gymnasium has one), NEXT_STEP
     autoreset; an unknown id is a BatchRLError."""
@@ -296,7 +307,7 @@ def run_episodes(options: GenerateOptions) -> tuple[list[_Finished], list[str] |
         space = envs.single_action_space
         box_shape = space.shape if isinstance(space, gym.spaces.Box) else None  # None: discrete actions
         action_names = action_names_of(envs.single_action_space)
-        rng = np.random.default_rng(options.seed)
+        rng = policy_rng(options.seed)
         obs, _ = envs.reset(seed=options.seed)
         running = [_Episode() for _ in range(envs.num_envs)]
         skip = np.zeros(envs.num_envs, dtype=bool)  # next step is an autoreset step (NEXT_STEP mode)
@@ -455,7 +466,7 @@ def _generate_parametric(output: str, options: GenerateOptions, env: gym.Env[Any
 
     try:
         policy = candidate_policy(options.policy, env, options.temperature)
-        episodes = play(env, policy, np.random.default_rng(options.seed), options.seed, episodes=options.episodes,
+        episodes = play(env, policy, policy_rng(options.seed), options.seed, episodes=options.episodes,
                         transitions=options.transitions, label=f"generate {options.env}")
     finally:
         env.close()

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from batchrl.data.gym_logging import make_env
+from batchrl.data.gym_logging import make_env, policy_rng
 from batchrl.data.parametric_logging import candidate_policy, is_parametric, softmax, split_observation
 from batchrl.errors import BatchRLError
 from batchrl.evaluation.estimators.core import single_thread
@@ -48,7 +48,7 @@ def model_chooser(policy: LoadedModel, user_dim: int, item_dim: int, k_max: int,
     """Greedy over the exported model's scores (``temperature`` > 0: a draw from softmax(scores / temperature),
     the policy CPE evaluates); feature id i = index i of the user vector / item row."""
     ids, item_ids = _model_ids(policy, user_dim, item_dim)
-    rng = np.random.default_rng(seed)
+    rng = policy_rng(seed)  # not the stream reset(seed) gives the environment
     padded, mask = np.zeros((1, k_max, len(item_ids)), dtype=np.float32), np.zeros((1, k_max), dtype=bool)
 
     def choose(user: np.ndarray, candidates: np.ndarray) -> int:
@@ -132,7 +132,7 @@ def baseline_chooser(name: str, env_id: str, seed: int, logging_policy: str, tem
     generator."""
     env = make_env(env_id)
     probabilities = candidate_policy(logging_policy if name == "logging" else name, env, temperature)
-    rng = np.random.default_rng(seed)
+    rng = policy_rng(seed)  # not the stream reset(seed) gives the environment
 
     def choose(user: np.ndarray, candidates: np.ndarray) -> int:
         p = probabilities(user, candidates, rng)
