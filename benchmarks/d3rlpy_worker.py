@@ -61,7 +61,8 @@ def build(algorithm: str, args: argparse.Namespace):
         "TD3": lambda: d3rlpy.algos.TD3Config(**common, **continuous),
         "TD3PlusBC": lambda: d3rlpy.algos.TD3PlusBCConfig(**common, **continuous),
         "CQL": lambda: d3rlpy.algos.CQLConfig(**common, **continuous),
-        "IQL": lambda: d3rlpy.algos.IQLConfig(**common, **continuous),
+        # IQL's V(s) has its own encoder, d3rlpy's default 256x256 unless given: the same hidden sizes as ours
+        "IQL": lambda: d3rlpy.algos.IQLConfig(**common, **continuous, value_encoder_factory=encoder),
     }
     return configs[algorithm]().create(device="cpu:0")
 
