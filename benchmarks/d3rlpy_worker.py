@@ -50,6 +50,8 @@ def build(algorithm: str, args: argparse.Namespace):
 
     encoder = d3rlpy.models.encoders.VectorEncoderFactory(hidden_units=args.hidden)
     common = {"batch_size": args.batch_size, "gamma": args.gamma}
+    if args.standardize_observations:  # per-feature (x - mean) / std fitted on the logged table, like batchrl's
+        common["observation_scaler"] = d3rlpy.preprocessing.StandardObservationScaler()
     discrete = {"learning_rate": args.lr, "encoder_factory": encoder, "target_update_interval": args.target_update_interval}
     continuous = {"actor_learning_rate": args.lr, "critic_learning_rate": args.lr, "actor_encoder_factory": encoder,
                   "critic_encoder_factory": encoder, "tau": args.tau}
@@ -98,6 +100,8 @@ def main() -> None:
     parser.add_argument("--target-update-interval", type=int, default=100, help="discrete: hard target copies")
     parser.add_argument("--tau", type=float, default=0.005, help="continuous: soft target rate")
     parser.add_argument("--episodes", type=int, default=30)
+    parser.add_argument("--standardize-observations", action="store_true",
+                        help="d3rlpy's StandardObservationScaler (off in the matrix: d3rlpy's default)")
     parser.add_argument("--eval-seed", type=int, default=10_000)
     args = parser.parse_args()
 

@@ -10,8 +10,15 @@ import pytest
 import torch
 from scipy import stats
 
-from batchrl.evaluation.estimators import one_step
-from batchrl.evaluation.estimators.core import Pivots, Terms, estimate, is_plain_mean
+from batchrl.evaluation.estimators import one_step, sequential
+from batchrl.evaluation.estimators.core import (
+    Pivots,
+    Terms,
+    bootstrap_counts,
+    estimate,
+    is_plain_mean,
+    linearized_terms,
+)
 
 
 def test_plain_mean_gets_the_student_t_interval_and_delta_method_ratio():
@@ -41,6 +48,55 @@ def test_self_normalized_estimators_keep_the_bootstrap_interval_within_their_ran
     assert not is_plain_mean(snips) and is_plain_mean(one_step.ips_terms(weights, reward))
     result = estimate(snips, Terms.mean_of(reward), replicates=300, seed=0)
     assert 0.0 <= result.ci_low <= result.raw <= result.ci_high <= 1.0
+
+
+def test_linearized_terms_are_the_delta_method_pseudo_values_of_snips():
+    """SNIPS = sum w r / sum w: f_i = w_i (r_i - SNIPS) / mean(w), so x_i = SNIPS + f_i, mean x = SNIPS."""
+    gen = torch.Generator().manual_seed(5)
+    w = torch.rand(50, generator=gen, dtype=torch.float64) * 4
+    r = torch.rand(50, generator=gen, dtype=torch.float64)
+    snips = float((w * r).sum() / w.sum())
+    x = linearized_terms(one_step.snips_terms(w, r))
+    assert torch.allclose(x, snips + w * (r - snips) / w.mean(), rtol=0, atol=1e-12)
+    assert float(x.mean()) == pytest.approx(snips, abs=1e-12)
+
+
+def _wdr_episodes(seed: int, n: int = 60) -> sequential.Episodes:
+    """Episodes of 2-9 steps whose per-step weights are 0 or 2 (a greedy target over 50/50 logging), so
+    most cumulative weights vanish within a few steps, as on CartPole."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, 10, (n,), generator=gen)
+    episode = torch.repeat_interleave(torch.arange(n), lengths)
+    rows = int(lengths.sum())
+    weights = 2.0 * (torch.rand(rows, generator=gen) < 0.5).double()
+    return sequential.to_episodes(episode, torch.rand(rows, generator=gen), weights,
+                                  torch.rand(rows, generator=gen) * 3, torch.rand(rows, generator=gen) * 3)
+
+
+def test_weighted_dr_interval_is_the_hull_of_the_percentile_and_delta_method_intervals():
+    episodes = _wdr_episodes(seed=2)
+    wdr, baseline = sequential.weighted_dr_terms(episodes, 0.9), sequential.logged_return_terms(episodes, 0.9)
+    x = linearized_terms(wdr)
+    assert float(x.mean()) == pytest.approx(float(wdr.value(torch.ones(1, episodes.units, dtype=torch.float64))[0]),
+                                            abs=1e-12)
+    plain = estimate(wdr, baseline, replicates=200, seed=0)
+    hull = estimate(wdr, baseline, replicates=200, seed=0, hull_with_delta=True)
+    delta = estimate(Terms.mean_of(x), baseline, replicates=200, seed=0)  # the t-interval on the pseudo-values
+    assert hull.raw == plain.raw and hull.normalized == plain.normalized
+    for h, parts in (((hull.ci_low, hull.ci_high), [(plain.ci_low, plain.ci_high), (delta.ci_low, delta.ci_high)]),
+                     ((hull.normalized_ci_low, hull.normalized_ci_high),
+                      [(plain.normalized_ci_low, plain.normalized_ci_high),
+                       (delta.normalized_ci_low, delta.normalized_ci_high)])):
+        assert h == pytest.approx((min(p[0] for p in parts), max(p[1] for p in parts)), abs=1e-12)
+    values = wdr.value(bootstrap_counts(episodes.units, 200, 0))
+    assert hull.std_error == pytest.approx(float(values.std()), rel=1e-12)  # still the bootstrap's
+
+
+def test_hull_with_delta_needs_a_ratio_of_sums_statistic_and_a_plain_mean_baseline():
+    episodes = _wdr_episodes(seed=3)
+    magic = sequential.MagicStatistic(episodes, 0.9)
+    with pytest.raises(ValueError, match="hull_with_delta"):
+        estimate(magic, sequential.logged_return_terms(episodes, 0.9), 50, 0, hull_with_delta=True)
 
 
 def _bandit(rows: int, seed: int) -> tuple[dict[str, Terms], Terms]:

@@ -242,7 +242,7 @@ def _estimate(inputs: CPEInputs, gamma: float, seed: int, bootstrap: int, sequen
     seq_stats: dict[str, Statistic] = {"SDR": sequential.sequential_dr_terms(episodes, gamma),
                                        "WDR": sequential.weighted_dr_terms(episodes, gamma), "MAGIC": magic}
     for name, stat in seq_stats.items():
-        est = estimate(stat, episode_baseline, bootstrap, seed)
+        est = estimate(stat, episode_baseline, bootstrap, seed, hull_with_delta=name == "WDR")
         extra = None
         if name == "MAGIC":
             gaps = magic.last_gaps
