@@ -178,19 +178,33 @@ def run_batchrl(workdir: pathlib.Path, logged: str, config: dict, episodes: int,
                           "gym": {"epoch": best, "check_returns": checked, "mean_return": results[best]}}}
 
 
-def run_d3rlpy(logged: str, env: str, algorithm: str, seed: int, network: dict, steps: int, episodes: int) -> dict:
+def run_d3rlpy(logged: str, env: str, algorithm: str, seed: int, network: dict, steps: int, episodes: int,
+               standardize: bool = False) -> dict:
     args = [d3rlpy_python(), str(ROOT / "benchmarks" / "d3rlpy_worker.py"), "--logged", logged, "--env", env,
             "--algorithm", algorithm, "--seed", str(seed), "--hidden", *map(str, network["hidden"]),
             "--batch-size", str(network["batch_size"]), "--lr", str(network["lr"]), "--gamma", str(network["gamma"]),
             "--tau", str(network["tau"]), "--target-update-interval", str(max(1, round(1 / network["tau"]))),
             "--steps", str(steps), "--episodes", str(episodes),
-            "--eval-seed", str(10_000 + seed)]
+            "--eval-seed", str(10_000 + seed), *(["--standardize-observations"] if standardize else [])]
     proc = subprocess.run(args, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode:
         raise RuntimeError(f"d3rlpy {algorithm} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"mean_return": result["mean_return"], "episodes": len(result["returns"]),
             "gradient_steps": result["gradient_steps"], "train_seconds": result["train_seconds"]}
+
+
+def raw_states(config: dict, env: str) -> dict:
+    """``config`` with every state feature passed through unscaled (DO_NOT_PREPROCESS): the observation
+    scaling control of ``--observation-scaling swapped``."""
+    import gymnasium as gym
+
+    with gym.make(env) as e:
+        dims = int(e.observation_space.shape[0])
+    (_, model), = config["model"].items()
+    options = model.setdefault("state_preprocessing_options", {})
+    options["feature_overrides"] = {i: "DO_NOT_PREPROCESS" for i in range(dims)}
+    return config
 
 
 def _action_space(env: str) -> tuple[list[str] | None, int]:
@@ -281,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--selection", action="store_true",
                         help="discrete algorithms: also report the CPE-selected and the simulator-selected checkpoint")
+    parser.add_argument("--observation-scaling", choices=["default", "swapped"], default="default",
+                        help="swapped: batchrl on raw states, d3rlpy with its StandardObservationScaler (each library "
+                             "with the other's default; records get observation_scaling; use another --results)")
     parser.add_argument("--table", action="store_true", help="print the summary table of --results and stop")
     args = parser.parse_args(argv)
     results_file = pathlib.Path(args.results)
@@ -303,17 +320,22 @@ def main(argv: list[str] | None = None) -> int:
             for algorithm in (a for a in args.algorithms if (a not in DISCRETE) == continuous):
                 for seed in args.seeds:
                     config = cell_config(algorithm, env, action_names, action_dims, seed, args.episodes)
+                    swapped = args.observation_scaling == "swapped"
+                    if swapped:
+                        config = raw_states(config, env)
                     cell = pathlib.Path(args.workdir) / env / dataset / algorithm / f"seed{seed}"
                     key = {"env": env, "dataset": dataset, "algorithm": algorithm, "seed": seed}
                     rows = []
                     ours = run_batchrl(cell, logged, config, args.episodes,
                                        selection=args.selection and algorithm in DISCRETE)
+                    scaling = {"observation_scaling": "raw"} if swapped else {}
                     if "batchrl" in args.libraries:
-                        rows.append({**key, "library": "batchrl", **ours})
+                        rows.append({**key, "library": "batchrl", **ours, **scaling})
                     if "d3rlpy" in args.libraries and algorithm in D3RLPY:
                         rows.append({**key, "library": "d3rlpy", "algorithm": D3RLPY[algorithm],
                                      **run_d3rlpy(logged, env, D3RLPY[algorithm], seed, _network(config),
-                                                  ours["gradient_steps"], args.episodes)})
+                                                  ours["gradient_steps"], args.episodes, standardize=swapped),
+                                     **({"observation_scaling": "standardized"} if swapped else {})})
                     for row in rows:
                         print(json.dumps(row), flush=True)
                         results["records"] = [r for r in results["records"] if
