@@ -202,7 +202,7 @@ def raw_states(config: dict, env: str) -> dict:
     with gym.make(env) as e:
         dims = int(e.observation_space.shape[0])
     (_, model), = config["model"].items()
-    options = model.setdefault("state_preprocessing_options", {})
+    options = model.get("state_preprocessing_options") or model.setdefault("preprocessing_options", {})
     options["feature_overrides"] = {i: "DO_NOT_PREPROCESS" for i in range(dims)}
     return config
 

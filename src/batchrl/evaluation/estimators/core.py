@@ -23,8 +23,10 @@ the kind of estimator (:func:`estimate` decides, in one place):
   t-interval on its linearized per-episode terms (:func:`linearized_terms`): on CartPole logs with
   vanishing cumulative weights neither held 90% alone in all six setups of
   ``benchmarks/cpe_interval_methods.py --setup cartpole`` (100 datasets each: percentile 85-90%,
-  t 77-94%, each short where the other held), the hull held 88-94% for 3-11% more width; studentized
-  and BCa bootstraps did worse (71-91%).
+  t 66-94%, each short where the other held), the hull held 88-94% in five for 4-11% more width, and
+  85% in the sixth, where every cumulative weight vanishes (median effective sample size 0: the estimate
+  is the value model's start value, whose bias no resampling of episodes sees; the diagnostics flag it);
+  studentized and BCa bootstraps did worse (72-91%).
 
 No interval sees what the logged units do not contain: where the importance weights are heavy-tailed,
 a dataset that missed the rare large weights has an estimate and a spread that are both too small
