@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from batchrl.config import FullyConnectedParameters, NetBuilderConfig
-from batchrl.models import Dueling, FullyConnected, build_network, masked_argmax, masked_softmax
+from batchrl.config.continuous import ContinuousNetBuilder
+from batchrl.models import Dueling, FullyConnected, build_network, builders, masked_argmax, masked_softmax
 
 
 def test_fully_connected_layers_from_config():
@@ -19,6 +20,22 @@ def test_fully_connected_layers_from_config():
                      nn.Linear]
     assert [m.out_features for m in net.layers if isinstance(m, nn.Linear)] == [8, 6, 3]
     assert net(torch.randn(4, 5)).shape == (4, 3)
+
+
+@pytest.mark.parametrize("build", [
+    lambda block: builders.critic(block, 5, 2).layers,
+    lambda block: builders.deterministic_actor(block, 5, 2).layers,
+    lambda block: builders.gaussian_actor(block, 5, 2).trunk,
+    lambda block: builders.continuous_mlp(block, 5, 1).layers,
+], ids=["critic", "deterministic_actor", "gaussian_actor", "value"])
+def test_continuous_networks_take_dropout_and_layer_norm_from_config(build):
+    params = FullyConnectedParameters(sizes=[8, 6], activations=["relu", "relu"], dropout_ratio=0.1,
+                                      use_layer_norm=True)
+    kinds = [type(m) for m in build(ContinuousNetBuilder(FullyConnected=params))]
+    assert kinds[:8] == [nn.Linear, nn.LayerNorm, nn.ReLU, nn.Dropout, nn.Linear, nn.LayerNorm, nn.ReLU, nn.Dropout]
+    plain = [type(m) for m in build(ContinuousNetBuilder(FullyConnected=FullyConnectedParameters(
+        sizes=[8, 6], activations=["relu", "relu"])))]
+    assert nn.LayerNorm not in plain and nn.Dropout not in plain
 
 
 def test_dueling_is_value_plus_centred_advantage():

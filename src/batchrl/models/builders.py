@@ -51,24 +51,28 @@ def state_value(config: NetBuilderConfig, input_dim: int) -> StateValue:
 
 
 def continuous_mlp(config: ContinuousNetBuilder, input_dim: int, output_dim: int) -> FullyConnected:
-    """An MLP from a continuous-action builder block (its sizes and activations)."""
+    """An MLP from a continuous-action builder block (sizes, activations, dropout, layer norm)."""
     p = config.params
-    return FullyConnected(input_dim, output_dim, list(p.sizes), list(p.activations))
+    return FullyConnected(input_dim, output_dim, list(p.sizes), list(p.activations),
+                          dropout_ratio=p.dropout_ratio, use_layer_norm=p.use_layer_norm)
 
 
 def critic(config: ContinuousNetBuilder, state_dim: int, action_dim: int) -> Critic:
     """Q(s, a) float32[B]."""
     p = config.params
-    return Critic(state_dim, action_dim, list(p.sizes), list(p.activations))
+    return Critic(state_dim, action_dim, list(p.sizes), list(p.activations),
+                  dropout_ratio=p.dropout_ratio, use_layer_norm=p.use_layer_norm)
 
 
 def gaussian_actor(config: ContinuousNetBuilder, state_dim: int, action_dim: int) -> GaussianActor:
     """pi(a|s), a tanh-squashed Gaussian over [-1, 1]^d (SAC)."""
     p = config.params
-    return GaussianActor(state_dim, action_dim, list(p.sizes), list(p.activations))
+    return GaussianActor(state_dim, action_dim, list(p.sizes), list(p.activations),
+                         dropout_ratio=p.dropout_ratio, use_layer_norm=p.use_layer_norm)
 
 
 def deterministic_actor(config: ContinuousNetBuilder, state_dim: int, action_dim: int) -> DeterministicActor:
     """mu(s) in [-1, 1]^d (TD3)."""
     p = config.params
-    return DeterministicActor(state_dim, action_dim, list(p.sizes), list(p.activations))
+    return DeterministicActor(state_dim, action_dim, list(p.sizes), list(p.activations),
+                              dropout_ratio=p.dropout_ratio, use_layer_norm=p.use_layer_norm)

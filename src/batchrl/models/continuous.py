@@ -23,10 +23,12 @@ LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 class Critic(nn.Module):
     """Q(s, a) = MLP([x, a]) -> float32[B]."""
 
-    def __init__(self, state_dim: int, action_dim: int, sizes: list[int], activations: list[str]):
+    def __init__(self, state_dim: int, action_dim: int, sizes: list[int], activations: list[str],
+                 dropout_ratio: float = 0.0, use_layer_norm: bool = False):
         super().__init__()
         width = sizes[-1] if sizes else state_dim + action_dim
-        self.layers = nn.Sequential(*mlp_layers(state_dim + action_dim, sizes, activations), nn.Linear(width, 1))
+        self.layers = nn.Sequential(*mlp_layers(state_dim + action_dim, sizes, activations, dropout_ratio,
+                                                 use_layer_norm), nn.Linear(width, 1))
 
     def forward(self, x: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         q: torch.Tensor = self.layers(torch.cat([x, action], dim=1))
@@ -36,10 +38,12 @@ class Critic(nn.Module):
 class DeterministicActor(nn.Module):
     """mu(s) = tanh(MLP(x)) in [-1, 1]^d (TD3)."""
 
-    def __init__(self, state_dim: int, action_dim: int, sizes: list[int], activations: list[str]):
+    def __init__(self, state_dim: int, action_dim: int, sizes: list[int], activations: list[str],
+                 dropout_ratio: float = 0.0, use_layer_norm: bool = False):
         super().__init__()
         width = sizes[-1] if sizes else state_dim
-        self.layers = nn.Sequential(*mlp_layers(state_dim, sizes, activations), nn.Linear(width, action_dim))
+        self.layers = nn.Sequential(*mlp_layers(state_dim, sizes, activations, dropout_ratio, use_layer_norm),
+                                    nn.Linear(width, action_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.layers(x))
@@ -53,10 +57,11 @@ class GaussianActor(nn.Module):
     log pi(a|s) = log N(u; mean, std) - sum_i log(1 - tanh(u_i)^2).
     """
 
-    def __init__(self, state_dim: int, action_dim: int, sizes: list[int], activations: list[str]):
+    def __init__(self, state_dim: int, action_dim: int, sizes: list[int], activations: list[str],
+                 dropout_ratio: float = 0.0, use_layer_norm: bool = False):
         super().__init__()
         width = sizes[-1] if sizes else state_dim
-        self.trunk = nn.Sequential(*mlp_layers(state_dim, sizes, activations))
+        self.trunk = nn.Sequential(*mlp_layers(state_dim, sizes, activations, dropout_ratio, use_layer_norm))
         self.mean = nn.Linear(width, action_dim)
         self.log_std = nn.Linear(width, action_dim)
 
