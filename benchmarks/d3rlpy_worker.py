@@ -49,12 +49,14 @@ def build(algorithm: str, args: argparse.Namespace):
     import d3rlpy
 
     encoder = d3rlpy.models.encoders.VectorEncoderFactory(hidden_units=args.hidden)
+    critic_encoder = d3rlpy.models.encoders.VectorEncoderFactory(hidden_units=args.hidden,
+                                                                 use_layer_norm=args.critic_layer_norm)
     common = {"batch_size": args.batch_size, "gamma": args.gamma}
     if args.standardize_observations:  # per-feature (x - mean) / std fitted on the logged table, like batchrl's
         common["observation_scaler"] = d3rlpy.preprocessing.StandardObservationScaler()
     discrete = {"learning_rate": args.lr, "encoder_factory": encoder, "target_update_interval": args.target_update_interval}
     continuous = {"actor_learning_rate": args.lr, "critic_learning_rate": args.lr, "actor_encoder_factory": encoder,
-                  "critic_encoder_factory": encoder, "tau": args.tau}
+                  "critic_encoder_factory": critic_encoder, "tau": args.tau}
     configs = {
         "DoubleDQN": lambda: d3rlpy.algos.DoubleDQNConfig(**common, **discrete),
         "DiscreteCQL": lambda: d3rlpy.algos.DiscreteCQLConfig(**common, **discrete),
@@ -64,7 +66,7 @@ def build(algorithm: str, args: argparse.Namespace):
         "TD3PlusBC": lambda: d3rlpy.algos.TD3PlusBCConfig(**common, **continuous),
         "CQL": lambda: d3rlpy.algos.CQLConfig(**common, **continuous),
         # IQL's V(s) has its own encoder, d3rlpy's default 256x256 unless given: the same hidden sizes as ours
-        "IQL": lambda: d3rlpy.algos.IQLConfig(**common, **continuous, value_encoder_factory=encoder),
+        "IQL": lambda: d3rlpy.algos.IQLConfig(**common, **continuous, value_encoder_factory=critic_encoder),
     }
     return configs[algorithm]().create(device="cpu:0")
 
@@ -102,6 +104,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=30)
     parser.add_argument("--standardize-observations", action="store_true",
                         help="d3rlpy's StandardObservationScaler (off in the matrix: d3rlpy's default)")
+    parser.add_argument("--critic-layer-norm", action="store_true",
+                        help="continuous: layer norm in the critics' (and IQL's value network's) hidden layers")
     parser.add_argument("--eval-seed", type=int, default=10_000)
     args = parser.parse_args()
 

@@ -179,13 +179,14 @@ def run_batchrl(workdir: pathlib.Path, logged: str, config: dict, episodes: int,
 
 
 def run_d3rlpy(logged: str, env: str, algorithm: str, seed: int, network: dict, steps: int, episodes: int,
-               standardize: bool = False) -> dict:
+               standardize: bool = False, critic_layer_norm: bool = False) -> dict:
     args = [d3rlpy_python(), str(ROOT / "benchmarks" / "d3rlpy_worker.py"), "--logged", logged, "--env", env,
             "--algorithm", algorithm, "--seed", str(seed), "--hidden", *map(str, network["hidden"]),
             "--batch-size", str(network["batch_size"]), "--lr", str(network["lr"]), "--gamma", str(network["gamma"]),
             "--tau", str(network["tau"]), "--target-update-interval", str(max(1, round(1 / network["tau"]))),
             "--steps", str(steps), "--episodes", str(episodes),
-            "--eval-seed", str(10_000 + seed), *(["--standardize-observations"] if standardize else [])]
+            "--eval-seed", str(10_000 + seed), *(["--standardize-observations"] if standardize else []),
+            *(["--critic-layer-norm"] if critic_layer_norm else [])]
     proc = subprocess.run(args, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode:
         raise RuntimeError(f"d3rlpy {algorithm} failed:\n{proc.stderr[-3000:]}")
@@ -298,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--observation-scaling", choices=["default", "swapped"], default="default",
                         help="swapped: batchrl on raw states, d3rlpy with its StandardObservationScaler (each library "
                              "with the other's default; records get observation_scaling; use another --results)")
+    parser.add_argument("--d3rlpy-critic-layer-norm", action="store_true",
+                        help="continuous: d3rlpy's critics and IQL value network with layer norm, like batchrl's IQL "
+                             "(not d3rlpy's default: records get critic_layer_norm; use another --results)")
     parser.add_argument("--table", action="store_true", help="print the summary table of --results and stop")
     args = parser.parse_args(argv)
     results_file = pathlib.Path(args.results)
@@ -334,8 +338,10 @@ def main(argv: list[str] | None = None) -> int:
                     if "d3rlpy" in args.libraries and algorithm in D3RLPY:
                         rows.append({**key, "library": "d3rlpy", "algorithm": D3RLPY[algorithm],
                                      **run_d3rlpy(logged, env, D3RLPY[algorithm], seed, _network(config),
-                                                  ours["gradient_steps"], args.episodes, standardize=swapped),
-                                     **({"observation_scaling": "standardized"} if swapped else {})})
+                                                  ours["gradient_steps"], args.episodes, standardize=swapped,
+                                                  critic_layer_norm=args.d3rlpy_critic_layer_norm),
+                                     **({"observation_scaling": "standardized"} if swapped else {}),
+                                     **({"critic_layer_norm": True} if args.d3rlpy_critic_layer_norm else {})})
                     for row in rows:
                         print(json.dumps(row), flush=True)
                         results["records"] = [r for r in results["records"] if
