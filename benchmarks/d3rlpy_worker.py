@@ -66,7 +66,7 @@ def build(algorithm: str, args: argparse.Namespace):
         "TD3PlusBC": lambda: d3rlpy.algos.TD3PlusBCConfig(**common, **continuous),
         "CQL": lambda: d3rlpy.algos.CQLConfig(**common, **continuous),
         # IQL's V(s) has its own encoder, d3rlpy's default 256x256 unless given: the same hidden sizes as ours
-        "IQL": lambda: d3rlpy.algos.IQLConfig(**common, **continuous, value_encoder_factory=critic_encoder),
+        "IQL": lambda: d3rlpy.algos.IQLConfig(**common, **continuous, value_encoder_factory=encoder),
     }
     return configs[algorithm]().create(device="cpu:0")
 
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--standardize-observations", action="store_true",
                         help="d3rlpy's StandardObservationScaler (off in the matrix: d3rlpy's default)")
     parser.add_argument("--critic-layer-norm", action="store_true",
-                        help="continuous: layer norm in the critics' (and IQL's value network's) hidden layers")
+                        help="continuous: layer norm in the critics' hidden layers (not the actor's or IQL's V(s))")
     parser.add_argument("--eval-seed", type=int, default=10_000)
     args = parser.parse_args()
 

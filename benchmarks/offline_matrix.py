@@ -300,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="swapped: batchrl on raw states, d3rlpy with its StandardObservationScaler (each library "
                              "with the other's default; records get observation_scaling; use another --results)")
     parser.add_argument("--d3rlpy-critic-layer-norm", action="store_true",
-                        help="continuous: d3rlpy's critics and IQL value network with layer norm, like batchrl's IQL "
-                             "(not d3rlpy's default: records get critic_layer_norm; use another --results)")
+                        help="continuous: d3rlpy's critics with layer norm, like batchrl's IQL config (not "
+                             "d3rlpy's default: records get critic_layer_norm; use another --results)")
     parser.add_argument("--table", action="store_true", help="print the summary table of --results and stop")
     args = parser.parse_args(argv)
     results_file = pathlib.Path(args.results)
