@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from batchrl.config import FullyConnectedParameters, NetBuilderConfig
-from batchrl.config.continuous import ContinuousNetBuilder
+from batchrl.config.continuous import ContinuousNetBuilder, GaussianFullyConnectedParameters
 from batchrl.models import Dueling, FullyConnected, build_network, builders, masked_argmax, masked_softmax
 
 
@@ -25,7 +25,8 @@ def test_fully_connected_layers_from_config():
 @pytest.mark.parametrize("build", [
     lambda block: builders.critic(block, 5, 2).layers,
     lambda block: builders.deterministic_actor(block, 5, 2).layers,
-    lambda block: builders.gaussian_actor(block, 5, 2).trunk,
+    lambda block: builders.gaussian_actor(ContinuousNetBuilder(GaussianFullyConnected=GaussianFullyConnectedParameters(
+        **block.params.model_dump())), 5, 2).trunk,
     lambda block: builders.continuous_mlp(block, 5, 1).layers,
 ], ids=["critic", "deterministic_actor", "gaussian_actor", "value"])
 def test_continuous_networks_take_dropout_and_layer_norm_from_config(build):
@@ -36,6 +37,28 @@ def test_continuous_networks_take_dropout_and_layer_norm_from_config(build):
     plain = [type(m) for m in build(ContinuousNetBuilder(FullyConnected=FullyConnectedParameters(
         sizes=[8, 6], activations=["relu", "relu"])))]
     assert nn.LayerNorm not in plain and nn.Dropout not in plain
+
+
+@pytest.mark.parametrize("state_dependent", [True, False])
+def test_gaussian_actor_log_std_per_state_or_one_parameter(state_dependent):
+    params = GaussianFullyConnectedParameters(sizes=[8], activations=["relu"], state_dependent_std=state_dependent)
+    actor = builders.gaussian_actor(ContinuousNetBuilder(GaussianFullyConnected=params), 3, 2)
+    torch.manual_seed(0)
+    x, action = torch.randn(5, 3), torch.rand(5, 2) * 2 - 1
+    with torch.no_grad():
+        for p in actor.parameters():
+            p.add_(torch.randn_like(p))  # away from the zero initialization
+        log_std = actor.log_std(actor.trunk(x))
+        # -log_prob(a) - log_prob(mean) is the squared z-score over 2: sum_i (a_i - mean_i)^2 / (2 std_i^2)
+        gap = actor.clipped_log_prob(x, actor(x), -5.0) - actor.clipped_log_prob(x, action, -5.0)
+        expected = ((action - actor(x)).pow(2) / (2 * log_std.clamp(-5.0, 2.0).exp().pow(2))).sum(dim=1)
+    assert log_std.shape == (5, 2)
+    assert torch.allclose(gap, expected, atol=1e-5)
+    same_in_every_state = bool(torch.allclose(log_std, log_std[:1].expand(5, -1)))
+    assert same_in_every_state is not state_dependent
+    assert sum(p.numel() for p in actor.log_std.parameters()) == (8 * 2 + 2 if state_dependent else 2)
+    scripted = torch.jit.script(actor)
+    assert torch.allclose(scripted(x), actor(x))
 
 
 def test_dueling_is_value_plus_centred_advantage():

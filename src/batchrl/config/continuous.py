@@ -31,11 +31,19 @@ def _continuous_rl() -> RLParameters:
     return RLParameters(gamma=0.99, target_update_rate=0.005)
 
 
+class GaussianFullyConnectedParameters(FullyConnectedParameters):
+    """A Gaussian actor's MLP: its hidden layers, and whether the log std is a head on the trunk
+    (``state_dependent_std``, SAC's) or one learned parameter per action dimension (IQL's)."""
+
+    state_dependent_std: bool = True
+
+
 class ContinuousNetBuilder(_Strict):
-    """``{FullyConnected: {...}}`` (critics, TD3 actor) or ``{GaussianFullyConnected: {...}}`` (SAC actor)."""
+    """``{FullyConnected: {...}}`` (critics, TD3 actor) or ``{GaussianFullyConnected: {...}}`` (SAC and IQL
+    actors)."""
 
     FullyConnected: FullyConnectedParameters | None = None
-    GaussianFullyConnected: FullyConnectedParameters | None = None
+    GaussianFullyConnected: GaussianFullyConnectedParameters | None = None
 
     @model_validator(mode="after")
     def _one(self) -> ContinuousNetBuilder:
@@ -59,8 +67,8 @@ def _fc(sizes: list[int] | None = None) -> ContinuousNetBuilder:
 
 
 def _gaussian() -> ContinuousNetBuilder:
-    return ContinuousNetBuilder(GaussianFullyConnected=FullyConnectedParameters(sizes=[256, 256],
-                                                                                activations=["relu", "relu"]))
+    return ContinuousNetBuilder(GaussianFullyConnected=GaussianFullyConnectedParameters(
+        sizes=[256, 256], activations=["relu", "relu"]))
 
 
 class _ContinuousTrainerBase(_Strict):

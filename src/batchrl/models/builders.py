@@ -65,10 +65,12 @@ def critic(config: ContinuousNetBuilder, state_dim: int, action_dim: int) -> Cri
 
 
 def gaussian_actor(config: ContinuousNetBuilder, state_dim: int, action_dim: int) -> GaussianActor:
-    """pi(a|s), a tanh-squashed Gaussian over [-1, 1]^d (SAC)."""
-    p = config.params
-    return GaussianActor(state_dim, action_dim, list(p.sizes), list(p.activations),
-                         dropout_ratio=p.dropout_ratio, use_layer_norm=p.use_layer_norm)
+    """pi(a|s), a tanh-squashed Gaussian over [-1, 1]^d (SAC, IQL)."""
+    p = config.GaussianFullyConnected
+    if p is None:
+        raise ValueError(f"a Gaussian actor needs GaussianFullyConnected, not {config.name}")
+    return GaussianActor(state_dim, action_dim, list(p.sizes), list(p.activations), dropout_ratio=p.dropout_ratio,
+                         use_layer_norm=p.use_layer_norm, state_dependent_std=p.state_dependent_std)
 
 
 def deterministic_actor(config: ContinuousNetBuilder, state_dim: int, action_dim: int) -> DeterministicActor:

@@ -49,21 +49,37 @@ class DeterministicActor(nn.Module):
         return torch.tanh(self.layers(x))
 
 
+class StateIndependentLogStd(nn.Module):
+    """log std as one learned parameter per action dimension, the same in every state (initially 0):
+    ``forward(h)`` broadcasts it to float32[B, d] so it stands in for a linear head on the trunk."""
+
+    def __init__(self, action_dim: int):
+        super().__init__()
+        self.value = nn.Parameter(torch.zeros(action_dim))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(h.shape[0], -1)
+
+
 class GaussianActor(nn.Module):
     """pi(a|s): u ~ N(mean(s), std(s)^2), a = tanh(u) (SAC, Haarnoja et al. 2018, appendix C).
 
     ``forward(x)`` is the deterministic (serving) action tanh(mean); :meth:`sample` draws a
     reparameterized action and its log-density
     log pi(a|s) = log N(u; mean, std) - sum_i log(1 - tanh(u_i)^2).
+    With ``state_dependent_std`` False, log std is one parameter per action dimension
+    (:class:`StateIndependentLogStd`, as IQL's implementation): the actor cannot widen its Gaussian on the
+    states it fits badly, so a weighted likelihood fit of the mean is a weighted least-squares fit.
     """
 
     def __init__(self, state_dim: int, action_dim: int, sizes: list[int], activations: list[str],
-                 dropout_ratio: float = 0.0, use_layer_norm: bool = False):
+                 dropout_ratio: float = 0.0, use_layer_norm: bool = False, state_dependent_std: bool = True):
         super().__init__()
         width = sizes[-1] if sizes else state_dim
         self.trunk = nn.Sequential(*mlp_layers(state_dim, sizes, activations, dropout_ratio, use_layer_norm))
         self.mean = nn.Linear(width, action_dim)
-        self.log_std = nn.Linear(width, action_dim)
+        self.log_std: nn.Module = nn.Linear(width, action_dim) if state_dependent_std \
+            else StateIndependentLogStd(action_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.mean(self.trunk(x)))
