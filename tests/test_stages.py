@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from batchrl.config import load_config
+from batchrl.config import WorkflowConfig, load_config, parse_config
 from batchrl.kfp.components import STEPS
 from batchrl.kfp.pipeline import config_defaults
 from batchrl.stages import SPECS, stage_options
@@ -95,10 +95,29 @@ def _component_options(name: str, params: dict, task: dict, continuous: bool, mo
     return captured.value.args[0]
 
 
+def _shipped(config_name: str) -> WorkflowConfig:
+    with resources.as_file(resources.files("batchrl") / "configs" / config_name) as path:
+        return load_config(path)
+
+
 @pytest.mark.parametrize("config_name", SHIPPED)
 def test_the_pipeline_gives_each_stage_the_options_batchrl_run_gives(config_name, monkeypatch):
-    with resources.as_file(resources.files("batchrl") / "configs" / config_name) as path:
-        config = load_config(path)
+    _check_stage_options(_shipped(config_name), config_name, monkeypatch)
+
+
+def test_multi_step_configs_get_multi_step_timelines_and_tables(monkeypatch):
+    """``rl.multi_steps``: both ``batchrl run`` and the pipeline build a k-step timeline and k-step rows
+    discounted by the config's gamma (ReAgent's workflow passed multi_steps to its timeline query)."""
+    data = _shipped("cartpole_dqn_offline.yaml").model_dump(mode="json", exclude_unset=True)
+    data["model"]["DiscreteDQN"]["trainer_param"]["rl"].update(multi_steps=3, gamma=0.9)
+    config = parse_config(data)
+    options = stage_options(config)
+    assert options["timeline"].steps == 3
+    assert (options["prepare"].multi_steps, options["prepare"].gamma) == (3, 0.9)
+    _check_stage_options(config, "cartpole_dqn_offline.yaml with multi_steps 3", monkeypatch)
+
+
+def _check_stage_options(config: WorkflowConfig, config_name: str, monkeypatch) -> None:
     config_json = config.model_dump(mode="json", exclude_unset=True)
     spec = _pipeline_spec()
     arguments = {name: value.get("defaultValue")

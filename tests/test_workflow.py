@@ -45,6 +45,26 @@ def test_run_writes_every_artifact_and_prints_scores(tmp_path, cli, spark):
     assert summary["normalize_actions"]["action_kind"] == "discrete"  # an empty action normalization
 
 
+def test_run_with_multi_steps_trains_on_k_step_rows_and_skips_cpe(tmp_path, cli):
+    """rl.multi_steps: the timeline writes reward arrays, prepare k-step discounted sums, training runs on
+    them, and the evaluation says why it computed no CPE (one reward per decision needed)."""
+    path = _tiny_config(tmp_path)
+    config = yaml.safe_load(open(path))
+    config["model"]["DiscreteDQN"]["trainer_param"]["rl"]["multi_steps"] = 3
+    open(path, "w").write(yaml.safe_dump(config))
+    workdir = tmp_path / "work"
+    code, out, err = cli("run", path, "--workdir", workdir)
+    assert code == 0, err
+    train_meta = storage.read_metadata(str(workdir / ARTIFACTS["train"]))
+    assert (train_meta["multi_steps"], train_meta["gamma"]) == (3, 0.99)
+    summary = json.loads((workdir / "run_summary.json").read_text())
+    assert summary["train"]["epochs"] == 1
+    metrics = json.loads((workdir / "evaluation" / "metrics.json").read_text())
+    assert "cpe" not in metrics
+    assert any("3-step rows" in note for note in metrics["notes"])
+    assert "gym score (CartPole-v0, 4 greedy episodes)" in out and "WDR" not in out
+
+
 def test_run_with_bad_config_key_exits_2(tmp_path, cli):
     code, _, err = cli("run", _tiny_config(tmp_path, num_epoch=3), "--workdir", tmp_path / "w")
     assert code == 2 and "num_epoch" in err

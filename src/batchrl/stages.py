@@ -77,11 +77,19 @@ def generate_options(config: WorkflowConfig, context: Context) -> Any:
                            policy=config.logging_policy.policy, temperature=config.logging_policy.temperature)
 
 
+def multi_steps(config: WorkflowConfig) -> int | None:
+    """``rl.multi_steps`` of a discrete trainer (None otherwise): the timeline's ``steps`` and prepare's
+    discounted k-step rewards both follow it, as ReAgent's workflow passed it to its timeline query."""
+    trainer = config.model.value.trainer_param
+    return trainer.rl.multi_steps if isinstance(trainer, DQNTrainerParameters) else None
+
+
 def timeline_options(config: WorkflowConfig, context: Context) -> Any:
     from batchrl.data.timeline import make_options
 
-    return make_options({"startDs": context.start_ds, "endDs": context.end_ds, "addTerminalStateRow": True},
-                        where="workflow timeline")
+    steps = multi_steps(config)
+    return make_options({"startDs": context.start_ds, "endDs": context.end_ds, "addTerminalStateRow": True,
+                         **({"steps": steps} if steps else {})}, where="workflow timeline")
 
 
 def normalize_options(config: WorkflowConfig, context: Context) -> Any:
@@ -111,13 +119,13 @@ def prepare_options(config: WorkflowConfig, context: Context) -> Any:
 
     trainer = config.model.value.trainer_param
     spec = config.input_table_spec
-    multi_steps = trainer.rl.multi_steps if isinstance(trainer, DQNTrainerParameters) else None
+    steps = multi_steps(config)
     return PrepareOptions(
         actions=[str(a) for a in trainer.actions] if isinstance(trainer, DQNTrainerParameters) else None,
         table_sample=spec.table_sample if spec.table_sample is not None else DEFAULT_TABLE_SAMPLE,
         eval_table_sample=spec.eval_table_sample if spec.eval_table_sample is not None
         else DEFAULT_EVAL_TABLE_SAMPLE,
-        multi_steps=multi_steps, gamma=trainer.rl.gamma if multi_steps else None)
+        multi_steps=steps, gamma=trainer.rl.gamma if steps else None)
 
 
 def train_options(config: WorkflowConfig, context: Context) -> WorkflowConfig:

@@ -108,6 +108,15 @@ def test_bad_values(path, value, message):
         parse_config(data)
 
 
+def test_checkpoint_selection_with_multi_step_rows_is_refused():
+    data = reagent_dict()
+    data["checkpoint_selection"] = {"estimator": "WDR", "statistic": "ci_low"}
+    parse_config(data)  # one-step rows: fine
+    data["model"]["DiscreteDQN"]["trainer_param"]["rl"]["multi_steps"] = 3
+    with pytest.raises(BatchRLError, match="checkpoint_selection .* rl.multi_steps 3"):
+        parse_config(data)
+
+
 def test_cli_unknown_key_exits_2_naming_it(tmp_path, cli):
     data = reagent_dict()
     data["model"]["DiscreteDQN"]["trainer_param"]["rl"]["gama"] = 0.9

@@ -182,6 +182,14 @@ class WorkflowConfig(_Strict):
                              f"{params.minibatch_size}: give one of them")
         return self
 
+    @model_validator(mode="after")
+    def _selection_needs_one_step_rows(self) -> WorkflowConfig:
+        steps = self.model.value.trainer_param.rl.multi_steps
+        if self.checkpoint_selection is not None and steps is not None and steps > 1:
+            raise ValueError(f"checkpoint_selection scores epochs by CPE, which needs one reward per decision, but "
+                             f"rl.multi_steps {steps} trains on {steps}-step rows: drop one of them")
+        return self
+
     @property
     def batch_size(self) -> int:
         """Rows per training minibatch: ``reader_options.minibatch_size``, else the trainer's."""

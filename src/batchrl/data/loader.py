@@ -220,6 +220,7 @@ class DatasetInfo:
     continuous: bool = False
     action_normalization: dict[str, Any] | None = None  # continuous: CONTINUOUS_ACTION normalization JSON
     num_candidates: int = 0  # parametric actions: the padded candidate-set size K (0: not parametric)
+    multi_steps: int | None = None  # k of k-step rows (reward: a discounted sum of k rewards); None: one-step
 
     @property
     def parametric(self) -> bool:
@@ -259,7 +260,7 @@ def dataset_info(uri: str) -> DatasetInfo:
     return DatasetInfo(uri, [int(i) for i in meta["feature_ids"]], [str(a) for a in meta["action_names"]],
                        [str(m) for m in meta.get("metric_names") or []], continuous,
                        meta.get("action_normalization") if continuous else None,
-                       int(meta["num_candidates"]) if parametric else 0)
+                       int(meta["num_candidates"]) if parametric else 0, meta.get("multi_steps"))
 
 
 def read_eval_batch(uri: str, info: DatasetInfo | None = None) -> Batch:

@@ -101,6 +101,13 @@ def _settings(options: EvaluateOptions, summary: dict[str, Any], notes: list[str
     return float(gamma), float(temperature)
 
 
+def _multi_steps(eval_uri: str) -> int:
+    """k of the eval table's k-step rows (1: one-step rows)."""
+    from batchrl.data.loader import dataset_info
+
+    return dataset_info(eval_uri).multi_steps or 1
+
+
 def counterfactual_evaluation(model_dir: str, policy: LoadedModel, eval_uri: str, options: EvaluateOptions,
                               gamma: float, temperature: float, notes: list[str]) -> dict[str, Any]:
     """CPE of ``policy`` (pi = masked softmax(Q/temperature)) on the eval table."""
@@ -288,6 +295,10 @@ def evaluate(model: str, eval: str | None, output: str, options: EvaluateOptions
     elif eval is not None and policy.continuous:
         notes.append("the model's actions are continuous: the CPE estimators here need discrete actions "
                      "(target-policy probabilities), so no CPE was computed")
+    elif eval is not None and (steps := _multi_steps(eval)) > 1:
+        notes.append(f"the eval table has {steps}-step rows (rl.multi_steps): each row's reward is a discounted sum "
+                     f"of {steps} rewards, and the CPE estimators need one reward per decision, so no CPE was "
+                     "computed; for CPE, evaluate on a one-step eval table (`batchrl prepare` without --multi-steps)")
     elif eval is not None:
         metrics["cpe"] = counterfactual_evaluation(model_dir, policy, eval, options, gamma, temperature, notes)
         cpe_inputs = table_bytes(inputs_to_table(metrics["cpe"].pop("inputs")))

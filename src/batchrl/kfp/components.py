@@ -215,7 +215,8 @@ def prepare(
     """Build the dense train and eval tables (``batchrl prepare``), split by a stable hash of mdp_id.
 
     ``actions`` None or []: the sorted logged actions (continuous actions: ignored, their ids come from
-    ``action_normalization``); ``multi_steps`` 0: one-step rewards. ``spark_mode`` ``kubernetes``: as a
+    ``action_normalization``); ``multi_steps`` 0: one-step rewards (``gamma``, the k-step rewards' discount,
+    is then unused). ``spark_mode`` ``kubernetes``: as a
     SparkApplication, like ``timeline``.
     """
     from batchrl.data import prepare as prepare_stage
@@ -227,7 +228,8 @@ def prepare(
         actions = None
     options = runtime.options(prepare_stage.PrepareOptions, "prepare", actions=actions or None,
                               table_sample=table_sample,
-                              eval_table_sample=eval_table_sample, multi_steps=multi_steps or None, gamma=gamma,
+                              eval_table_sample=eval_table_sample, multi_steps=multi_steps or None,
+                              gamma=gamma if multi_steps else None,
                               custom_reward_expression=custom_reward_expression, split_seed=split_seed)
     from batchrl import storage
 

@@ -23,7 +23,8 @@ the application's options, see ``batchrl.kube.sparkapp.SparkKubernetesOptions``;
 Spark image of the compiled :class:`~batchrl.kfp.images.Images`).
 
 Defaults: the workflow config and every default that mirrors one of its fields (env, transitions, seeds,
-actions, sampling, epochs, evaluation episodes, passing bar) come from the shipped
+actions, sampling, epochs, evaluation episodes, passing bar; ``multi_steps``, the k of ``rl.multi_steps``,
+which makes the timeline and prepare build k-step rows discounted by ``gamma``) come from the shipped
 ``configs/cartpole_dqn_offline.yaml`` (package data), the file ``make run`` trains, so the two cannot
 drift (:func:`config_defaults`). No pipeline root is compiled in unless given (``pipeline_root``): KFP's
 own default (its ``kfp-launcher`` ConfigMap) applies, or the one a run is submitted with.
@@ -146,6 +147,7 @@ def config_defaults(workflow_config: dict) -> dict[str, Any]:
         "action_num_samples": options["normalize_actions"].num_samples, "num_epochs": config.num_epochs,
         "num_eval_episodes": evaluate.episodes, "passing_score_bar": float(evaluate.passing_score_bar),
         "logging_policy": generate.policy, "logging_temperature": float(generate.temperature),
+        "multi_steps": prepare.multi_steps or 0, "gamma": float(config.model.value.trainer_param.rl.gamma),
     }
 
 
@@ -176,6 +178,7 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
         publish_gate: str, publish_uri: str, gpu_mode: str, gpus: int, accelerator_type: str, gpu_tolerations: list, gpu_node_selector: dict,
         spark_master: str, spark_conf: dict, spark_mode: str, spark_kubernetes: dict, s3_endpoint: str,
         object_store_secret: str, engine: str, logging_policy: str, logging_temperature: float,
+        multi_steps: int, gamma: float,
     ) -> None:
         spark = {"spark_master": spark_master, "spark_conf": spark_conf, "spark_mode": spark_mode,
                  "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint, "engine": engine}
@@ -189,7 +192,8 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
                                  normalization=normalize.outputs["normalization"],
                                  action_normalization=normalize_actions.outputs["action_normalization"],
                                  actions=actions,
-                                 table_sample=table_sample, eval_table_sample=eval_table_sample, **spark)
+                                 table_sample=table_sample, eval_table_sample=eval_table_sample,
+                                 multi_steps=multi_steps, gamma=gamma, **spark)
         configure(prepare, "prepare", object_store_secret)
 
         gpu = ops["gpu_request"](mode=gpu_mode, gpus=gpus, accelerator_type=accelerator_type,
@@ -259,6 +263,8 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
         engine: str = "auto",
         logging_policy: str = defaults["logging_policy"],
         logging_temperature: float = defaults["logging_temperature"],
+        multi_steps: int = defaults["multi_steps"],
+        gamma: float = defaults["gamma"],
     ) -> None:
         rest = {"actions": actions, "table_sample": table_sample, "eval_table_sample": eval_table_sample,
                 "num_samples": num_samples, "skip_box_cox": skip_box_cox,
@@ -271,10 +277,11 @@ def build_pipeline(images: Images = DEFAULT_IMAGES, pipeline_root: str | None = 
                 "gpu_node_selector": gpu_node_selector, "spark_master": spark_master, "spark_conf": spark_conf,
                 "spark_mode": spark_mode, "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint,
                 "object_store_secret": object_store_secret, "engine": engine, "logging_policy": logging_policy,
-                "logging_temperature": logging_temperature}
+                "logging_temperature": logging_temperature, "multi_steps": multi_steps, "gamma": gamma}
         timeline = {"start_ds": start_ds, "end_ds": end_ds, "add_terminal_state_row": add_terminal_state_row,
                     "spark_master": spark_master, "spark_conf": spark_conf, "spark_mode": spark_mode,
-                    "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint, "engine": engine}
+                    "spark_kubernetes": spark_kubernetes, "s3_endpoint": s3_endpoint, "engine": engine,
+                    "steps": multi_steps}
         with dsl.If(input_uri == "", name="gym-data"):
             generate = ops["generate"](env=env, transitions=transitions, seed=data_seed, ds=end_ds,
                                        max_steps=max_steps, policy=logging_policy, temperature=logging_temperature,
