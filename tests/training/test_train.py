@@ -160,6 +160,13 @@ def test_divergence_stops_with_a_clear_error(tmp_path, data):
     assert not (tmp_path / "m" / "model.torchscript").exists()
 
 
+def test_multi_steps_must_match_the_tables_rows(tmp_path, data):
+    config = config_dict(epochs=1, cpe=False)
+    config["model"]["DiscreteDQN"]["trainer_param"]["rl"]["multi_steps"] = 3
+    with pytest.raises(BatchRLError, match="rl.multi_steps is 3 but the training table has 1-step rows"):
+        _run(tmp_path, data, "m", config)
+
+
 def test_action_mismatch_and_missing_cuda(tmp_path, data):
     config = config_dict(epochs=1, cpe=False)
     config["model"]["DiscreteDQN"]["trainer_param"]["actions"] = ["left", "right"]

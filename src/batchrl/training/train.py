@@ -116,10 +116,22 @@ def _check_tables(config: WorkflowConfig, train: DatasetInfo, eval_: DatasetInfo
         raise BatchRLError(f"the config's actions {model.trainer_param.actions} differ from the training table's "
                            f"{train.action_names}", where=train.uri, fix="set trainer_param.actions to the actions "
                            "the table was prepared with (same order)")
+    else:
+        _check_steps(model.trainer_param.rl.multi_steps, train)
     if (eval_.action_names != train.action_names or eval_.feature_ids != train.feature_ids
             or eval_.continuous != train.continuous):
         raise BatchRLError("the eval table's feature ids or actions differ from the training table's",
                            where=eval_.uri, fix="prepare both tables in one `batchrl prepare` run")
+
+
+def _check_steps(multi_steps: int | None, train: DatasetInfo) -> None:
+    """``rl.multi_steps`` and the rows the table was prepared with agree (k-step rows carry discounted sums of
+    k rewards; one-step training on them, or k-step training on one-step rows, would be silently wrong)."""
+    if (multi_steps or 1) != (train.multi_steps or 1):
+        raise BatchRLError(f"rl.multi_steps is {multi_steps} but the training table has "
+                           f"{train.multi_steps or 1}-step rows", where=train.uri,
+                           fix="prepare with --multi-steps equal to rl.multi_steps (the KFP pipeline: set its "
+                           "multi_steps and gamma parameters to the config's), or change rl.multi_steps")
 
 
 @dataclass
