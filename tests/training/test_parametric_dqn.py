@@ -72,6 +72,8 @@ def test_config_block_is_reagent_shaped_and_strict():
     assert not ModelConfig.model_validate({"DiscreteDQN": {"trainer_param": {"actions": [0]}}}).parametric
     with pytest.raises(ValueError, match="reward_boost"):
         ModelConfig.model_validate({"ParametricDQN": {"trainer_param": {"rl": {"reward_boost": {"0": 1.0}}}}})
+    with pytest.raises(ValueError, match="parametric-action tables are one-step"):  # not silently one-step
+        ModelConfig.model_validate({"ParametricDQN": {"trainer_param": {"rl": {"multi_steps": 3}}}})
     with pytest.raises(ValueError, match="calc_cpe_in_training"):
         ModelConfig.model_validate({"ParametricDQN": {"eval_parameters": {"calc_cpe_in_training": True}}})
     with pytest.raises(ValueError, match="Extra inputs"):

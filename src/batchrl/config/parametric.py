@@ -41,6 +41,9 @@ class ParametricDQNTrainerParameters(_Strict):
             raise ValueError("rl.reward_boost names discrete actions; parametric actions have none: remove it")
         if self.rl.use_seq_num_diff_as_time_diff and self.rl.multi_steps:
             raise ValueError("choose one discount mode: use_seq_num_diff_as_time_diff or multi_steps")
+        if self.rl.multi_steps is not None and self.rl.multi_steps > 1:
+            raise ValueError("rl.multi_steps: parametric-action tables are one-step (prepare builds k-step rows "
+                             "for discrete actions only): remove it")
         return self
 
 
