@@ -147,3 +147,23 @@ def test_every_shipped_workflow_config_loads(path):
     assert config.env_name and config.num_epochs >= 1
     continuous = config.model.continuous
     assert continuous == ("pendulum" in path)  # the Pendulum configs are the continuous-action ones
+
+
+def test_switch_algorithm_drops_the_old_algorithms_own_options_only():
+    from batchrl.config.workflow import switch_algorithm
+
+    bcq = {"trainer_param": {"actions": ["a"], "drop_threshold": 0.3, "imitator_logit_penalty": 0.5,
+                             "optimizer": {"Adam": {"lr": 0.01}}},
+           "net_builder": {"FullyConnected": {"sizes": [8]}}, "share_trunk": True}
+    body, dropped = switch_algorithm(bcq, "DiscreteBCQ", "DiscreteCQL")
+    assert sorted(dropped) == ["share_trunk", "trainer_param.drop_threshold", "trainer_param.imitator_logit_penalty"]
+    assert body == {"trainer_param": {"actions": ["a"], "optimizer": {"Adam": {"lr": 0.01}}},
+                    "net_builder": {"FullyConnected": {"sizes": [8]}}}
+    assert bcq["share_trunk"] is True and "drop_threshold" in bcq["trainer_param"]  # the input is not modified
+    # DQN's imitation head and BCQ's imitator share the penalty's name: it stays for BCQ
+    dqn = {"trainer_param": {"actions": ["a"], "imitation_weight": 1.0, "imitator_logit_penalty": 0.5}}
+    body, dropped = switch_algorithm(dqn, "DiscreteDQN", "DiscreteBCQ")
+    assert dropped == ["trainer_param.imitation_weight"] and body["trainer_param"]["imitator_logit_penalty"] == 0.5
+    # unknown keys and unknown algorithms are left to validation
+    assert switch_algorithm({"typo": 1}, "DiscreteDQN", "DiscreteCQL") == ({"typo": 1}, [])
+    assert switch_algorithm(dqn, "DiscreteDQN", "Nope") == (dqn, [])

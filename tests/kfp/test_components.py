@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import math
@@ -74,6 +75,15 @@ def test_workflow_config_knobs_override_the_config():
     assert unchanged.num_epochs == 40 and unchanged.model.name == "DiscreteDQN"
     with pytest.raises(BatchRLError, match="SomethingElse"):
         runtime.workflow_config(base, "test", algorithm="SomethingElse")
+    # DQN's own option (its imitation head) does not travel to CQL; the options both have do
+    assert base["model"]["DiscreteDQN"]["trainer_param"]["imitation_weight"] == 1.0
+    assert "imitation_weight" not in config.model.value.trainer_param.model_fields_set
+    assert config.model.value.trainer_param.optimizer.Adam.weight_decay == 0.01  # type: ignore[union-attr]
+    # a misspelt option is still reported, under the new algorithm's name
+    typo = copy.deepcopy(base)
+    typo["model"]["DiscreteDQN"]["trainer_param"]["imitation_wieght"] = 1.0
+    with pytest.raises(BatchRLError, match="imitation_wieght"):
+        runtime.workflow_config(typo, "test", algorithm="DiscreteCQL")
     # the pipeline's discrete `actions` default does not reach a continuous-action model
     sac = runtime.workflow_config({"model": {"SAC": {}}}, "test", actions=["0", "1"])
     assert sac.model.name == "SAC" and "actions" not in sac.model.value.trainer_param.model_fields_set

@@ -9,7 +9,8 @@ import torch
 
 from batchrl.config import BCQTrainerParameters, OptimizerConfig, RLParameters, SGDParameters
 from batchrl.models.heads import FILTERED_SCORE, BCQScores, bcq_allowed
-from batchrl.training.algorithms.bcq import BCQTrainer, imitator_loss
+from batchrl.training.actor_losses import imitation_loss
+from batchrl.training.algorithms.bcq import BCQTrainer
 from tests.support.algorithms import batch, table_network
 
 LOGITS = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
@@ -27,11 +28,15 @@ def test_bcq_action_filter(threshold, possible, expected):
     assert bcq_allowed(LOGITS, threshold, mask)[0].tolist() == expected
 
 
-def test_imitator_loss_is_cross_entropy_over_possible_actions():
-    assert imitator_loss(LOGITS, torch.tensor([1]), torch.ones(1, 3, dtype=torch.bool)).item() == \
+def test_imitation_loss_is_cross_entropy_over_possible_actions():
+    assert imitation_loss(LOGITS, torch.tensor([1]), torch.ones(1, 3, dtype=torch.bool)).item() == \
         pytest.approx(-math.log(0.3))
-    assert imitator_loss(LOGITS, torch.tensor([1]), torch.tensor([[False, True, True]])).item() == \
+    assert imitation_loss(LOGITS, torch.tensor([1]), torch.tensor([[False, True, True]])).item() == \
         pytest.approx(-math.log(0.75))
+    # the mean over rows, plus beta * mean(logits^2)
+    two = LOGITS.repeat(2, 1)
+    assert imitation_loss(two, torch.tensor([1, 1]), torch.ones(2, 3, dtype=torch.bool), 0.5).item() == \
+        pytest.approx(-math.log(0.3) + 0.5 * LOGITS.pow(2).mean().item())
 
 
 # 3 one-hot states, 2 actions
@@ -67,7 +72,7 @@ def test_scores_filter_unsupported_actions_and_training_steps():
     terms = t.update(b)
     assert {"loss", "td_loss", "imitator_loss", "imitator_accuracy"} <= set(terms)
     assert terms["imitator_accuracy"].item() == pytest.approx(0.5)
-    before = imitator_loss(t.imitator(b.state), b.action, b.possible_actions_mask).mean().item()
+    before = imitation_loss(t.imitator(b.state), b.action, b.possible_actions_mask).item()
     assert terms["imitator_loss"].item() > before  # the imitator step lowered it
 
 
@@ -76,7 +81,7 @@ def test_logit_penalty_adds_beta_times_mean_squared_logits():
     t = BCQTrainer(table_network(ONLINE), table_network(IMITATOR), params)
     b = batch([1, 0], [1, 0], [0.0, 0.0], [2, 2])
     logits = t.imitator(b.state)
-    expected = imitator_loss(logits, b.action, b.possible_actions_mask).mean() + 0.5 * logits.pow(2).mean()
+    expected = -torch.log_softmax(logits, 1)[[0, 1], [1, 0]].mean() + 0.5 * logits.pow(2).mean()
     assert t._imitator_terms(b)["imitator_loss"].item() == pytest.approx(expected.item())
 
 

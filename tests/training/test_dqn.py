@@ -6,10 +6,19 @@ import pytest
 import torch
 from torch import nn
 
-from batchrl.config import DQNTrainerParameters, OptimizerConfig, RLParameters, SGDParameters
-from batchrl.training.algorithms.dqn import DQNTrainer
+from batchrl.config import (
+    DiscreteDQNModel,
+    DiscreteDQNTrainerParameters,
+    DQNTrainerParameters,
+    OptimizerConfig,
+    RLParameters,
+    SGDParameters,
+)
+from batchrl.training.actor_losses import imitation_loss
+from batchrl.training.algorithms.dqn import DQNTrainer, build
 from batchrl.training.optim import soft_update
 from batchrl.training.td import discount, q_loss
+from batchrl.training.trainer import BuildContext
 from tests.support.algorithms import ONLINE, TARGET, hand_batch, table_network
 
 
@@ -96,3 +105,42 @@ def test_state_dict_round_trip():
     assert torch.equal(a.q_network.weight, b.q_network.weight)
     assert torch.equal(a.q_target.weight, b.q_target.weight)
     assert float(a.update(hand_batch())["loss"]) == float(b.update(hand_batch())["loss"])
+
+
+def imitation_trainer(weight: float = 2.0, penalty: float = 0.0) -> DQNTrainer:
+    model = DiscreteDQNModel.model_validate({
+        "trainer_param": {"actions": ["a", "b", "c"], "imitation_weight": weight, "imitator_logit_penalty": penalty,
+                          "optimizer": {"SGD": {"lr": 0.1}}},
+        "net_builder": {"FullyConnected": {"sizes": [8, 8], "activations": ["relu", "relu"]}}})
+    torch.manual_seed(0)
+    return build(model, BuildContext(input_dim=4, action_dim=3))
+
+
+def test_imitation_head_shares_the_hidden_layers_and_adds_its_weighted_loss():
+    t = imitation_trainer(weight=2.0, penalty=0.5)
+    assert t.imitation is not None and t.imitator is not None
+    trunk, head = t.imitator
+    assert trunk[0] is t.q_network.layers[0] and head is t.imitation.head and head.out_features == 3
+    batch = hand_batch()
+    terms = t.losses(batch)
+    logits = t.imitator(batch.state)
+    expected = imitation_loss(logits, batch.action, batch.possible_actions_mask, 0.5)
+    assert float(terms["imitation_loss"]) == pytest.approx(float(expected))
+    assert float(terms["loss"]) == pytest.approx(float(terms["td_loss"] + 2.0 * expected))
+    head_before = head.weight.detach().clone()
+    t.update(batch)  # one SGD step moves the head with the Q-network's optimizer
+    assert not torch.equal(head.weight, head_before)
+    assert float(t.losses(batch)["imitation_loss"]) < float(expected)
+    # checkpoints carry the head; a fresh trainer restored from one scores the same
+    fresh = imitation_trainer(weight=2.0, penalty=0.5)
+    fresh.load_state_dict(t.state_dict())
+    assert torch.equal(fresh.imitation.head.weight, head.weight)  # type: ignore[union-attr]
+    assert float(fresh.losses(batch)["loss"]) == pytest.approx(float(t.losses(batch)["loss"]))
+
+
+def test_no_imitation_head_by_default_and_the_penalty_needs_the_head():
+    t = imitation_trainer(weight=0.0)
+    assert t.imitation is None and "imitation_loss" not in t.losses(hand_batch())
+    assert "imitation_head" not in t.state_dict()
+    with pytest.raises(ValueError, match="imitator_logit_penalty needs imitation_weight"):
+        DiscreteDQNTrainerParameters(actions=["a"], imitator_logit_penalty=0.5)

@@ -46,6 +46,22 @@ class DQNTrainerParameters(_Strict):
         return self
 
 
+class DiscreteDQNTrainerParameters(DQNTrainerParameters):
+    """DQN's own options. ``imitation_weight`` > 0 adds an auxiliary behaviour-cloning loss: a linear head
+    on the Q-network's hidden layers trained by cross-entropy on the logged action (plus
+    ``imitator_logit_penalty`` * mean(logits^2)), weighted into the Q loss; it shapes the shared features
+    only (the policy stays argmax Q)."""
+
+    imitation_weight: float = Field(default=0.0, ge=0.0)
+    imitator_logit_penalty: float = Field(default=0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _penalty_needs_head(self) -> DiscreteDQNTrainerParameters:
+        if self.imitator_logit_penalty and not self.imitation_weight:
+            raise ValueError("imitator_logit_penalty needs imitation_weight > 0 (it regularizes the imitation head)")
+        return self
+
+
 class CQLTrainerParameters(DQNTrainerParameters):
     """Discrete CQL (Kumar et al. 2020): the DQN loss plus ``alpha`` times the conservative penalty."""
 
@@ -168,7 +184,7 @@ class _ModelBase(_Strict):
 
 
 class DiscreteDQNModel(_ModelBase):
-    trainer_param: DQNTrainerParameters
+    trainer_param: DiscreteDQNTrainerParameters
 
 
 class DiscreteCQLModel(_ModelBase):

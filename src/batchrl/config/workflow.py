@@ -78,6 +78,39 @@ def _algorithms_with(base: type) -> tuple[str, ...]:
                  if any(isinstance(t, type) and issubclass(t, base) for t in get_args(field.annotation)))
 
 
+def _block_class(annotation: Any) -> type[_Strict] | None:
+    """The config class in a ``Class | None`` annotation (None when there is none)."""
+    classes = [t for t in (get_args(annotation) or (annotation,)) if isinstance(t, type) and issubclass(t, _Strict)]
+    return classes[0] if len(classes) == 1 else None
+
+
+def switch_algorithm(body: dict[str, Any], old: str, new: str) -> tuple[dict[str, Any], list[str]]:
+    """``old``'s model block as ``new``'s, and the options dropped on the way.
+
+    What both algorithms accept carries over (networks, optimizer, ``rl``, ...); ``old``'s own options that
+    ``new`` lacks (e.g. DQN's ``imitation_weight`` for DiscreteCQL, BCQ's ``drop_threshold``), in the model
+    block and in its ``trainer_param``, are dropped and named in the returned list. A key neither algorithm
+    knows stays, so validation still reports a misspelt option."""
+    fields = ModelConfig.model_fields
+    if old not in fields or new not in fields:
+        return body, []
+    result, dropped = dict(body), []
+    old_model, new_model = _block_class(fields[old].annotation), _block_class(fields[new].annotation)
+    levels: list[tuple[dict[str, Any], type[_Strict] | None, type[_Strict] | None, str]] = [(result, old_model, new_model, "")]
+    if isinstance(body.get("trainer_param"), dict) and old_model is not None and new_model is not None:
+        result["trainer_param"] = dict(body["trainer_param"])
+        levels.append((result["trainer_param"],
+                       _block_class(old_model.model_fields["trainer_param"].annotation),
+                       _block_class(new_model.model_fields["trainer_param"].annotation), "trainer_param."))
+    for block, old_class, new_class, prefix in levels:
+        if old_class is None or new_class is None:
+            continue
+        for key in [k for k in block if k in old_class.model_fields and k not in new_class.model_fields]:
+            del block[key]
+            dropped.append(prefix + key)
+    return result, dropped
+
+
 #: Algorithms whose actions are continuous vectors: those whose model block is a continuous one
 #: (:mod:`batchrl.config.continuous`).
 CONTINUOUS_ALGORITHMS = _algorithms_with(ContinuousModelBase)

@@ -85,8 +85,9 @@ def workflow_config(config: dict[str, Any], where: str, *, num_epochs: int | Non
                     actions: list[str] | None = None) -> Any:
     """The validated workflow config with the pipeline's knobs applied (``None`` keeps the config's value).
 
-    ``algorithm`` renames the config's single model key (``DiscreteDQN`` -> ``DiscreteCQL`` keeps its
-    trainer parameters; an option the new algorithm lacks is then reported by name). ``actions`` names
+    ``algorithm`` renames the config's single model key (``DiscreteDQN`` -> ``DiscreteCQL`` keeps the
+    trainer parameters both accept; the old algorithm's own options are dropped, with a warning in the log,
+    :func:`batchrl.config.workflow.switch_algorithm`). ``actions`` names
     discrete actions: continuous-action models (SAC, TD3) and parametric ones (ParametricDQN, whose actions are
     candidate items) take theirs from the table, as ``prepare`` does, so the pipeline's ``actions`` default
     does not reach them.
@@ -94,6 +95,7 @@ def workflow_config(config: dict[str, Any], where: str, *, num_epochs: int | Non
     import copy
 
     from batchrl.config import CONTINUOUS_ALGORITHMS, PARAMETRIC_ALGORITHMS, parse_config
+    from batchrl.config.workflow import switch_algorithm
 
     data = copy.deepcopy(config)
     if num_epochs is not None:
@@ -106,7 +108,10 @@ def workflow_config(config: dict[str, Any], where: str, *, num_epochs: int | Non
                            where=where, fix="start from configs/reagent/discrete_dqn_cartpole_offline.yaml")
     if algorithm is not None:
         assert isinstance(models, dict)  # one model, checked above
-        (body,) = models.values()
+        ((old, body),) = models.items()
+        body, dropped = switch_algorithm(body, old, algorithm) if isinstance(body, dict) else (body, [])
+        if dropped:
+            log.warning("%s: algorithm %s: %s's own options dropped: %s", where, algorithm, old, ", ".join(dropped))
         data["model"] = {algorithm: body}
     if actions is not None:
         ((name, body),) = data["model"].items()

@@ -1,4 +1,5 @@
-"""Advantage-weighted policy extraction shared by discrete CRR and IQL.
+"""Policy losses on logged actions: advantage-weighted extraction (discrete CRR and IQL) and plain
+behaviour cloning (BCQ's imitator, DQN's auxiliary imitation head).
 
 Both fit an actor pi(a|s) = softmax over possible actions of its logits by weighted behaviour cloning
 (Peng et al. 2019, "Advantage-Weighted Regression"):
@@ -23,6 +24,17 @@ def masked_log_policy(logits: Tensor, possible: Tensor, action: Tensor | None = 
     if action is not None:
         mask = mask.scatter(1, action.unsqueeze(1), True)
     return torch.log_softmax(logits.float().masked_fill(~mask, float("-inf")), dim=1)
+
+
+def imitation_loss(logits: Tensor, action: Tensor, possible: Tensor, logit_penalty: float = 0.0) -> Tensor:
+    """Behaviour cloning of the logged actions (BCQ's imitator, DQN's auxiliary imitation head):
+
+        mean_rows -log pi(a_logged | s) + logit_penalty * mean(logits^2)
+
+    with pi the softmax of ``logits`` over the possible actions; the penalty keeps the logits small
+    (a flatter pi)."""
+    loss = -masked_log_policy(logits, possible, action).gather(1, action.unsqueeze(1)).mean()
+    return loss + logit_penalty * logits.float().pow(2).mean() if logit_penalty else loss
 
 
 def exp_advantage_weight(advantage: Tensor, beta: float, max_weight: float) -> Tensor:

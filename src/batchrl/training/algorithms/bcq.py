@@ -31,16 +31,11 @@ from batchrl.models.builders import build_network
 from batchrl.models.heads import BCQScores, bcq_allowed
 from batchrl.models.networks import hidden_trunk
 from batchrl.models.policy import effective_mask
-from batchrl.training.actor_losses import masked_log_policy
+from batchrl.training.actor_losses import imitation_loss
 from batchrl.training.algorithms.dqn import DQNTrainer
 from batchrl.training.steps import GradientSteps, ParameterGroups, detached, eval_mode
 from batchrl.training.td import autocast
 from batchrl.training.trainer import BuildContext
-
-
-def imitator_loss(logits: Tensor, action: Tensor, possible: Tensor) -> Tensor:
-    """Per-row cross-entropy -log pi_b(a_logged|s), softmax over the possible actions."""
-    return -masked_log_policy(logits, possible, action).gather(1, action.unsqueeze(1)).squeeze(1)
 
 
 class BCQTrainer:
@@ -78,9 +73,7 @@ class BCQTrainer:
     def _imitator_terms(self, batch: Batch) -> dict[str, Tensor]:
         with autocast(self.device, self.amp_dtype):
             logits = self.imitator(batch.state).float()
-        loss = imitator_loss(logits, batch.action, batch.possible_actions_mask).mean()
-        if self.params.imitator_logit_penalty:
-            loss = loss + self.params.imitator_logit_penalty * logits.pow(2).mean()
+        loss = imitation_loss(logits, batch.action, batch.possible_actions_mask, self.params.imitator_logit_penalty)
         possible = effective_mask(batch.possible_actions_mask)
         accuracy = (logits.detach().masked_fill(~possible, float("-inf")).argmax(dim=1) == batch.action).float()
         return {"imitator_loss": loss, "imitator_accuracy": accuracy.mean()}

@@ -8,13 +8,23 @@ double-Q / max-Q / SARSA next value, possible-action masks):
 
 then the target network moves toward the online one: theta_T <- tau theta + (1 - tau) theta_T.
 A variant adds ``penalty_weight * mean(penalty(Q(s, .), a, mask))`` to the loss (discrete CQL,
-:mod:`batchrl.training.algorithms.cql`).
+:mod:`batchrl.training.algorithms.cql`). With ``imitation_weight`` w > 0 (:class:`AuxiliaryImitation`) a
+linear head G on the Q-network's hidden layers h(s) learns the logged actions alongside:
+
+    loss += w * (mean -log softmax(G(h(s)))[a_logged] + beta * mean(G(h(s))^2))
+
+The head is stepped with the Q-network (same optimizer); only the shared hidden layers carry its effect
+into Q, the policy stays argmax_a Q(s, a). This is what d3rlpy's DiscreteBCQ amounts to where its filter
+does not bind (benchmarks/README.md, MountainCar medium): behaviour cloning as a representation
+regularizer for offline DQN.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +33,8 @@ from torch import Tensor, nn
 from batchrl.config import DiscreteDQNModel, DQNTrainerParameters
 from batchrl.data.loader import Batch
 from batchrl.models.builders import build_network
+from batchrl.models.networks import hidden_trunk
+from batchrl.training.actor_losses import imitation_loss
 from batchrl.training.optim import soft_update
 from batchrl.training.steps import GradientSteps, ParameterGroups, detached, eval_mode
 from batchrl.training.td import (
@@ -39,6 +51,16 @@ from batchrl.training.trainer import BuildContext
 Penalty = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
+@dataclass(frozen=True)
+class AuxiliaryImitation:
+    """DQN's auxiliary behaviour-cloning loss: ``head`` on the Q-network's hidden layers, its loss
+    (cross-entropy plus ``logit_penalty`` * mean(logits^2)) times ``weight`` added to the Q loss."""
+
+    head: nn.Module
+    weight: float
+    logit_penalty: float
+
+
 class DQNTrainer:
     """Owns the Q-network, its target copy and optimizer; ``update(batch)`` does one training step.
 
@@ -49,15 +71,20 @@ class DQNTrainer:
 
     def __init__(self, q_network: nn.Module, params: DQNTrainerParameters, *, device: torch.device | str = "cpu",
                  penalty: Penalty | None = None, penalty_name: str = "penalty", penalty_weight: float = 0.0,
-                 amp_dtype: torch.dtype | None = None, extra_groups: ParameterGroups | None = None):
+                 amp_dtype: torch.dtype | None = None, extra_groups: ParameterGroups | None = None,
+                 imitation: AuxiliaryImitation | None = None):
         self.device = torch.device(device)
         self.params, self.rl = params, params.rl
         self.num_actions = len(params.actions)
         self.q_network = q_network.to(self.device)
         self.q_target = copy.deepcopy(self.q_network).requires_grad_(False)
         self.penalty, self.penalty_name, self.penalty_weight = penalty, penalty_name, penalty_weight
+        self.imitation = imitation
+        self.imitator = None if imitation is None else nn.Sequential(hidden_trunk(self.q_network)[0],
+                                                                     imitation.head.to(self.device))
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        self.steps = GradientSteps({"q": (params.optimizer, self.q_network.parameters()), **(extra_groups or {})},
+        q_parameters = itertools.chain(self.q_network.parameters(), () if imitation is None else imitation.head.parameters())
+        self.steps = GradientSteps({"q": (params.optimizer, q_parameters), **(extra_groups or {})},
                                    params.minibatches_per_step, self.amp_dtype)
         self.reward_boost = reward_boost_vector(self.rl, params.actions, self.device)
 
@@ -87,6 +114,12 @@ class DQNTrainer:
             penalty = self.penalty(q, batch.action, batch.possible_actions_mask).mean()
             terms[self.penalty_name] = penalty
             terms["loss"] = td + self.penalty_weight * penalty
+        if self.imitation is not None and self.imitator is not None:
+            with autocast(self.device, self.amp_dtype):
+                logits = self.imitator(batch.state).float()
+            imitation = imitation_loss(logits, batch.action, batch.possible_actions_mask, self.imitation.logit_penalty)
+            terms["imitation_loss"] = imitation
+            terms["loss"] = terms["loss"] + self.imitation.weight * imitation
         terms["q_logged"] = q_logged.mean()
         return terms
 
@@ -111,16 +144,27 @@ class DQNTrainer:
             return detached(self.losses(batch))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"q_network": self.q_network.state_dict(), "q_target": self.q_target.state_dict(),
-                "steps": self.steps.state_dict()}
+        state = {"q_network": self.q_network.state_dict(), "q_target": self.q_target.state_dict(),
+                 "steps": self.steps.state_dict()}
+        if self.imitation is not None:
+            state["imitation_head"] = self.imitation.head.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.q_network.load_state_dict(state["q_network"])
         self.q_target.load_state_dict(state["q_target"])
         self.steps.load_state_dict(state["steps"])
+        if self.imitation is not None:
+            self.imitation.head.load_state_dict(state["imitation_head"])
 
 
 def build(model: DiscreteDQNModel, context: BuildContext) -> DQNTrainer:
-    """DiscreteDQN: one Q-network from ``net_builder``."""
-    return DQNTrainer(build_network(model.net_builder, context.input_dim, context.action_dim), model.trainer_param,
-                      device=context.device, amp_dtype=context.amp_dtype)
+    """DiscreteDQN: one Q-network from ``net_builder`` (with ``imitation_weight`` > 0 and a linear
+    imitation head on its hidden layers)."""
+    q_network = build_network(model.net_builder, context.input_dim, context.action_dim)
+    params = model.trainer_param
+    imitation = None
+    if params.imitation_weight:
+        head = nn.Linear(hidden_trunk(q_network)[1], context.action_dim)
+        imitation = AuxiliaryImitation(head, params.imitation_weight, params.imitator_logit_penalty)
+    return DQNTrainer(q_network, params, device=context.device, amp_dtype=context.amp_dtype, imitation=imitation)
