@@ -1,6 +1,7 @@
 """One d3rlpy 2.8.1 run of the offline matrix (benchmarks/offline_matrix.py), in d3rlpy's own venv.
 
-Reads a logged table (Parquet, the batchrl schema) with pyarrow, builds d3rlpy's ``MDPDataset`` from it
+Reads a logged table (Parquet, the batchrl schema) with pyarrow (the matrix passes the episodes of batchrl's
+training split, ``--episodes-file``, so both libraries train on the same rows), builds d3rlpy's ``MDPDataset`` from it
 (observations from ``state_features`` in feature-id order, actions, rewards; ``end_reason`` terminated ->
 terminal, truncated or a cut last episode -> timeout), trains the asked algorithm with the given hidden
 sizes, batch size, learning rate, discount and number of gradient steps, and evaluates the greedy policy
@@ -22,11 +23,14 @@ import numpy as np
 import pyarrow.parquet as pq
 
 
-def load_logged(path: str, discrete: bool):
-    """(observations, actions, rewards, terminals, timeouts) in episode order."""
+def load_logged(path: str, discrete: bool, episodes: set[str] | None = None):
+    """(observations, actions, rewards, terminals, timeouts) in episode order; only ``episodes`` (mdp ids)
+    when given."""
     files = sorted(glob.glob(os.path.join(path, "*.parquet")))
     table = pq.ParquetDataset(files).read(columns=["mdp_id", "sequence_number", "state_features", "action",
                                                    "reward", "end_reason"]).to_pylist()
+    if episodes is not None:
+        table = [row for row in table if row["mdp_id"] in episodes]
     table.sort(key=lambda r: (r["mdp_id"], r["sequence_number"]))
     obs, actions, rewards, terminals, timeouts = [], [], [], [], []
     for i, row in enumerate(table):
@@ -107,6 +111,8 @@ def main() -> None:
     parser.add_argument("--critic-layer-norm", action="store_true",
                         help="continuous: layer norm in the critics' hidden layers (not the actor's or IQL's V(s))")
     parser.add_argument("--eval-seed", type=int, default=10_000)
+    parser.add_argument("--episodes-file", help="JSON list of the mdp ids to train on (the matrix passes batchrl's "
+                                                "training split); default: every logged episode")
     args = parser.parse_args()
 
     import d3rlpy
@@ -115,7 +121,11 @@ def main() -> None:
     torch.set_num_threads(1)
     d3rlpy.seed(args.seed)
     discrete = args.algorithm in ("DoubleDQN", "DiscreteCQL", "DiscreteBCQ")
-    obs, actions, rewards, terminals, timeouts = load_logged(args.logged, discrete)
+    episodes = None
+    if args.episodes_file:
+        with open(args.episodes_file) as fh:
+            episodes = set(json.load(fh))
+    obs, actions, rewards, terminals, timeouts = load_logged(args.logged, discrete, episodes)
     dataset = d3rlpy.dataset.MDPDataset(
         obs, actions, rewards, terminals, timeouts=timeouts,
         action_space=d3rlpy.constants.ActionSpace.DISCRETE if discrete else d3rlpy.constants.ActionSpace.CONTINUOUS)

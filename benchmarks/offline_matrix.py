@@ -14,8 +14,11 @@ Datasets come from ``benchmarks/datasets.py`` (``--datasets-workdir``, its ``<en
   here with d3rlpy 2.8.1 and the CPU torch the project pins; d3rlpy pins gymnasium 1.0, so it never
   enters the project's dependencies), run by ``benchmarks/d3rlpy_worker.py`` with the batchrl run's hidden
   sizes, batch size, learning rate, discount and number of gradient steps (discrete: a hard target copy
-  every 1 / target_update_rate steps where batchrl updates softly at that rate), evaluated greedily over
-  the same episode seeds; d3rlpy's defaults otherwise (no observation scaler).
+  every 1 / target_update_rate steps where batchrl updates softly at that rate), on the episodes batchrl
+  trains on (the config's train split, :func:`training_episodes`; the eval split, which batchrl holds out
+  for CPE, is not d3rlpy's either; records with ``train_episodes: batchrl_train_split``, older ones trained
+  d3rlpy on every logged episode), evaluated greedily over the same episode seeds; d3rlpy's defaults
+  otherwise (no observation scaler). ``--libraries d3rlpy`` reuses the recorded batchrl run's step count.
 
 Writes ``benchmarks/offline_matrix.json`` (merged: a run replaces its own records): ``records``, one per
 (env, dataset, library, algorithm, seed) with ``mean_return``, ``episodes``, ``gradient_steps``,
@@ -178,15 +181,32 @@ def run_batchrl(workdir: pathlib.Path, logged: str, config: dict, episodes: int,
                           "gym": {"epoch": best, "check_returns": checked, "mean_return": results[best]}}}
 
 
+def training_episodes(logged: str, config: dict) -> list[str]:
+    """The logged episodes ``batchrl run`` trains on: the config's train split (``input_table_spec``'s
+    ``table_sample``; the rest, up to ``eval_table_sample``, is the eval table), by prepare's own rule."""
+    import pyarrow.parquet as pq
+
+    from batchrl.data.prepare import PrepareOptions, episode_split
+
+    spec = config.get("input_table_spec") or {}
+    options = PrepareOptions(**{k: spec[k] for k in ("table_sample", "eval_table_sample") if spec.get(k) is not None})
+    files = sorted(pathlib.Path(logged).glob("*.parquet"))
+    mdp_ids = {m for f in files for m in pq.read_table(f, columns=["mdp_id"]).column("mdp_id").to_pylist()}
+    return sorted(m for m in mdp_ids if episode_split(m, options) == "train")
+
+
 def run_d3rlpy(logged: str, env: str, algorithm: str, seed: int, network: dict, steps: int, episodes: int,
-               standardize: bool = False, critic_layer_norm: bool = False) -> dict:
+               standardize: bool = False, critic_layer_norm: bool = False,
+               episodes_file: pathlib.Path | None = None) -> dict:
+    """d3rlpy's ``algorithm`` on ``logged`` (only the episodes listed in ``episodes_file`` when given)."""
     args = [d3rlpy_python(), str(ROOT / "benchmarks" / "d3rlpy_worker.py"), "--logged", logged, "--env", env,
             "--algorithm", algorithm, "--seed", str(seed), "--hidden", *map(str, network["hidden"]),
             "--batch-size", str(network["batch_size"]), "--lr", str(network["lr"]), "--gamma", str(network["gamma"]),
             "--tau", str(network["tau"]), "--target-update-interval", str(max(1, round(1 / network["tau"]))),
             "--steps", str(steps), "--episodes", str(episodes),
             "--eval-seed", str(10_000 + seed), *(["--standardize-observations"] if standardize else []),
-            *(["--critic-layer-norm"] if critic_layer_norm else [])]
+            *(["--critic-layer-norm"] if critic_layer_norm else []),
+            *(["--episodes-file", str(episodes_file)] if episodes_file else [])]
     proc = subprocess.run(args, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode:
         raise RuntimeError(f"d3rlpy {algorithm} failed:\n{proc.stderr[-3000:]}")
@@ -330,16 +350,26 @@ def main(argv: list[str] | None = None) -> int:
                     cell = pathlib.Path(args.workdir) / env / dataset / algorithm / f"seed{seed}"
                     key = {"env": env, "dataset": dataset, "algorithm": algorithm, "seed": seed}
                     rows = []
-                    ours = run_batchrl(cell, logged, config, args.episodes,
-                                       selection=args.selection and algorithm in DISCRETE)
+                    recorded = [r for r in results["records"] if r.get("library") == "batchrl" and
+                                {k: r[k] for k in key} == key and "observation_scaling" not in r]
+                    if "batchrl" not in args.libraries and recorded:  # d3rlpy only: the recorded run's step count
+                        ours = recorded[0]
+                    else:
+                        ours = run_batchrl(cell, logged, config, args.episodes,
+                                           selection=args.selection and algorithm in DISCRETE)
                     scaling = {"observation_scaling": "raw"} if swapped else {}
                     if "batchrl" in args.libraries:
                         rows.append({**key, "library": "batchrl", **ours, **scaling})
                     if "d3rlpy" in args.libraries and algorithm in D3RLPY:
+                        cell.mkdir(parents=True, exist_ok=True)
+                        episodes_file = cell / "d3rlpy_train_episodes.json"
+                        episodes_file.write_text(json.dumps(training_episodes(logged, config)))
                         rows.append({**key, "library": "d3rlpy", "algorithm": D3RLPY[algorithm],
                                      **run_d3rlpy(logged, env, D3RLPY[algorithm], seed, _network(config),
                                                   ours["gradient_steps"], args.episodes, standardize=swapped,
-                                                  critic_layer_norm=args.d3rlpy_critic_layer_norm),
+                                                  critic_layer_norm=args.d3rlpy_critic_layer_norm,
+                                                  episodes_file=episodes_file),
+                                     "train_episodes": "batchrl_train_split",
                                      **({"observation_scaling": "standardized"} if swapped else {}),
                                      **({"critic_layer_norm": True} if args.d3rlpy_critic_layer_norm else {})})
                     for row in rows:

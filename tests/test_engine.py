@@ -73,3 +73,11 @@ def test_fail_when_fails_the_query_on_the_first_offending_row(tmp_path):
     with pytest.raises(Exception) as raised:
         df.where(engine.fail_when(F, F.col("s") == 2, "batchrl: row b")).collect()
     assert engine.names_failure(raised.value, "batchrl: row b")
+
+
+def test_hash_key_of_is_the_engines_hash_key_in_python():
+    runner = engine.get_engine("duckdb")
+    F = runner.api.F
+    df = runner.session.createDataFrame([(7, "a"), (0, "episode-12"), (3, "")], ["seed", "m"])
+    rows = df.select(F.col("seed"), F.col("m"), engine.hash_key(F, F.col("seed"), F.col("m")).alias("k")).collect()
+    assert [r["k"] for r in rows] == [engine.hash_key_of(r["seed"], r["m"]) for r in rows]

@@ -23,6 +23,7 @@ under a memory limit and spills to a temporary directory beyond it:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -151,6 +152,12 @@ def hash_key(F: ModuleType, *columns: Column) -> Column:
     print the same on both (doubles do not: hash only ids and strings).
     """
     return F.md5(F.concat_ws("|", *[c.cast("string") for c in columns]))
+
+
+def hash_key_of(*values: object) -> str:
+    """:func:`hash_key` of one row's values, in Python: ``md5('|'.join(str(v)))`` (ids and strings only, as
+    there)."""
+    return hashlib.md5("|".join(str(v) for v in values).encode()).hexdigest()
 
 
 def hash_threshold(fraction: float) -> str:

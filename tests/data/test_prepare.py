@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from batchrl import storage
-from batchrl.data.prepare import PrepareOptions, prepare
+from batchrl.data.prepare import PrepareOptions, episode_split, prepare
 from batchrl.data.schema import METRICS_MAP, STATE_MAP, TRAINING_COLUMNS
 from batchrl.errors import BatchRLError
 from batchrl.preprocessing.normalization import NormalizationParameters, write_normalization
@@ -178,6 +178,9 @@ def test_cartpole_split_is_90_10_by_whole_episodes(engine, tmp_path):
     # every terminated episode ends in exactly one terminal row
     assert summary.train.terminal_rows + summary.eval.terminal_rows == (
         summary.train.episodes + summary.eval.episodes - summary.dropped_truncated)
+    # the split rule in Python names the same episodes (what the offline matrix gives d3rlpy)
+    for table, part in ((train_table, "train"), (eval_table, "eval")):
+        assert {episode_split(m, PrepareOptions()) for m in table.column("mdp_id").to_pylist()} == {part}
     meta = storage.read_metadata(evaluation)
     assert meta["feature_ids"] == [0, 1, 2, 3] and meta["split"]["eval"] == [90.0, 100.0]
     assert meta["num_rows"] == n_eval and meta["reward_mean"] == 1.0
@@ -244,3 +247,12 @@ def test_continuous_actions_become_vectors(engine, tmp_path, norm):
     assert (first["action"], first["action_presence"]) == ([0.5, 0.0], [True, False])
     assert (first["next_action"], first["not_terminal"]) == ([-1.0, 2.0], True)
     assert (last["next_action_presence"], last["not_terminal"]) == ([False, False], False)
+
+
+def test_episode_split_leaves_the_gap_between_train_and_eval_to_neither():
+    options = PrepareOptions(table_sample=50, eval_table_sample=20, split_seed=3)
+    parts = [episode_split(f"m{i}", options) for i in range(3000)]
+    assert abs(parts.count("train") / 3000 - 0.5) < 0.04 and abs(parts.count("eval") / 3000 - 0.2) < 0.03
+    assert abs(parts.count(None) / 3000 - 0.3) < 0.04
+    assert [episode_split(f"m{i}", PrepareOptions(table_sample=100, eval_table_sample=0)) for i in range(50)] == \
+        ["train"] * 50

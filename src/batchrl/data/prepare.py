@@ -41,7 +41,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from batchrl import storage
 from batchrl.data.schema import END_TRUNCATED, training_columns
-from batchrl.engine import any_of, api, get_engine, has_key, hash_below, hash_key, schema_of, type_name
+from batchrl.engine import (
+    any_of,
+    api,
+    get_engine,
+    has_key,
+    hash_below,
+    hash_key,
+    hash_key_of,
+    hash_threshold,
+    schema_of,
+    type_name,
+)
 from batchrl.errors import BatchRLError
 from batchrl.preprocessing.normalization import FeatureType, read_normalization
 from batchrl.results import StageResult
@@ -255,6 +266,17 @@ def _mask(F: ModuleType, possible: Column | None, actions: list[str]) -> Column:
         return F.array(*[F.lit(True) for _ in actions])
     present = F.coalesce(possible, F.expr("array()").cast("array<string>"))
     return F.array(*[F.array_contains(present, F.lit(a)) for a in actions])
+
+
+def episode_split(mdp_id: str, options: PrepareOptions) -> str | None:
+    """Where ``prepare`` puts episode ``mdp_id``: ``"train"``, ``"eval"`` or None (neither), the engines'
+    split rule in Python (e.g. to train another library on exactly the training episodes)."""
+    key = hash_key_of(options.split_seed, mdp_id)
+    if key < hash_threshold(options.table_sample / 100.0):
+        return "train"
+    if not key < hash_threshold((100.0 - options.eval_table_sample) / 100.0):
+        return "eval"
+    return None
 
 
 def _split_hash(F: ModuleType, mdp_id: Column, seed: int) -> Column:
