@@ -59,7 +59,7 @@ def build(algorithm: str, args: argparse.Namespace):
     if args.standardize_observations:  # per-feature (x - mean) / std fitted on the logged table, like batchrl's
         common["observation_scaler"] = d3rlpy.preprocessing.StandardObservationScaler()
     discrete = {"learning_rate": args.lr, "encoder_factory": encoder, "target_update_interval": args.target_update_interval}
-    continuous = {"actor_learning_rate": args.lr, "critic_learning_rate": args.lr, "actor_encoder_factory": encoder,
+    continuous = {"actor_learning_rate": args.actor_lr if args.actor_lr is not None else args.lr, "critic_learning_rate": args.lr, "actor_encoder_factory": encoder,
                   "critic_encoder_factory": critic_encoder, "tau": args.tau}
     configs = {
         "DoubleDQN": lambda: d3rlpy.algos.DoubleDQNConfig(**common, **discrete),
@@ -100,7 +100,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--hidden", type=int, nargs="+", required=True)
     parser.add_argument("--batch-size", type=int, required=True)
-    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--lr", type=float, required=True, help="the learning rate (continuous: the critic's)")
+    parser.add_argument("--actor-lr", type=float, help="continuous: the actor's learning rate (default: --lr)")
     parser.add_argument("--gamma", type=float, required=True)
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--target-update-interval", type=int, default=100, help="discrete: hard target copies")

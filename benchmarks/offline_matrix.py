@@ -103,16 +103,19 @@ def cell_config(algorithm: str, env: str, action_names: list[str] | None, action
 
 
 def _network(config: dict) -> dict:
-    """Hidden sizes, learning rate, discount, batch size and target rate of a batchrl config (for d3rlpy)."""
+    """Hidden sizes, learning rates (the critic's; the actor's where the config has one), discount, batch size
+    and target rate of a batchrl config (for d3rlpy)."""
     (_, model), = config["model"].items()
     builder = model.get("net_builder") or model.get("critic_net_builder") or model.get("q_network_builder") or {}
     sizes = next(iter(builder.values()))["sizes"] if builder else [256, 256]
     trainer = model["trainer_param"]
     optimizer = trainer.get("optimizer") or trainer.get("q_network_optimizer") or {"Adam": {"lr": 1e-3}}
     lr = next(iter(optimizer.values())).get("lr", 1e-3)
+    actor_optimizer = trainer.get("actor_network_optimizer")
+    actor_lr = next(iter(actor_optimizer.values())).get("lr", 1e-3) if actor_optimizer else lr
     rl = trainer.get("rl", {})
     batch = trainer.get("minibatch_size") or config.get("reader_options", {}).get("minibatch_size") or 256
-    return {"hidden": sizes, "lr": lr, "gamma": rl.get("gamma", 0.99), "batch_size": batch,
+    return {"hidden": sizes, "lr": lr, "actor_lr": actor_lr, "gamma": rl.get("gamma", 0.99), "batch_size": batch,
             "tau": rl.get("target_update_rate", 0.005)}
 
 
@@ -201,7 +204,8 @@ def run_d3rlpy(logged: str, env: str, algorithm: str, seed: int, network: dict, 
     """d3rlpy's ``algorithm`` on ``logged`` (only the episodes listed in ``episodes_file`` when given)."""
     args = [d3rlpy_python(), str(ROOT / "benchmarks" / "d3rlpy_worker.py"), "--logged", logged, "--env", env,
             "--algorithm", algorithm, "--seed", str(seed), "--hidden", *map(str, network["hidden"]),
-            "--batch-size", str(network["batch_size"]), "--lr", str(network["lr"]), "--gamma", str(network["gamma"]),
+            "--batch-size", str(network["batch_size"]), "--lr", str(network["lr"]),
+            "--actor-lr", str(network.get("actor_lr", network["lr"])), "--gamma", str(network["gamma"]),
             "--tau", str(network["tau"]), "--target-update-interval", str(max(1, round(1 / network["tau"]))),
             "--steps", str(steps), "--episodes", str(episodes),
             "--eval-seed", str(10_000 + seed), *(["--standardize-observations"] if standardize else []),
