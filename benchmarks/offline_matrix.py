@@ -10,10 +10,10 @@ Datasets come from ``benchmarks/datasets.py`` (``--datasets-workdir``, its ``<en
   dropped: the environment's own limit applies), trained by ``batchrl run --no-evaluate``; the greedy return
   of its exported TorchScript policy over ``--episodes`` episodes seeded 10,000 + seed, 10,000 + seed + 1,
   ... (the data seeds are < 10);
-* **d3rlpy**: its matching algorithm (``D3RLPY``) in its own venv (``benchmarks/.d3rlpy-venv``, created
+* **d3rlpy**: its matching algorithms (``D3RLPY``) in its own venv (``benchmarks/.d3rlpy-venv``, created
   here with d3rlpy 2.8.1 and the CPU torch the project pins; d3rlpy pins gymnasium 1.0, so it never
   enters the project's dependencies), run by ``benchmarks/d3rlpy_worker.py`` with the batchrl run's hidden
-  sizes, batch size, learning rate, discount and number of gradient steps (discrete: a hard target copy
+  sizes, batch size, learning rates (the critic's and the actor's), discount and number of gradient steps (discrete: a hard target copy
   every 1 / target_update_rate steps where batchrl updates softly at that rate), on the episodes batchrl
   trains on (the config's train split, :func:`training_episodes`; the eval split, which batchrl holds out
   for CPE, is not d3rlpy's either; records with ``train_episodes: batchrl_train_split``, older ones trained
@@ -70,10 +70,11 @@ ALGORITHMS = {
     "IQL": "configs/pendulum_iql_offline.yaml",
 }
 DISCRETE = ("DiscreteDQN", "DiscreteCQL", "DiscreteBCQ", "DiscreteCRR", "DiscreteIQL", "DiscreteQRDQN")
-#: batchrl's algorithm -> d3rlpy's matching one (none for CRR, discrete IQL and QR-DQN: d3rlpy has no
-#: discrete CRR or IQL; its QR-DQN is a DQN option left out here).
-D3RLPY = {"DiscreteDQN": "DoubleDQN", "DiscreteCQL": "DiscreteCQL", "DiscreteBCQ": "DiscreteBCQ", "SAC": "SAC",
-          "TD3": "TD3", "TD3+BC": "TD3PlusBC", "IQL": "IQL"}
+#: batchrl's algorithm -> d3rlpy's that train with its config and step count (none for CRR, discrete IQL and
+#: QR-DQN: d3rlpy has no discrete CRR or IQL; its QR-DQN is a DQN option left out here). d3rlpy's continuous
+#: CQL, SAC with a conservative penalty, has no batchrl counterpart and trains with SAC's settings.
+D3RLPY = {"DiscreteDQN": ("DoubleDQN",), "DiscreteCQL": ("DiscreteCQL",), "DiscreteBCQ": ("DiscreteBCQ",),
+          "SAC": ("SAC", "CQL"), "TD3": ("TD3",), "TD3+BC": ("TD3PlusBC",), "IQL": ("IQL",)}
 
 
 def d3rlpy_python() -> str:
@@ -272,7 +273,7 @@ def algorithm_table(results: dict, continuous: bool) -> str:
     import numpy as np
 
     names = [a for a in ALGORITHMS if (a not in DISCRETE) == continuous]
-    columns = [("batchrl", a) for a in names] + [("d3rlpy", D3RLPY[a]) for a in names if a in D3RLPY]
+    columns = [("batchrl", a) for a in names] + [("d3rlpy", d) for a in names for d in D3RLPY.get(a, ())]
     by_cell: dict[tuple[str, str], dict[tuple[str, str], list[float]]] = {}
     for r in results["records"]:
         if ENVS[r["env"]][0] == continuous:
@@ -326,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--d3rlpy-critic-layer-norm", action="store_true",
                         help="continuous: d3rlpy's critics with layer norm, like batchrl's IQL config (not "
                              "d3rlpy's default: records get critic_layer_norm; use another --results)")
+    parser.add_argument("--d3rlpy-algorithms", nargs="+", choices=sorted({d for ds in D3RLPY.values() for d in ds}),
+                        help="run only these of d3rlpy's algorithms (default: every one matching --algorithms)")
     parser.add_argument("--table", action="store_true", help="print the summary table of --results and stop")
     args = parser.parse_args(argv)
     results_file = pathlib.Path(args.results)
@@ -364,12 +367,15 @@ def main(argv: list[str] | None = None) -> int:
                     scaling = {"observation_scaling": "raw"} if swapped else {}
                     if "batchrl" in args.libraries:
                         rows.append({**key, "library": "batchrl", **ours, **scaling})
-                    if "d3rlpy" in args.libraries and algorithm in D3RLPY:
+                    theirs = [d for d in D3RLPY.get(algorithm, ()) if "d3rlpy" in args.libraries and
+                              (args.d3rlpy_algorithms is None or d in args.d3rlpy_algorithms)]
+                    if theirs:
                         cell.mkdir(parents=True, exist_ok=True)
                         episodes_file = cell / "d3rlpy_train_episodes.json"
                         episodes_file.write_text(json.dumps(training_episodes(logged, config)))
-                        rows.append({**key, "library": "d3rlpy", "algorithm": D3RLPY[algorithm],
-                                     **run_d3rlpy(logged, env, D3RLPY[algorithm], seed, _network(config),
+                    for d3rlpy_algorithm in theirs:
+                        rows.append({**key, "library": "d3rlpy", "algorithm": d3rlpy_algorithm,
+                                     **run_d3rlpy(logged, env, d3rlpy_algorithm, seed, _network(config),
                                                   ours["gradient_steps"], args.episodes, standardize=swapped,
                                                   critic_layer_norm=args.d3rlpy_critic_layer_norm,
                                                   episodes_file=episodes_file),
